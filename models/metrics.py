@@ -1,0 +1,38 @@
+"""The challenge's metrics: SRC (Spearman rank correlation), MAE, and MSE."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def _check(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"labels and predictions must be 1-D of one length, got {y_true.shape} and {y_pred.shape}")
+    if len(y_true) < 2:
+        raise ValueError("need at least two posts to score")
+    if not (np.isfinite(y_true).all() and np.isfinite(y_pred).all()):
+        raise ValueError("labels and predictions must be finite")
+    return y_true, y_pred
+
+
+def src(y_true, y_pred) -> float:
+    """Spearman rank correlation, as the challenge computes it (scipy.stats.spearmanr)."""
+    y_true, y_pred = _check(y_true, y_pred)
+    return float(spearmanr(y_pred, y_true).statistic)
+
+
+def mae(y_true, y_pred) -> float:
+    y_true, y_pred = _check(y_true, y_pred)
+    return float(np.mean(np.abs(y_true - y_pred)))
+
+
+def mse(y_true, y_pred) -> float:
+    y_true, y_pred = _check(y_true, y_pred)
+    return float(np.mean((y_true - y_pred) ** 2))
+
+
+def score(y_true, y_pred) -> dict[str, float]:
+    """All three metrics, keyed `src`, `mae`, `mse`."""
+    return {"src": src(y_true, y_pred), "mae": mae(y_true, y_pred), "mse": mse(y_true, y_pred)}

