@@ -1,0 +1,325 @@
+"""Reader of the official SMPD files: one typed table per split.
+
+All files of a split are joined on Pid and checked to agree. Bad input stops
+the run before any work, with an `SMPDFormatError` naming the file, row and
+field; recoverable gaps (empty title or tags, `None` Pathalias, empty geo,
+missing image file) become explicit missing values and are counted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+JSON_FILES = {
+    "category": ("Category", "Subcategory", "Concept"),
+    "text": ("Title", "Mediatype", "Alltags"),
+    "temporalspatial_information": ("Postdate", "Latitude", "Longitude", "Geoaccuracy"),
+    "user_data": ("photo_firstdate", "photo_count", "ispro", "canbuypro", "timezone_offset",
+                  "photo_firstdatetaken", "timezone_timezone_id", "user_description", "location_description"),
+    "additional_information": ("Pathalias", "Ispublic", "Mediastatus"),
+}
+# fields a post cannot do without; every other field may be missing in a file (real releases differ)
+REQUIRED_FIELDS = {"category": ("Uid", "Pid", "Category", "Subcategory"),
+                   "temporalspatial_information": ("Uid", "Pid", "Postdate")}
+NUMERIC_FIELDS = ("Latitude", "Longitude", "Geoaccuracy", "photo_firstdate", "photo_count", "ispro",
+                  "canbuypro", "Ispublic")
+TEXT_FIELDS = ("Category", "Subcategory", "Concept", "Title", "Mediatype", "Alltags", "timezone_timezone_id",
+               "user_description", "location_description", "Mediastatus")
+
+
+class SMPDFormatError(ValueError):
+    """Input that does not follow the official format, located by file, row and field."""
+
+    def __init__(self, file: Path | str, message: str, row: int | None = None, field: str | None = None):
+        where = str(file)
+        if row is not None:
+            where += f", row {row}"
+        if field is not None:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {message}")
+        self.file, self.row, self.field = str(file), row, field
+
+
+@dataclass
+class ReadReport:
+    """What the reader had to fill in, per split: counted so the log can say it."""
+    counts: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, what: str, n: int) -> None:
+        if n:
+            self.counts[what] = self.counts.get(what, 0) + int(n)
+
+
+def _find(data_dir: Path, name: str) -> Path | None:
+    """Find an official file at the top of data_dir or one or two folders down (releases nest them)."""
+    for pattern in (name, f"*/{name}", f"*/*/{name}"):
+        hits = sorted(data_dir.glob(pattern))
+        if len(hits) > 1:
+            raise SMPDFormatError(data_dir, f"{name} found more than once: {[str(h) for h in hits]}")
+        if hits:
+            return hits[0]
+    return None
+
+
+def split_files(data_dir: Path, split: str) -> dict[str, Path]:
+    """Paths of every official file of one split; a missing file is an error that lists what is expected."""
+    names = {key: f"{split}_{key}.json" for key in JSON_FILES}
+    names["img_filepath"] = f"{split}_img_filepath.txt"
+    if split == "train":
+        names["label"] = "train_label.txt"
+    found, missing = {}, []
+    for key, name in names.items():
+        path = _find(Path(data_dir), name)
+        if path is None:
+            missing.append(name)
+        else:
+            found[key] = path
+    if missing:
+        hint = ""
+        if split == "train" and len(missing) == len(names):
+            hint = " (no train split: a run needs both train and test files)"
+        raise SMPDFormatError(data_dir, f"missing file(s) {missing}{hint}; expected the official SMPD layout "
+                                        f"({', '.join(names.values())})")
+    return found
+
+
+def _load_json_records(path: Path) -> list[dict]:
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise SMPDFormatError(path, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise SMPDFormatError(path, f"not UTF-8 text: {err}") from None
+    if not isinstance(data, list):
+        raise SMPDFormatError(path, f"expected a JSON array of objects, got a {type(data).__name__}")
+    for i, record in enumerate(data):
+        if not isinstance(record, dict):
+            raise SMPDFormatError(path, f"expected an object, got {type(record).__name__}", row=i)
+    return data
+
+
+def _column(records: list[dict], name: str) -> list:
+    return [r.get(name) for r in records]
+
+
+def _pids(path: Path, records: list[dict]) -> np.ndarray:
+    pids = []
+    for i, r in enumerate(records):
+        value = r.get("Pid")
+        if value is None or str(value).strip() == "":
+            raise SMPDFormatError(path, "missing Pid", row=i, field="Pid")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        pids.append(str(value).strip())
+    pids = np.array(pids, dtype=object)
+    seen: dict[str, int] = {}
+    for i, pid in enumerate(pids):
+        if pid in seen:
+            raise SMPDFormatError(path, f"duplicate Pid {pid} (first at row {seen[pid]})", row=i, field="Pid")
+        seen[pid] = i
+    return pids
+
+
+def to_float(values: list, path: Path, name: str, report: ReadReport, strict: bool = False) -> np.ndarray:
+    """Numbers given as strings or numbers; empty means missing. `strict`: a missing value is an error."""
+    series = pd.Series(values, dtype=object)
+    text = series.map(lambda v: "" if v is None else str(v).strip())
+    out = pd.to_numeric(text.replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.isnan(out) & (text != "").to_numpy() & ~text.str.lower().isin(["nan", "none", "null"]).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        if strict:
+            raise SMPDFormatError(path, f"expected a number, got {values[i]!r}", row=i, field=name)
+        report.add(f"{name} not a number (set missing)", int(bad.sum()))
+    if strict and np.isnan(out).any():
+        i = int(np.argmax(np.isnan(out)))
+        raise SMPDFormatError(path, f"expected a number, got {values[i]!r}", row=i, field=name)
+    return out
+
+
+def _to_text(values: list) -> np.ndarray:
+    return np.array(["" if v is None else str(v).strip() for v in values], dtype=object)
+
+
+def _timezone_hours(values: list, path: Path, report: ReadReport) -> np.ndarray:
+    """'+08:00' style offsets, or numbers (hours, or seconds when larger than a day's hours)."""
+    out = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        s = "" if v is None else str(v).strip()
+        if not s:
+            continue
+        try:
+            if ":" in s:
+                sign = -1.0 if s.startswith("-") else 1.0
+                hours, minutes = s.lstrip("+-").split(":")[:2]
+                out[i] = sign * (int(hours) + int(minutes) / 60.0)
+            else:
+                x = float(s)
+                out[i] = x / 3600.0 if abs(x) > 24 else x
+        except ValueError:
+            report.add("timezone_offset unreadable (set missing)", 1)
+    return out
+
+
+def _datetime_seconds(values: list) -> np.ndarray:
+    text = pd.Series(["" if v is None else str(v).strip() for v in values])
+    parsed = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce", utc=True)
+    seconds = parsed.astype("int64", copy=False).to_numpy() / 1e9 if len(parsed) else np.array([])
+    return np.where(parsed.isna().to_numpy(), np.nan, seconds).astype(np.float64)
+
+
+def _read_lines(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()  # a trailing newline is not a post
+    return lines
+
+
+def read_labels(path: Path, n_rows: int | None = None) -> np.ndarray:
+    """One finite float a line; the count must match the split's rows when given."""
+    lines = _read_lines(Path(path))
+    labels = np.empty(len(lines))
+    for i, line in enumerate(lines):
+        try:
+            labels[i] = float(line.strip())
+        except ValueError:
+            raise SMPDFormatError(path, f"label {line.strip()!r} is not a number", row=i) from None
+        if not np.isfinite(labels[i]):
+            raise SMPDFormatError(path, f"label {line.strip()!r} is not a finite number", row=i)
+    if n_rows is not None and len(labels) != n_rows:
+        raise SMPDFormatError(path, f"{len(labels)} labels for {n_rows} posts: the counts must match "
+                                    "(one label a line, in post order)")
+    return labels
+
+
+def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadReport]:
+    """Load one split into a typed table (one row per post, in file order)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    data_dir = Path(data_dir)
+    files = split_files(data_dir, split)
+    report = ReadReport()
+    ref_key = "category"
+    columns: dict[str, object] = {}
+    ref_pids = None
+    ref_uids = None
+    for key, wanted in JSON_FILES.items():
+        path = files[key]
+        records = _load_json_records(path)
+        for name in REQUIRED_FIELDS.get(key, ()):
+            for i, r in enumerate(records):
+                if name not in r:
+                    raise SMPDFormatError(path, "required field is missing", row=i, field=name)
+        pids = _pids(path, records)
+        uids = _to_text(_column(records, "Uid"))
+        if ref_pids is None:
+            ref_pids, ref_uids = pids, uids
+            if len(pids) == 0:
+                raise SMPDFormatError(path, "no posts in this file")
+            ref_index = pd.Index(ref_pids)
+        else:
+            if len(pids) != len(ref_pids) or set(pids) != set(ref_pids):
+                extra = sorted(set(pids) - set(ref_pids))[:3]
+                lacking = sorted(set(ref_pids) - set(pids))[:3]
+                raise SMPDFormatError(path, f"lists other posts than {files[ref_key].name} ({len(pids)} vs "
+                                            f"{len(ref_pids)} rows; Pids only here: {extra}, missing here: {lacking})",
+                                      field="Pid")
+            if not np.array_equal(pids, ref_pids):
+                first = int(np.argmax(pids != ref_pids))
+                report.notes.append(f"{path.name} lists the posts in another order (first at row {first}); "
+                                    f"aligned on Pid to {files[ref_key].name}")
+                report.add(f"{path.name} rows re-ordered", 1)
+                order = pd.Index(pids).get_indexer(ref_index)
+                records = [records[j] for j in order]
+                uids = uids[order]
+            known = uids != ""
+            clash = known & (ref_uids != "") & (uids != ref_uids)
+            if clash.any():
+                i = int(np.argmax(clash))
+                raise SMPDFormatError(path, f"Uid {uids[i]!r} disagrees with {ref_uids[i]!r} in "
+                                            f"{files[ref_key].name} for Pid {ref_pids[i]}", row=i, field="Uid")
+        for name in wanted:
+            values = _column(records, name)
+            missing_field = sum(1 for r in records if name not in r)
+            report.add(f"field {name} absent from {path.name} (set missing)", missing_field)
+            if name == "Postdate":
+                columns[name] = to_float(values, path, name, report, strict=True).astype(np.int64)
+            elif name == "timezone_offset":
+                columns[name] = _timezone_hours(values, path, report)
+            elif name == "photo_firstdatetaken":
+                columns[name] = _datetime_seconds(values)
+            elif name == "Pathalias":
+                text = _to_text(values)
+                absent = (text == "") | (text == "None")
+                report.add("Pathalias None", int(absent.sum()))
+                columns[name] = np.where(absent, None, text)
+            elif name in NUMERIC_FIELDS:
+                columns[name] = to_float(values, path, name, report)
+            else:
+                columns[name] = _to_text(values)
+    table = pd.DataFrame({"Pid": ref_pids, "Uid": ref_uids, **columns})
+    for name in ("Pid", "Uid", "Pathalias", *TEXT_FIELDS):
+        table[name] = table[name].astype("string") if name == "Pathalias" else table[name].astype(str)
+
+    # geo: accuracy 0 or empty, or missing coordinates, mean no location
+    no_geo = table["Latitude"].isna() | table["Longitude"].isna() | (table["Geoaccuracy"].fillna(0) == 0)
+    table.loc[no_geo, ["Latitude", "Longitude"]] = np.nan
+    report.add("no geo", int(no_geo.sum()))
+    report.add("empty title", int((table["Title"] == "").sum()))
+    report.add("empty tags", int((table["Alltags"] == "").sum()))
+
+    paths = _read_lines(files["img_filepath"])
+    if len(paths) != len(table):
+        raise SMPDFormatError(files["img_filepath"], f"{len(paths)} image paths for {len(table)} posts: the "
+                                                     "counts must match (one path a line, in post order)")
+    table["img_path"] = _image_paths(data_dir, files["img_filepath"], [p.strip() for p in paths])
+    table["img_exists"] = [bool(p) and (data_dir / p).is_file() for p in table["img_path"]]
+    report.add("image file missing", int((~table["img_exists"]).sum()))
+
+    if split == "train":
+        table["label"] = read_labels(files["label"], len(table))
+    table.insert(0, "row", np.arange(len(table), dtype=np.int64))
+    return table, report
+
+
+def _image_paths(data_dir: Path, listing: Path, paths: list[str]) -> list[str]:
+    """Paths relative to data_dir. Listed paths are relative to the data dir or to the listing's folder."""
+    base = listing.parent
+    if base != data_dir:
+        sample = [p for p in paths[:200] if p]
+        here = sum((data_dir / p).is_file() for p in sample)
+        there = sum((base / p).is_file() for p in sample)
+        if there > here:
+            prefix = base.relative_to(data_dir)
+            return [str(prefix / p) if p else "" for p in paths]
+    return paths
+
+
+def read_smpd(data_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Both splits, checked against each other (Pids unique across splits)."""
+    data_dir = Path(data_dir)
+    for split in SPLITS:  # every file present before any work
+        split_files(data_dir, split)
+    train, train_report = read_split(data_dir, "train")
+    test, test_report = read_split(data_dir, "test")
+    both = set(train["Pid"]) & set(test["Pid"])
+    if both:
+        raise SMPDFormatError(data_dir, f"{len(both)} Pids appear in both train and test, e.g. {sorted(both)[:3]}",
+                              field="Pid")
+    report = {
+        "train": {"rows": len(train), **train_report.counts, "notes": train_report.notes},
+        "test": {"rows": len(test), **test_report.counts, "notes": test_report.notes},
+        "test users unseen in train": int((~test["Uid"].isin(set(train["Uid"]))).sum()),
+        "test subcategories unseen in train": sorted(set(test["Subcategory"]) - set(train["Subcategory"])),
+    }
+    return train, test, report

@@ -1,0 +1,132 @@
+"""Cross-fitting on the shared folds: out-of-fold predictions for train, predictions for test.
+
+For each validation fold v a model is fit on the other rows and predicts fold v
+and the test posts. Out-of-fold target statistics are recomputed inside each
+fit, so no validation label ever reaches the rows a model is fit on. In a
+time-ordered holdout (one fold, the latest posts), the test prediction comes
+from a refit on all train posts with the number of rounds found on the holdout.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from features.target_stats import target_statistics
+from models.metrics import score
+from models.validation import validation_folds
+
+log = logging.getLogger(__name__)
+
+
+class Regressor(Protocol):
+    def fit(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame | None = None,
+            y_val: np.ndarray | None = None) -> "Regressor": ...
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray: ...
+
+
+# make_model(seed, rounds): rounds is None for a model that may stop early on validation,
+# or the fixed number of boosting rounds for a refit (ignored by non-iterative models)
+ModelFactory = Callable[[int, "int | None"], Regressor]
+
+
+@dataclass
+class TargetStatSpec:
+    """Which target statistics to add inside each fit (keys from the posts table)."""
+    keys_train: pd.DataFrame
+    keys_test: pd.DataFrame
+    key_columns: list[str]
+    smoothing: float = 10.0
+    tags: bool = True
+    tag_min_count: int = 1
+
+
+@dataclass
+class CVResult:
+    oof: np.ndarray                 # per train post; NaN where the post never validates (fold -1)
+    test: np.ndarray                # per test post
+    fold_scores: dict[int, dict]
+    score: dict                     # on all validated posts
+    best_iterations: list[int]
+    feature_importance: pd.Series = field(default_factory=pd.Series)
+
+
+def _with_stats(X: pd.DataFrame, stats: pd.DataFrame | None) -> pd.DataFrame:
+    if stats is None:
+        return X.reset_index(drop=True)
+    return pd.concat([X.reset_index(drop=True), stats.reset_index(drop=True)], axis=1)
+
+
+def _stats(spec: TargetStatSpec | None, fit_idx: np.ndarray, y: np.ndarray, inner: np.ndarray,
+           apply_keys: pd.DataFrame):
+    if spec is None:
+        return None, None
+    return target_statistics(spec.keys_train.iloc[fit_idx], y[fit_idx], inner[fit_idx], apply_keys,
+                             spec.key_columns, spec.smoothing, spec.tags, spec.tag_min_count)
+
+
+def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, X_test: pd.DataFrame,
+              seeds: list[int] = (0,), target_stats: TargetStatSpec | None = None,
+              fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model") -> CVResult:
+    """Out-of-fold and test predictions of `make_model`, averaged over `seeds`.
+
+    fit_mask: train posts a model may fit on (sample selection); validation always scores every post.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if len(X) != len(y) or len(folds) != len(y):
+        raise ValueError(f"features ({len(X)}), labels ({len(y)}) and folds ({len(folds)}) must have one row per post")
+    fold = folds["fold"].to_numpy()
+    inner = folds["stat_fold"].to_numpy()
+    fit_mask = np.ones(len(y), dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    val_folds = validation_folds(folds)
+    if not val_folds:
+        raise ValueError("the folds table has no validation fold")
+    holdout = len(val_folds) == 1  # time-ordered holdout: refit on everything for test
+
+    oof = np.full(len(y), np.nan)
+    test_pred = np.zeros(len(X_test))
+    fold_scores: dict[int, dict] = {}
+    best_iterations: list[int] = []
+    importances = []
+    steps = [(s, v) for s in seeds for v in val_folds]
+    for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
+        fit_idx = np.flatnonzero((fold != v) & fit_mask)
+        val_idx = np.flatnonzero(fold == v)
+        apply_keys = None
+        if target_stats is not None:
+            apply_keys = pd.concat([target_stats.keys_train.iloc[val_idx], target_stats.keys_test], ignore_index=True)
+        fit_stats, apply_stats = _stats(target_stats, fit_idx, y, inner, apply_keys)
+        X_fit = _with_stats(X.iloc[fit_idx], fit_stats)
+        X_val = _with_stats(X.iloc[val_idx], None if apply_stats is None else apply_stats.iloc[:len(val_idx)])
+        X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
+        model = make_model(seed, None).fit(X_fit, y[fit_idx], X_val, y[val_idx])
+        pred_val = model.predict(X_val)
+        oof[val_idx] = np.nan_to_num(oof[val_idx]) + pred_val / len(seeds)
+        best = getattr(model, "best_iteration_", None)
+        if best is not None:
+            best_iterations.append(int(best))
+        if hasattr(model, "feature_importance"):
+            importances.append(model.feature_importance())
+        if holdout:
+            # test prediction from a refit on every train post, with the rounds the holdout chose
+            all_idx = np.flatnonzero(fit_mask | (fold == v))
+            full_stats, test_stats = _stats(target_stats, all_idx, y, inner, target_stats.keys_test
+                                            if target_stats is not None else None)
+            refit = make_model(seed, best).fit(_with_stats(X.iloc[all_idx], full_stats), y[all_idx])
+            test_pred += refit.predict(_with_stats(X_test, test_stats)) / len(seeds)
+        else:
+            test_pred += model.predict(X_tst) / (len(seeds) * len(val_folds))
+    for v in val_folds:
+        rows = fold == v
+        fold_scores[v] = score(y[rows], oof[rows])
+    validated = fold >= 0
+    overall = score(y[validated], oof[validated])
+    importance = pd.concat(importances, axis=1).mean(axis=1).sort_values(ascending=False) if importances else pd.Series(dtype=float)
+    log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f", name, overall["src"], overall["mae"], overall["mse"])
+    return CVResult(oof=oof, test=test_pred, fold_scores=fold_scores, score=overall,
+                    best_iterations=best_iterations, feature_importance=importance)

@@ -1,0 +1,70 @@
+"""LightGBM regressor behind the project's one model contract: fit(X, y, X_val, y_val), predict(X)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+
+class LightGBMRegressor:
+    """Deterministic LightGBM (fixed seed and threads, row-wise histograms).
+
+    With a validation set it stops early on it and keeps `best_iteration_`;
+    without one it trains exactly `num_boost_round` rounds.
+    """
+
+    def __init__(self, params: dict[str, Any], num_boost_round: int = 2000, early_stopping_rounds: int = 100,
+                 num_threads: int = 2, seed: int = 0, callbacks: list[Callable] | None = None):
+        self.params = {
+            **params,
+            "seed": seed,
+            "num_threads": num_threads,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbosity": -1,
+        }
+        self.num_boost_round = num_boost_round
+        self.early_stopping_rounds = early_stopping_rounds
+        self.callbacks = list(callbacks or [])
+        self.booster_: lgb.Booster | None = None
+        self.best_iteration_: int | None = None
+
+    def fit(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame | None = None,
+            y_val: np.ndarray | None = None) -> "LightGBMRegressor":
+        _check_xy(X, y)
+        train_set = lgb.Dataset(X, label=np.asarray(y, dtype=np.float64), free_raw_data=True)
+        callbacks = list(self.callbacks)
+        valid_sets = []
+        if X_val is not None:
+            _check_xy(X_val, y_val)
+            if list(X_val.columns) != list(X.columns):
+                raise ValueError("validation features must have the training columns, in the same order")
+            valid_sets = [lgb.Dataset(X_val, label=np.asarray(y_val, dtype=np.float64), reference=train_set)]
+            callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
+        self.booster_ = lgb.train(self.params, train_set, num_boost_round=self.num_boost_round,
+                                  valid_sets=valid_sets, valid_names=["valid"][:len(valid_sets)], callbacks=callbacks)
+        self.best_iteration_ = self.booster_.best_iteration or self.booster_.current_iteration()
+        return self
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        if self.booster_ is None:
+            raise RuntimeError("fit the model before predict")
+        return self.booster_.predict(X, num_iteration=self.best_iteration_)
+
+    def feature_importance(self) -> pd.Series:
+        """Total gain per feature."""
+        booster = self.booster_
+        return pd.Series(booster.feature_importance("gain", iteration=self.best_iteration_),
+                         index=booster.feature_name(), dtype=np.float64)
+
+
+def _check_xy(X: pd.DataFrame, y) -> None:
+    if not isinstance(X, pd.DataFrame):
+        raise TypeError(f"features must be a pandas DataFrame, got {type(X).__name__}")
+    if y is None or len(y) != len(X):
+        raise ValueError(f"features have {len(X)} rows but labels have {0 if y is None else len(y)}")
+    y = np.asarray(y, dtype=np.float64)
+    if not np.isfinite(y).all():
+        raise ValueError(f"labels must be finite; row {int(np.argmax(~np.isfinite(y)))} is not")

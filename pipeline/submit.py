@@ -1,0 +1,106 @@
+"""Stage `submit`: checked submission files for the run and a leaderboard row.
+
+Writes submissions/<run>/submission.csv and submission.json (test file order),
+scores.json and config.yaml, and appends a row to submissions/leaderboard.csv.
+With hidden test labels (`--test-labels`), the row also gets the test scores.
+"""
+from __future__ import annotations
+
+import logging
+import subprocess
+from datetime import datetime, timezone
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from features.smpd import read_labels
+from models.metrics import score
+from pipeline.io import read_json, read_parquet, write_json, write_text
+from pipeline.stage import REPO_ROOT, RunContext, Stage
+from submissions.format import append_leaderboard, check_submission, submission_csv, submission_json
+
+log = logging.getLogger(__name__)
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.ndarray:
+    test = final[final["split"] == "test"]
+    pids = test["Pid"].astype(str).to_numpy()
+    check_submission(test_pids, pids, test["pred"].to_numpy())
+    return test["pred"].to_numpy(dtype=np.float64)
+
+
+def run(ctx: RunContext) -> None:
+    test_pids = read_parquet(ctx.posts("test"), columns=["Pid"])["Pid"].astype(str).to_numpy()
+    final = read_parquet(ctx.final_preds)
+    blend = read_json(ctx.final_preds.with_suffix(".json"))
+    preds = final_test_predictions(final, test_pids)
+
+    run_dir = ctx.run_dir
+    write_text(run_dir / "submission.csv", submission_csv(test_pids, preds))
+    write_text(run_dir / "submission.json", submission_json(test_pids, preds))
+    write_text(run_dir / "config.yaml", yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
+
+    test_scores = {}
+    if ctx.test_labels is not None and Path(ctx.test_labels).is_file():
+        labels = read_labels(ctx.test_labels, len(test_pids))
+        test_scores = score(labels, preds)
+        log.info("test: SRC %.4f MAE %.4f MSE %.4f", test_scores["src"], test_scores["mae"], test_scores["mse"])
+    scores = {"validation": blend["score"], "test": test_scores, "members": blend["members"],
+              "weights": blend["weights"], "method": blend["method"]}
+    write_json(run_dir / "scores.json", scores)
+
+    board = pd.read_csv(ctx.leaderboard, dtype=str) if ctx.leaderboard.is_file() else None
+    row = {
+        "run": ctx.run_name,
+        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "config_digest": ctx.config.digest(),
+        "dataset": "demo" if ctx.is_demo else ctx.data_dir.name,
+        "scheme": ctx.config.validation.scheme,
+        "member": f"blend:{blend['method']}",
+        "val_src": round(blend["score"]["src"], 5), "val_mae": round(blend["score"]["mae"], 5),
+        "val_mse": round(blend["score"]["mse"], 5),
+        "test_src": round(test_scores["src"], 5) if test_scores else None,
+        "test_mae": round(test_scores["mae"], 5) if test_scores else None,
+        "test_mse": round(test_scores["mse"], 5) if test_scores else None,
+        "members": "; ".join(f"{m}: src {s['src']:.4f} mae {s['mae']:.4f} mse {s['mse']:.4f}"
+                             for m, s in blend["members"].items()),
+        "n_train": int((final["split"] == "train").sum()),
+        "n_test": len(test_pids),
+    }
+    board = append_leaderboard(board, row)
+    buffer = StringIO()
+    board.to_csv(buffer, index=False)
+    write_text(ctx.leaderboard, buffer.getvalue())
+    log.info("wrote %s and %s; leaderboard %s", run_dir / "submission.csv", run_dir / "submission.json",
+             ctx.leaderboard)
+
+
+def outputs(ctx: RunContext) -> list[Path]:
+    return [ctx.run_dir / name for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")]
+
+
+STAGE = Stage(
+    name="submit",
+    run=run,
+    inputs=lambda ctx: [ctx.posts("test"), ctx.final_preds, ctx.final_preds.with_suffix(".json")]
+    + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
+    outputs=outputs,
+    per_run=True,
+    modules=("submissions.format", "models.metrics"),
+    description="write the checked submission files and a leaderboard row",
+)
