@@ -174,8 +174,8 @@ def _timezone_hours(values: list, path: Path, report: ReadReport) -> np.ndarray:
 def _datetime_seconds(values: list) -> np.ndarray:
     text = pd.Series(["" if v is None else str(v).strip() for v in values])
     parsed = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce", utc=True)
-    seconds = parsed.astype("int64", copy=False).to_numpy() / 1e9 if len(parsed) else np.array([])
-    return np.where(parsed.isna().to_numpy(), np.nan, seconds).astype(np.float64)
+    epoch = pd.Timestamp(0, tz="UTC")
+    return (parsed - epoch).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _read_lines(path: Path) -> list[str]:
