@@ -108,9 +108,10 @@ def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, 
         missing_out = [p for p in stage.outputs(ctx) if not p.exists()]
         if missing_out:
             raise RuntimeError(f"stage {stage.name} finished without writing {missing_out[0]}")
+        seconds = time.perf_counter() - started
         # inputs may be outputs of this very run (demo data): hash them after the stage
-        lock.record(stage, ctx, stage_key(stage, ctx, lock.hashes))
-        log.info("[%s] done in %.1f s", stage.name, time.perf_counter() - started)
+        lock.record(stage, ctx, stage_key(stage, ctx, lock.hashes), seconds)
+        log.info("[%s] done in %.1f s", stage.name, seconds)
 
 
 def main(argv: list[str] | None = None) -> int:

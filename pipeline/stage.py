@@ -161,10 +161,11 @@ class Lock:
                 return False
         return True
 
-    def record(self, stage: Stage, ctx: RunContext, key: str) -> None:
+    def record(self, stage: Stage, ctx: RunContext, key: str, seconds: float) -> None:
         self.data["stages"][stage.name] = {
             "key": key,
             "outputs": {str(p): _signature(p) for p in stage.outputs(ctx)},
+            "seconds": round(seconds, 2),
         }
         self.save()
 
