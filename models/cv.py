@@ -72,10 +72,12 @@ def _stats(spec: TargetStatSpec | None, fit_idx: np.ndarray, y: np.ndarray, inne
 
 def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, X_test: pd.DataFrame,
               seeds: list[int] = (0,), target_stats: TargetStatSpec | None = None,
-              fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model") -> CVResult:
+              fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model",
+              predict_test: bool = True) -> CVResult:
     """Out-of-fold and test predictions of `make_model`, averaged over `seeds`.
 
     fit_mask: train posts a model may fit on (sample selection); validation always scores every post.
+    predict_test: False skips the test predictions (and the holdout refit): tuning needs only validation.
     """
     y = np.asarray(y, dtype=np.float64)
     if len(X) != len(y) or len(folds) != len(y):
@@ -112,6 +114,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
             best_iterations.append(int(best))
         if hasattr(model, "feature_importance"):
             importances.append(model.feature_importance())
+        if not predict_test:
+            continue
         if holdout:
             # test prediction from a refit on every train post, with the rounds the holdout chose
             all_idx = np.flatnonzero(fit_mask | (fold == v))
