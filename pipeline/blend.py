@@ -1,7 +1,15 @@
 """Stage `blend`: combine the members' predictions into the final one.
 
-`best`: the member with the highest validation SRC. Other methods (weights fit
-on out-of-fold predictions only) plug in through `models.ensemble` when present.
+Members are the LightGBM feature sets (train_gbdt) and the ridge members
+(train_linear). Weights (ensemble.method: `best` or `nnls`) are fit on the
+out-of-fold rows only and applied to the test rows. They sum to one, so the
+blend keeps the members' level. The train rows of final.parquet hold the
+cross-fitted blend (each chunk of out-of-fold rows blended with weights fit on
+the other chunks: folds, or time-ordered chunks of a holdout), and the blend's
+validation score is measured on them, so choosing the weights does not flatter
+it (final.json also gives the in-sample score). With a time-ordered holdout,
+final.json reports what a level shift (median holdout residual) does to MAE;
+ensemble.recalibrate_level applies it to the test prediction.
 """
 from __future__ import annotations
 
@@ -11,45 +19,93 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.metrics import score
+from models.validation import validation_folds
 from pipeline.io import read_json, read_parquet, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 from pipeline.train_gbdt import active_members
+from pipeline.train_linear import active_linear_members
 
 log = logging.getLogger(__name__)
 
 
 def member_names(ctx: RunContext) -> list[str]:
-    return list(active_members(ctx.config))
+    return list(active_members(ctx.config)) + list(active_linear_members(ctx.config))
 
 
-def blend_best(summaries: dict[str, dict]) -> dict[str, float]:
-    """Weight 1 on the member with the best validation SRC (ties: the first listed)."""
-    best = max(summaries, key=lambda m: summaries[m]["score"]["src"])
-    return {m: float(m == best) for m in summaries}
+def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
+    """Row keys (Pid, split, fold) shared by all members, each member's prediction, and summaries."""
+    keys = None
+    preds, summaries = {}, {}
+    for m in members:
+        frame = read_parquet(ctx.member_preds(m))
+        if keys is None:
+            keys = frame[["Pid", "split", "fold"]]
+        elif not frame[["Pid", "split", "fold"]].equals(keys):
+            raise ValueError(f"{ctx.member_preds(m)} does not list the posts of {ctx.member_preds(members[0])} "
+                             "in the same order with the same folds: rerun the member stages")
+        preds[m] = frame["pred"].to_numpy(dtype=np.float64)
+        summaries[m] = read_json(ctx.member_preds(m).with_suffix(".json"))
+    return keys, preds, summaries
+
+
+def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.ndarray, time_train: np.ndarray,
+                method: str, n_chunks: int, recalibrate: bool) -> tuple[pd.DataFrame, dict]:
+    """The blended predictions of every row, from weights fit on the out-of-fold rows, and a summary."""
+    train = (keys["split"] == "train").to_numpy()
+    test = (keys["split"] == "test").to_numpy()
+    fold = keys["fold"].to_numpy()
+    validated = train & (fold >= 0)
+    val_train = validated[train]  # validated rows among the train rows (train rows are in posts order)
+    y, t = y_train[val_train], time_train[val_train]
+    oof = {m: p[validated] for m, p in preds.items()}
+
+    blend = fit_blend(method, oof, y)  # out-of-fold rows only: test rows never reach the weights
+    folds_seen = validation_folds(keys[validated])
+    chunk = fold[validated] if len(folds_seen) > 1 else time_chunks(t, n_chunks)
+    oof_blend = cross_fitted_blend(method, oof, y, chunk)
+
+    pred = np.full(len(keys), np.nan)
+    pred[validated] = oof_blend
+    pred[test] = blend.predict({m: p[test] for m, p in preds.items()})
+    info = {"method": method, "weights": blend.weights,
+            "score": score(y, oof_blend),
+            "score_in_sample": score(y, blend.predict(oof)),  # weights fit on these very rows: optimistic
+            "chunks": int(len(np.unique(chunk)))}
+    if len(folds_seen) == 1:  # a time-ordered holdout: the drift of the label level is measurable
+        recal = level_recalibration(y, oof_blend, t)
+        recal["applied"] = bool(recalibrate)
+        if recalibrate:
+            pred[test] += recal["shift"]
+        info["recalibration"] = recal
+    elif recalibrate:
+        raise ValueError("ensemble.recalibrate_level needs a time-ordered holdout (validation.scheme: time_holdout)")
+    return keys.assign(pred=pred), info
 
 
 def run(ctx: RunContext) -> None:
     members = member_names(ctx)
-    preds = {m: read_parquet(ctx.member_preds(m)) for m in members}
-    summaries = {m: read_json(ctx.member_preds(m).with_suffix(".json")) for m in members}
-    method = ctx.config.ensemble.method
-    if method != "best":
-        raise ValueError(f"ensemble.method {method!r} is not available; use 'best'")
-    weights = blend_best(summaries)
-    first = preds[members[0]]
-    pred = sum(w * preds[m]["pred"].to_numpy() for m, w in weights.items() if w)
-    final = first[["Pid", "split", "fold"]].assign(pred=pred)
-    train = final[(final["split"] == "train") & (final["fold"] >= 0)]
-    labels = read_parquet(ctx.posts("train"), columns=["Pid", "label"]).set_index("Pid")["label"]
-    blend_score = score(labels.loc[train["Pid"]].to_numpy(), train["pred"].to_numpy())
-    log.info("blend (%s): validation SRC %.4f MAE %.4f; weights %s", method, blend_score["src"],
-             blend_score["mae"], {m: round(w, 3) for m, w in weights.items()})
+    keys, preds, summaries = load_members(ctx, members)
+    posts = read_parquet(ctx.posts("train"), columns=["Pid", "label", "Postdate"])
+    train_keys = keys[keys["split"] == "train"]
+    if not np.array_equal(train_keys["Pid"].astype(str).to_numpy(), posts["Pid"].astype(str).to_numpy()):
+        raise ValueError(f"member predictions do not list the train posts of {ctx.posts('train')}: rerun the members")
+    e = ctx.config.ensemble
+    final, info = blend_frame(keys, preds, posts["label"].to_numpy(dtype=np.float64),
+                              posts["Postdate"].to_numpy(dtype=np.float64), e.method, e.score_chunks,
+                              e.recalibrate_level)
+    info["members"] = {m: s["score"] for m, s in summaries.items()}
+    info["member_models"] = {m: s.get("model", "lightgbm") for m, s in summaries.items()}
+    log.info("blend (%s): validation SRC %.4f MAE %.4f (cross-fitted; in-sample SRC %.4f); weights %s", e.method,
+             info["score"]["src"], info["score"]["mae"], info["score_in_sample"]["src"],
+             {m: round(w, 3) for m, w in info["weights"].items()})
+    if "recalibration" in info:
+        r = info["recalibration"]
+        log.info("level shift %+.3f: later-half holdout MAE %.4f -> %.4f%s", r["shift"], r["mae_later_half_before"],
+                 r["mae_later_half_after"], " (applied to test)" if r["applied"] else " (not applied)")
     write_parquet(ctx.final_preds, final)
-    write_json(ctx.final_preds.with_suffix(".json"), {
-        "method": method, "weights": weights, "score": blend_score,
-        "members": {m: s["score"] for m, s in summaries.items()},
-    })
+    write_json(ctx.final_preds.with_suffix(".json"), info)
 
 
 def inputs(ctx: RunContext) -> list[Path]:
@@ -65,6 +121,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [ctx.final_preds, ctx.final_preds.with_suffix(".json")],
     sections=("ensemble",),
-    modules=("models.metrics",),
+    modules=("models.metrics", "models.ensemble"),
     description="blend member predictions (weights from out-of-fold predictions only)",
 )

@@ -130,7 +130,19 @@ class GBDTConfig:
 
 @dataclass
 class TuningConfig:
-    """Optuna tuning of LightGBM (stage `tune`)."""
+    """Optuna tuning of LightGBM (stage `tune`), on the validation folds every model uses.
+
+    The study lives in `storage`, an RDB URL (empty: SQLite file work/<ds>/tuning/study.db;
+    `journal:<path>` for Optuna's journal file), so an interrupted run resumes with its finished
+    trials and several processes or machines (one PostgreSQL/MySQL URL) tune one study. The study
+    is named `study_name` plus a digest of what defines the objective (data, folds, search space,
+    base parameters), so trials of different objectives never mix. `n_trials` counts finished
+    (complete or pruned) trials over all workers. `timeout_s` caps this process's tuning time
+    (0: no cap); when it binds, the result depends on machine speed (not bit-reproducible).
+    `search_space`: parameter -> [low, high] (float), [low, high, log]; integer bounds give an
+    integer parameter. The learning rate stays fixed (gbdt.params) by default: pruning compares
+    trials at equal boosting rounds, which is only fair at equal learning rates.
+    """
     enabled: bool = False
     n_trials: int = 30
     timeout_s: float = 600.0
@@ -138,13 +150,44 @@ class TuningConfig:
     study_name: str = "lgbm"
     feature_set: str = "meta"
     seed: int = 0
+    metric: str = "src"  # objective: validation `src` (maximised) or `mse` (minimised)
+    workers: int = 1  # processes the stage runs on the study; more than 1 is not bit-reproducible
+    startup_trials: int = 10  # random trials before TPE models the search space
+    pruning: bool = True
+    prune_startup_trials: int = 5  # finished trials before any trial is pruned
+    prune_warmup_rounds: int = 100  # boosting rounds before a trial can be pruned
+    report_interval: int = 10  # boosting rounds between pruning checks
+    heartbeat_s: int = 60  # RDB storages: a trial whose worker is silent 2x this long is failed
+    base_first: bool = True  # trial 0 evaluates gbdt.params, so tuning never ends below the untuned model
+    search_space: dict[str, list] = field(default_factory=lambda: {
+        "num_leaves": [7, 255, "log"],
+        "min_data_in_leaf": [5, 300, "log"],
+        "feature_fraction": [0.3, 1.0],
+        "bagging_fraction": [0.5, 1.0],
+        "lambda_l1": [1e-8, 10.0, "log"],
+        "lambda_l2": [1e-8, 10.0, "log"],
+    })
 
 
 @dataclass
 class EnsembleConfig:
-    """Blend of the members' predictions (weights fit on out-of-fold only)."""
-    method: str = "best"  # `best` member by validation SRC, or `nnls`
+    """Blend of the members' predictions; weights are fit on out-of-fold predictions only.
+
+    method: `best` (the member with the best validation SRC) or `nnls` (non-negative least squares
+    on the out-of-fold predictions, weights scaled to sum to one). linear_members: ridge members
+    (name -> feature blocks) trained on the same folds as LightGBM, for diversity.
+    recalibrate_level: shift the test prediction by the median residual on the time-ordered
+    holdout (the test period has a lower mean label than train); needs validation.scheme
+    time_holdout. Its effect on MAE is reported in the blend summary either way.
+    """
+    method: str = "nnls"
     recalibrate_level: bool = False
+    linear_members: dict[str, list[str]] = field(default_factory=lambda: {
+        "ridge_meta": ["meta"],
+        "ridge_emb": ["meta", "emb"],
+    })
+    ridge_alpha: float = 10.0
+    score_chunks: int = 5  # the blend's validation score: each chunk blended with weights fit on the others
 
 
 @dataclass

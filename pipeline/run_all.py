@@ -33,9 +33,12 @@ STAGE_MODULES = [
     "pipeline.read_data",
     "pipeline.make_folds",
     "pipeline.build_metadata",
+    "pipeline.tune",
     "pipeline.train_gbdt",
+    "pipeline.train_linear",
     "pipeline.blend",
     "pipeline.submit",
+    "pipeline.plots",
 ]
 
 

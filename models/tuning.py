@@ -1,0 +1,404 @@
+"""Optuna tuning of LightGBM on the shared validation folds.
+
+The objective runs `models.cv.cross_fit`, so a trial validates exactly like the
+final model (same folds, target statistics recomputed inside each fit, early
+stopping on the validation fold). A LightGBM callback reports the validation
+score every few boosting rounds so that the pruner can stop a hopeless trial.
+
+The study lives in Optuna's own storage (SQLite, PostgreSQL/MySQL, or a journal
+file): several worker processes, on one machine or several, tune one study, and
+an interrupted study resumes with its finished trials. Two details keep that
+exact and reproducible:
+- the trial budget counts finished and running trials over all workers, checked
+  under a file lock (file storages), so workers on one machine run exactly
+  `n_trials` between them;
+- the sampler's random state is a function of (seed, trial number), not of the
+  process: a resumed study or a second worker never repeats another trial's draws,
+  and one worker alone gives the same trials on every run.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.trial import FrozenTrial, TrialState
+
+from models.cv import TargetStatSpec, cross_fit
+from models.gbdt import LightGBMRegressor
+from models.metrics import mse, src
+
+log = logging.getLogger(__name__)
+
+METRICS = {"src": "maximize", "mse": "minimize"}
+# trials that use up the budget: finished ones, and the ones a worker is running or about to run
+BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+# --- search space ------------------------------------------------------------------------
+def search_space(space: dict[str, Sequence]) -> dict[str, BaseDistribution]:
+    """Optuna distributions from the config form `name: [low, high]` or `[low, high, "log"]`.
+
+    Integer bounds give an integer parameter (e.g. num_leaves: [7, 255, log]).
+    """
+    if not space:
+        raise ValueError("tuning.search_space is empty: name at least one parameter to tune")
+    out: dict[str, BaseDistribution] = {}
+    for name, spec in space.items():
+        where = f"tuning.search_space.{name}"
+        if not isinstance(spec, (list, tuple)) or len(spec) not in (2, 3):
+            raise ValueError(f"{where}: expected [low, high] or [low, high, log], got {spec!r}")
+        low, high = spec[0], spec[1]
+        log_scale = len(spec) == 3
+        if log_scale and spec[2] != "log":
+            raise ValueError(f"{where}: the third entry may only be 'log', got {spec[2]!r}")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
+            raise ValueError(f"{where}: bounds must be numbers with low < high, got {low!r}, {high!r}")
+        if log_scale and low <= 0:
+            raise ValueError(f"{where}: a log-scale range needs low > 0, got {low!r}")
+        if isinstance(low, int) and isinstance(high, int):
+            out[name] = IntDistribution(low, high, log=log_scale)
+        else:
+            out[name] = FloatDistribution(float(low), float(high), log=log_scale)
+    return out
+
+
+# LightGBM's own defaults, for a tuned parameter that the base parameters leave out
+LIGHTGBM_DEFAULTS = {"num_leaves": 31, "min_data_in_leaf": 20, "feature_fraction": 1.0, "bagging_fraction": 1.0,
+                     "lambda_l1": 0.0, "lambda_l2": 0.0, "learning_rate": 0.1, "min_sum_hessian_in_leaf": 1e-3,
+                     "min_gain_to_split": 0.0, "max_bin": 255, "feature_fraction_bynode": 1.0}
+
+
+def base_trial_params(base_params: dict[str, Any], space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    """The hand-set parameters as a point of the search space (clipped to its bounds), for trial 0.
+
+    Evaluating them first means the tuned result is never worse on validation than
+    the untuned model. A parameter neither set nor in LIGHTGBM_DEFAULTS is left to the sampler.
+    """
+    point = {}
+    for name, dist in space.items():
+        value = base_params.get(name, LIGHTGBM_DEFAULTS.get(name))
+        if value is None:
+            continue
+        value = min(max(value, dist.low), dist.high)
+        point[name] = int(round(value)) if isinstance(dist, IntDistribution) else float(value)
+    return point
+
+
+def suggest(trial: optuna.Trial, space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    params = {}
+    for name, dist in space.items():
+        if isinstance(dist, IntDistribution):
+            params[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+        else:
+            params[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    return params
+
+
+# --- sampler -------------------------------------------------------------------------------
+class TrialSeededTPESampler(BaseSampler):
+    """TPE whose random state is seeded by (seed, trial number).
+
+    A plain `TPESampler(seed=s)` draws the same sequence in every process that
+    creates it: two workers, or a resumed run, would repeat the first trials'
+    parameters. Trial numbers are unique in a study (the storage assigns them),
+    so seeding from them gives distinct draws everywhere and the same draws for
+    the same trial and history.
+    """
+
+    def __init__(self, seed: int, n_startup_trials: int = 10):
+        self.seed = seed
+        self.n_startup_trials = n_startup_trials
+        self._per_trial: dict[int, TPESampler] = {}
+
+    def _sampler(self, trial: FrozenTrial | optuna.Trial) -> TPESampler:
+        number = trial.number
+        if number not in self._per_trial:
+            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{number}".encode()).digest()[:4], "little")
+            self._per_trial[number] = TPESampler(seed=seed, n_startup_trials=self.n_startup_trials,
+                                                 multivariate=True, constant_liar=True)
+        return self._per_trial[number]
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._sampler(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler(trial).sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._sampler(trial).after_trial(study, trial, state, values)
+        del self._per_trial[trial.number]
+
+    def reseed_rng(self) -> None:  # the seed is per trial already
+        pass
+
+
+# --- pruning --------------------------------------------------------------------------------
+def _metric_feval(metric: str):
+    def feval(preds: np.ndarray, data) -> tuple[str, float, bool]:
+        y = data.get_label()
+        if metric == "src":
+            # a constant prediction ranks nothing: score it 0 rather than NaN
+            value = 0.0 if np.ptp(preds) == 0 else src(y, preds)
+            return "src", value, True
+        return "mse", mse(y, preds), False
+    return feval
+
+
+class PruningCallback:
+    """LightGBM callback: report the validation metric every `interval` rounds, prune when told.
+
+    Steps are `step_offset + round`, so the folds of a k-fold trial report at distinct
+    steps that line up across trials (fold i starts at i * num_boost_round).
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, step_offset: int = 0, interval: int = 10):
+        if metric not in METRICS:
+            raise ValueError(f"tuning.metric must be one of {sorted(METRICS)}, got {metric!r}")
+        self.trial = trial
+        self.metric = metric
+        self.step_offset = step_offset
+        self.interval = max(1, int(interval))
+        self._feval = _metric_feval(metric)
+        self.last_round = 0
+
+    def __call__(self, env) -> None:
+        round_ = env.iteration + 1
+        if round_ % self.interval:
+            return
+        results = [r for r in env.model.eval_valid(feval=self._feval) if r[1] == self.metric]
+        if not results:
+            raise ValueError("the pruning callback needs a validation set (fit with X_val, y_val)")
+        value = float(results[0][2])
+        self.last_round = round_
+        self.trial.report(value, step=self.step_offset + round_)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at round {round_}: validation {self.metric} {value:.4f}")
+
+
+def make_pruner(startup_trials: int, warmup_rounds: int, enabled: bool = True) -> optuna.pruners.BasePruner:
+    if not enabled:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_rounds)
+
+
+# --- objective ------------------------------------------------------------------------------
+def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, space: dict[str, BaseDistribution],
+                       base_params: dict[str, Any], metric: str = "src", target_stats: TargetStatSpec | None = None,
+                       fit_mask: np.ndarray | None = None, num_boost_round: int = 2000,
+                       early_stopping_rounds: int = 100, num_threads: int = 2, seed: int = 0,
+                       report_interval: int = 10, pruning: bool = True) -> Callable[[optuna.Trial], float]:
+    """The validation `metric` of LightGBM with the trial's parameters, cross-fit on `folds`."""
+    if metric not in METRICS:
+        raise ValueError(f"tuning.metric must be one of {sorted(METRICS)}, got {metric!r}")
+    no_test = X.iloc[:0]
+    if target_stats is not None:  # statistics for validation rows only: trials predict no test posts
+        target_stats = dataclasses.replace(target_stats, keys_test=target_stats.keys_test.iloc[:0])
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**base_params, **suggest(trial, space)}
+        fits = 0
+
+        def make(model_seed: int, rounds: int | None) -> LightGBMRegressor:
+            nonlocal fits
+            callbacks = []
+            if rounds is None and pruning:  # a fit that validates: report its rounds
+                callbacks.append(PruningCallback(trial, metric, fits * num_boost_round, report_interval))
+                fits += 1
+            return LightGBMRegressor(params, rounds or num_boost_round, early_stopping_rounds, num_threads,
+                                     model_seed, callbacks=callbacks)
+
+        started = time.perf_counter()
+        result = cross_fit(make, X, y, folds, no_test, seeds=[seed], target_stats=target_stats,
+                           fit_mask=fit_mask, progress=False, name=f"trial {trial.number}", predict_test=False)
+        for key, value in result.score.items():
+            trial.set_user_attr(key, value)
+        trial.set_user_attr("best_iterations", result.best_iterations)
+        trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
+        return float(result.score[metric])
+
+    return objective
+
+
+# --- storage, study, workers ------------------------------------------------------------------
+def open_storage(url: str, heartbeat_s: int = 60) -> optuna.storages.BaseStorage:
+    """Optuna storage for an RDB URL, or `journal:<path>` for a journal file.
+
+    RDB storages get a heartbeat: a trial whose worker died is marked failed after
+    twice the interval, which frees its place in the budget for another trial.
+    """
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend
+        path = Path(url[len("journal:"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs = {}
+    if url.startswith("sqlite"):
+        sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
+        # wait for the other workers' writes instead of failing with "database is locked"
+        engine_kwargs = {"connect_args": {"timeout": 120}}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
+                                          grace_period=2 * heartbeat_s)
+
+
+def sqlite_file(url: str) -> Path:
+    return Path(url.split(":///", 1)[1])
+
+
+def budget_lock_path(url: str) -> Path | None:
+    """A lock file beside a file storage (SQLite, journal); None for a database server."""
+    if url.startswith("journal:"):
+        return Path(url[len("journal:"):] + ".budget.lock")
+    if url.startswith("sqlite"):
+        return Path(str(sqlite_file(url)) + ".budget.lock")
+    return None
+
+
+def redact(url: str) -> str:
+    """A storage URL without its password, for logs and saved summaries."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        return f"{scheme}://{credentials.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def open_study(url: str, name: str, metric: str, seed: int, startup_trials: int = 10,
+               pruner: optuna.pruners.BasePruner | None = None, heartbeat_s: int = 60) -> optuna.Study:
+    """Create the study, or load it when another worker (or an earlier run) created it.
+
+    Workers starting together would race to create the storage's tables: file storages
+    do it under the budget lock; database servers get a few retries.
+    """
+    for attempt in range(5):
+        try:
+            with _file_lock(budget_lock_path(url)):
+                return optuna.create_study(storage=open_storage(url, heartbeat_s), study_name=name,
+                                           direction=METRICS[metric], load_if_exists=True,
+                                           sampler=TrialSeededTPESampler(seed, startup_trials), pruner=pruner)
+        except Exception as err:  # noqa: BLE001 - schema creation raced with another worker
+            if attempt == 4 or budget_lock_path(url) is not None:
+                raise
+            log.warning("opening study %s failed (%s); retrying", name, err)
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
+    return len(study.get_trials(deepcopy=False, states=tuple(states)))
+
+
+def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
+               timeout_s: float = 0.0, lock_path: Path | None = None, worker: str = "0",
+               first_params: dict[str, Any] | None = None, progress: bool = True) -> int:
+    """Run trials until the study holds `n_trials` finished or running trials; returns how many ran here.
+
+    Each trial's place in the budget is taken under the lock (a WAITING trial) and
+    then run by `study.optimize`, which pops a waiting trial and keeps Optuna's
+    heartbeat and bookkeeping. With a database server and no shared lock file, two
+    workers checking at the same instant can run one trial too many each.
+    `timeout_s` > 0 stops taking new trials after that many seconds in this process.
+    first_params: the parameters of the study's first trial (e.g. `base_trial_params`).
+    """
+    started = time.monotonic()
+    ran = 0
+    while True:
+        if timeout_s > 0 and time.monotonic() - started >= timeout_s:
+            log.info("tuning worker %s: time budget of %.0f s used; stopping", worker, timeout_s)
+            break
+        with _file_lock(lock_path):
+            if count_trials(study, BUDGET_STATES) >= n_trials:
+                break
+            first = first_params is not None and not study.get_trials(deepcopy=False)
+            study.enqueue_trial(first_params if first else {}, user_attrs={"worker": worker, "base": first})
+        study.optimize(objective, n_trials=1, gc_after_trial=False, show_progress_bar=False,
+                       catch=())
+        ran += 1
+        if progress:
+            finished = count_trials(study, FINISHED_STATES)
+            best = _best_value(study)
+            log.info("tuning worker %s: %d/%d trials finished; best %s", worker, finished, n_trials,
+                     "-" if best is None else f"{best:.4f}")
+    return ran
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no complete trial yet
+        return None
+
+
+# --- summary -------------------------------------------------------------------------------------
+def trials_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, value, last reported step and value, seconds, parameters."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        seconds = None
+        if t.datetime_start is not None and t.datetime_complete is not None:
+            seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        last_step = max(t.intermediate_values) if t.intermediate_values else None
+        rows.append({
+            "number": t.number, "state": t.state.name,
+            "value": t.value if t.state == TrialState.COMPLETE else None,
+            "last_step": last_step,
+            "last_value": None if last_step is None else t.intermediate_values[last_step],
+            "seconds": seconds, "worker": t.user_attrs.get("worker"),
+            **{f"params_{k}": v for k, v in t.params.items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def study_summary(study: optuna.Study, metric: str) -> dict[str, Any]:
+    """Best trial and per-state counts, plus every trial (for the history plot)."""
+    trials = trials_frame(study)
+    counts = {s.name: count_trials(study, [s]) for s in TrialState}
+    summary: dict[str, Any] = {
+        "study_name": study.study_name, "metric": metric, "direction": METRICS[metric],
+        "counts": {k: v for k, v in counts.items() if v},
+        "trials": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                   for row in trials.to_dict("records")],
+    }
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    if complete:
+        best = study.best_trial
+        summary.update({"best_value": best.value, "best_params": best.params, "best_trial": best.number,
+                        "best_scores": {k: best.user_attrs.get(k) for k in ("src", "mae", "mse")},
+                        "best_iterations": best.user_attrs.get("best_iterations")})
+    return summary

@@ -1,0 +1,94 @@
+"""Stage `plots` (per run): the model-side figures and summaries, saved in the run folder.
+
+submissions/<run>/
+  predicted_vs_true.png      out-of-fold blend prediction against the label (validation posts)
+  feature_importance.png     gain importance of the tuned LightGBM member (or the best one)
+  optimisation_history.png   Optuna trials and best-so-far (when tuning is on)
+  blend.json                 blend method, weights, scores, members, level recalibration
+  tuning_best_params.json, tuning_study_summary.json   (when tuning is on)
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.io import atomic_path, read_json, read_parquet
+from pipeline.stage import RunContext, Stage
+from pipeline.train_gbdt import active_members
+from pipeline.tune import best_params_path, summary_path
+from submissions import figures
+
+log = logging.getLogger(__name__)
+
+
+def save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def copy(src: Path, dst: Path) -> None:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def importance_member(ctx: RunContext) -> str:
+    """The tuned feature set when tuning is on, else the LightGBM member with the best validation SRC."""
+    members = list(active_members(ctx.config))
+    if ctx.config.tuning.enabled and ctx.config.tuning.feature_set in members:
+        return ctx.config.tuning.feature_set
+    scores = {m: read_json(ctx.member_preds(m).with_suffix(".json"))["score"]["src"] for m in members}
+    return max(scores, key=scores.get)
+
+
+def run(ctx: RunContext) -> None:
+    run_dir = ctx.run_dir
+    final = read_parquet(ctx.final_preds)
+    labels = read_parquet(ctx.posts("train"), columns=["Pid", "label"])
+    val = final[(final["split"] == "train") & (final["fold"] >= 0)].merge(labels, on="Pid", validate="one_to_one")
+    blend = read_json(ctx.final_preds.with_suffix(".json"))
+    save(figures.predicted_vs_true(val["label"], val["pred"], f"Validation: blend ({blend['method']}) against true"),
+         run_dir / "predicted_vs_true.png")
+
+    member = importance_member(ctx)
+    gain = read_json(ctx.member_preds(member).with_suffix(".json")).get("feature_importance_gain", {})
+    save(figures.feature_importance(pd.Series(gain, dtype=np.float64), title=f"Feature importance (gain): {member}"),
+         run_dir / "feature_importance.png")
+    copy(ctx.final_preds.with_suffix(".json"), run_dir / "blend.json")
+
+    if ctx.config.tuning.enabled:
+        summary = read_json(summary_path(ctx))
+        save(figures.optimisation_history(pd.DataFrame(summary["trials"]), summary["metric"], summary["direction"]),
+             run_dir / "optimisation_history.png")
+        copy(best_params_path(ctx), run_dir / "tuning_best_params.json")
+        copy(summary_path(ctx), run_dir / "tuning_study_summary.json")
+    log.info("plots: wrote figures to %s", run_dir)
+
+
+def inputs(ctx: RunContext) -> list[Path]:
+    paths = [ctx.posts("train"), ctx.final_preds, ctx.final_preds.with_suffix(".json")]
+    paths += [ctx.member_preds(m).with_suffix(".json") for m in active_members(ctx.config)]
+    if ctx.config.tuning.enabled:
+        paths += [best_params_path(ctx), summary_path(ctx)]
+    return paths
+
+
+def outputs(ctx: RunContext) -> list[Path]:
+    names = ["predicted_vs_true.png", "feature_importance.png", "blend.json"]
+    if ctx.config.tuning.enabled:
+        names += ["optimisation_history.png", "tuning_best_params.json", "tuning_study_summary.json"]
+    return [ctx.run_dir / n for n in names]
+
+
+STAGE = Stage(
+    name="plots",
+    run=run,
+    inputs=inputs,
+    outputs=outputs,
+    per_run=True,
+    modules=("submissions.figures",),
+    description="optimisation history, feature importance and predicted-vs-true PNGs in the run folder",
+)
