@@ -195,10 +195,19 @@ class PruningCallback:
             raise optuna.TrialPruned(f"pruned at round {round_}: validation {self.metric} {value:.4f}")
 
 
-def make_pruner(startup_trials: int, warmup_rounds: int, enabled: bool = True) -> optuna.pruners.BasePruner:
+def make_pruner(startup_trials: int, warmup_rounds: int, enabled: bool = True,
+                below_percentile: float = 25.0) -> optuna.pruners.BasePruner:
+    """Prune a trial whose best value so far ranks below `below_percentile` of the finished trials'
+    values at the same step (50: Optuna's MedianPruner). Finished trials are the survivors of
+    pruning, so the bar rises as the study goes on; a low percentile stops only clearly bad trials.
+    """
     if not enabled:
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_rounds)
+    if not 0.0 < below_percentile < 100.0:
+        raise ValueError(f"tuning.prune_percentile must be in (0, 100), got {below_percentile}")
+    # Optuna's `percentile` is the share of trials kept
+    return optuna.pruners.PercentilePruner(100.0 - below_percentile, n_startup_trials=startup_trials,
+                                           n_warmup_steps=warmup_rounds)
 
 
 # --- objective ------------------------------------------------------------------------------

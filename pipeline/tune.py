@@ -116,7 +116,7 @@ def prepare(ctx: RunContext):
         num_threads=g.num_threads, seed=g.seeds[0], report_interval=t.report_interval, pruning=t.pruning)
     url = storage_url(ctx)
     name = f"{t.study_name}-{objective_digest(cfg, blocks, X, y, folds)}"
-    pruner = tuning.make_pruner(t.prune_startup_trials, t.prune_warmup_rounds, t.pruning)
+    pruner = tuning.make_pruner(t.prune_startup_trials, t.prune_warmup_rounds, t.pruning, t.prune_percentile)
     study = tuning.open_study(url, name, t.metric, t.seed, t.startup_trials, pruner, t.heartbeat_s)
     study.set_user_attr("feature_set", t.feature_set)
     first = tuning.base_trial_params(g.params, space) if t.base_first else None
@@ -125,7 +125,7 @@ def prepare(ctx: RunContext):
 
 def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
     """Wait until no trial is running (other workers' trials count toward the best)."""
-    while tuning.count_trials(study, (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)):
+    while tuning.count_trials(study, (optuna.trial.TrialState.RUNNING,)):
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial fails after the grace period
         time.sleep(poll_s)
 
@@ -137,7 +137,8 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
         raise RuntimeError(f"study {study.study_name}: no trial completed ({summary['counts']}); "
                            "see the log above for failed trials, or raise tuning.n_trials")
     summary.update({"storage": tuning.redact(url), "feature_set": t.feature_set, "n_trials": t.n_trials,
-                    "tuning_seconds": round(seconds, 1), "workers": t.workers})
+                    "tuning_seconds": round(seconds, 1), "workers": t.workers,
+                    "trial_seconds_total": round(sum(r["seconds"] or 0.0 for r in summary["trials"]), 1)})
     write_json(summary_path(ctx), summary)
     # no timings here: this file is an input of train_gbdt, so it must not change when nothing else does
     write_json(best_params_path(ctx), {

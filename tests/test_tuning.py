@@ -81,7 +81,7 @@ def test_search_space_from_config():
 
 
 def test_two_worker_processes_share_one_sqlite_study(tmp_path):
-    make_work_dir(tmp_path, n=1500, overrides={"tuning": {**TINY["tuning"], "n_trials": 10}})
+    make_work_dir(tmp_path, n=1000, overrides={"tuning": {**TINY["tuning"], "n_trials": 10}})
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     workers = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(tmp_path),
                                  "--worker", name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -102,6 +102,20 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     by_worker = pd.Series([t.user_attrs["worker"] for t in trials]).value_counts()
     assert set(by_worker.index) == {"a", "b"}, f"both workers should have run trials: {by_worker.to_dict()}"
     assert sum(t.user_attrs.get("base", False) for t in trials) == 1  # the hand-set parameters once
+
+
+def test_journal_storage_budget_and_redacted_urls(tmp_path):
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = tuning.open_study(url, "s", "mse", seed=3, startup_trials=2)
+    space = tuning.search_space({"x": [-2.0, 2.0]})
+    ran = tuning.run_worker(study, lambda t: tuning.suggest(t, space)["x"] ** 2, 5,
+                            lock_path=tuning.budget_lock_path(url), first_params={"x": 1.5})
+    again = tuning.open_study(url, "s", "mse", seed=3, startup_trials=2)
+    assert ran == 5 and len(again.trials) == 5 and again.trials[0].params == {"x": 1.5}
+    assert tuning.run_worker(again, lambda t: 0.0, 5, lock_path=tuning.budget_lock_path(url)) == 0
+    assert tuning.redact("postgresql://tuner:secret@db.example:5432/optuna") == \
+        "postgresql://tuner:***@db.example:5432/optuna"
+    assert tuning.redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
 class Interrupt(Exception):
