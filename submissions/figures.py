@@ -64,7 +64,7 @@ def feature_importance(importance: pd.Series, top: int = 25, title: str = "Featu
     share = series / max(float(pd.Series(importance, dtype=np.float64).sum()), 1e-12)
     ax.barh(np.arange(len(series))[::-1], share.to_numpy(), color=COLOURS["COMPLETE"])
     ax.set_yticks(np.arange(len(series))[::-1], series.index, fontsize=8)
-    ax.set_xlabel("share of total gain")
+    ax.set_xlabel("share of the gain of the features listed")
     ax.set_title(title)
     return fig
 
