@@ -13,10 +13,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+# OpenMP threads that spin while waiting slow LightGBM many times over on a busy machine;
+# the policy must be set before LightGBM (or torch) is imported
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
