@@ -97,8 +97,7 @@ class PrototypeConfig:
     out_dim: int = 32
     sample_selection: float = 1.0  # fraction of train posts with lowest pretext loss kept for the regressor
     device: str = "auto"
-    attn_layers: int = 1
-    attn_heads: int = 4
+    attn_heads: int = 4  # one cross-modal attention layer (models/prototype.py: CrossModalAttention)
     weight_aux: float = 1.0
     # class probabilities in the feature block: `summary` (own-class prob per head and
     # level, top-1, entropy) or `full` (summary plus one column per subcategory)

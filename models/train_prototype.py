@@ -1,0 +1,391 @@
+"""Training loop and out-of-fold embeddings of the prototype network (method.md, stages B-C).
+
+`fit_oof` trains one `PrototypeNet` per fold k of `stat_fold` on the train posts
+outside fold k (prototypes from those rows only), embeds the posts of fold k with
+it, and embeds the test posts with every model (their mean is taken), so that no
+train post is embedded by a model that saw it. `feature_blocks` turns the result
+into the `proto` feature tables. Plain PyTorch: AdamW, per-epoch atomic checkpoints
+(resumed after an interruption), mixed precision on GPU, bit-for-bit repeatable on CPU.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
+                              pretext_loss, tokenize_class_names, total_loss)
+from pipeline.io import atomic_path, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+EMBED_PARTS = ("g", "l", "x", "v", "t")  # network outputs reduced into proto_pc_*
+
+
+# --- inputs ---------------------------------------------------------------------------
+@dataclass
+class ClassVocab:
+    """Class names per level (from the train posts) and the category of each subcategory."""
+    names: dict[str, list[str]]
+    sub_to_cat: np.ndarray
+
+    @classmethod
+    def from_posts(cls, posts: pd.DataFrame) -> "ClassVocab":
+        names = {lv: sorted(posts[col].astype(str).unique()) for lv, col in LEVEL_COLUMNS.items()}
+        cat_index = {c: i for i, c in enumerate(names["cat"])}
+        # a subcategory's category: the most frequent one (SMPD has exactly one)
+        pairs = posts.groupby([LEVEL_COLUMNS["sub"], LEVEL_COLUMNS["cat"]]).size().reset_index(name="n")
+        pairs = pairs.sort_values(["n", LEVEL_COLUMNS["cat"]], ascending=[False, True], kind="stable")
+        first = pairs.drop_duplicates(LEVEL_COLUMNS["sub"]).set_index(LEVEL_COLUMNS["sub"])[LEVEL_COLUMNS["cat"]]
+        sub_to_cat = np.array([cat_index[first[s]] for s in names["sub"]], dtype=np.int64)
+        return cls(names=names, sub_to_cat=sub_to_cat)
+
+    def encode(self, posts: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Class index per level; -1 for a class the train posts never show (test-only)."""
+        out = {}
+        for level, col in LEVEL_COLUMNS.items():
+            index = {name: i for i, name in enumerate(self.names[level])}
+            out[level] = np.array([index.get(str(v), -1) for v in posts[col]], dtype=np.int64)
+        return out
+
+
+@dataclass
+class ProtoData:
+    """Everything the network reads per post, rows in posts-table order."""
+    image: np.ndarray       # (N, Di)
+    has_image: np.ndarray   # (N,) bool
+    text: np.ndarray        # (N, Dt) pooled post text: mean of the normalised title and tags vectors
+    tokens: np.ndarray      # (N, T, Dt)
+    token_mask: np.ndarray  # (N, T) bool
+    labels: dict[str, np.ndarray]  # level -> (N,) class index, -1 unknown
+    users: np.ndarray       # (N,) user ids
+    times: np.ndarray       # (N,) post time
+    target: np.ndarray      # (N,) popularity, NaN where unknown (test)
+
+    def __len__(self) -> int:
+        return len(self.has_image)
+
+    def batch(self, rows: np.ndarray, device: torch.device, target_stats: tuple[float, float]) -> dict:
+        def t(a):
+            return torch.from_numpy(np.ascontiguousarray(a[rows])).to(device)
+        mean, std = target_stats
+        batch = {"image": t(self.image).float(), "has_image": t(self.has_image), "text": t(self.text).float(),
+                 "tokens": t(self.tokens).float(), "token_mask": t(self.token_mask),
+                 "target": ((t(self.target).float() - mean) / std)}
+        for level, labels in self.labels.items():
+            batch[f"label_{level}"] = t(labels)
+        return batch
+
+
+def post_text(title: np.ndarray, tags: np.ndarray) -> np.ndarray:
+    """A post's pooled text feature h: the mean of its L2-normalised title and tag vectors."""
+    def unit(a):
+        a = np.asarray(a, dtype=np.float32)
+        return a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8)
+    return (unit(title) + unit(tags)) / 2
+
+
+def make_data(encoded, posts: pd.DataFrame, vocab: ClassVocab) -> ProtoData:
+    """ProtoData from an EncodedSplit (features/encoders.py) and the posts table of one split."""
+    n = len(posts)
+    if len(encoded.image) != n:
+        raise ValueError(f"encoded features have {len(encoded.image)} rows, the posts table {n}")
+    target = posts["label"].to_numpy(np.float32) if "label" in posts else np.full(n, np.nan, np.float32)
+    return ProtoData(image=encoded.image, has_image=np.asarray(encoded.has_image, bool),
+                     text=post_text(encoded.title, encoded.tags), tokens=encoded.tokens,
+                     token_mask=np.asarray(encoded.token_mask, bool), labels=vocab.encode(posts),
+                     users=posts["Uid"].astype(str).to_numpy(), times=posts["Postdate"].to_numpy(np.int64),
+                     target=target)
+
+
+# --- one model --------------------------------------------------------------------------
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """Deterministic kernels on CPU (bit-for-bit repeatable runs); GPU runs are only seeded."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def level_prototypes(data: ProtoData, rows: np.ndarray, vocab: ClassVocab, levels: list[str], shots: int,
+                     seed: int) -> dict[str, LevelPrototypes]:
+    """Visual and textual prototypes of each level from the given (training) rows only."""
+    usable = np.zeros(len(data), dtype=bool)
+    usable[rows] = True
+    out = {}
+    for level in levels:
+        k = len(vocab.names[level])
+        labels = data.labels[level]
+        # a class whose training posts all lack images keeps a zero visual prototype
+        visual, _ = build_prototypes(data.image, usable & data.has_image, labels, k, data.users, data.times,
+                                     shots, seed)
+        textual, valid = build_prototypes(data.text, usable, labels, k, data.users, data.times, shots, seed)
+        out[level] = LevelPrototypes(torch.from_numpy(visual), torch.from_numpy(textual), torch.from_numpy(valid))
+    return out
+
+
+def build_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backbone, seed: int) -> PrototypeNet:
+    """A fresh network with prototypes from `rows`; initial weights depend on `seed` only.
+
+    Every fold's model starts from the same weights (same seed), so the learned
+    coordinates of x~, V~, T~ stay comparable across the K out-of-fold models.
+    """
+    levels = ["sub"] + (["cat", "concept"] if cfg.hierarchical else [])
+    protos = level_prototypes(data, rows, vocab, levels, cfg.shots, seed)
+    name_ids = name_mask = None
+    if cfg.use_prompts_global or cfg.use_prompts_local:
+        name_ids, name_mask = tokenize_class_names(backbone.tokenizer, vocab.names["sub"])
+    torch.manual_seed(seed)
+    return PrototypeNet(cfg, data.image.shape[1], data.text.shape[1], protos, backbone, name_ids, name_mask,
+                        torch.from_numpy(vocab.sub_to_cat))
+
+
+def target_stats(data: ProtoData, rows: np.ndarray) -> tuple[float, float]:
+    """Mean and std of the popularity over the training rows (the auxiliary head's scale)."""
+    y = data.target[rows]
+    y = y[np.isfinite(y)]
+    if len(y) < 2:
+        return 0.0, 1.0
+    return float(y.mean()), float(max(y.std(), 1e-6))
+
+
+def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backbone, seed: int,
+                device: torch.device, ckpt_dir: Path | None = None, key: str = "", progress: bool = True,
+                max_steps: int | None = None) -> tuple[PrototypeNet, list[dict]]:
+    """Train one network on `rows`; checkpoint after each epoch; resume from the last one.
+
+    ckpt_dir: where `last.pt` goes (atomic); a checkpoint written under another `key`
+    (other config or inputs) is ignored. max_steps: stop after that many steps in all
+    (benchmarks). Returns the model (eval mode) and the per-epoch mean losses.
+    """
+    if backbone is not None and hasattr(backbone, "to"):
+        backbone.to(device)
+    model = build_model(cfg, data, rows, vocab, backbone, seed).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stats = target_stats(data, rows)
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt = Path(ckpt_dir) / "last.pt" if ckpt_dir is not None else None
+    if ckpt is not None and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history = state["epoch"], state["history"]
+            log.info("resuming %s after epoch %d", ckpt_dir, start_epoch)
+    steps = 0
+    with deterministic(device):
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            order = np.random.default_rng([seed, epoch]).permutation(rows)
+            sums: dict[str, float] = {}
+            n_batches = 0
+            batches = range(0, len(order), cfg.batch_size)
+            for start in tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
+                batch = data.batch(order[start:start + cfg.batch_size], device, stats)
+                with autocast(device):
+                    out = model(batch)
+                    terms = model.loss_terms(out, batch)
+                    loss = total_loss(terms)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                n_batches += 1
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(torch.nanmean(value.detach().float()))
+                steps += 1
+                if max_steps is not None and steps >= max_steps:
+                    break
+            history.append({"epoch": epoch + 1, **{k: v / max(n_batches, 1) for k, v in sums.items()}})
+            if max_steps is not None and steps >= max_steps:
+                break
+            if ckpt is not None:
+                with atomic_path(ckpt) as tmp:
+                    torch.save({"key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
+                                "optimizer": optimizer.state_dict()}, tmp)
+    model.eval()
+    model.target_stats = stats
+    return model, history
+
+
+@torch.no_grad()
+def embed(model: PrototypeNet, data: ProtoData, rows: np.ndarray, device: torch.device,
+          batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Per-post outputs of a trained network: the parts of F, class probabilities and pretext loss."""
+    model.eval()
+    stats = getattr(model, "target_stats", (0.0, 1.0))
+    prompts = model.prompt_features()
+    collected: dict[str, list[np.ndarray]] = {}
+    with deterministic(device):
+        for start in range(0, len(rows), batch_size):
+            batch = data.batch(rows[start:start + batch_size], device, stats)
+            with autocast(device):
+                out = model(batch, prompts)
+                terms = model.loss_terms(out, batch)
+            probs = torch.softmax(out["logits_sub"].float(), dim=-1)
+            result = {name: out[name].float() for name in EMBED_PARTS if name in out}
+            result["probs"] = probs
+            for head in ("global", "local", "contrast_sub", "contrast_cat", "contrast_concept"):
+                if f"logits_{head}" in out:
+                    result[f"probs_{head}"] = torch.softmax(out[f"logits_{head}"].float(), dim=-1)
+            if "aux" in out:
+                result["aux"] = out["aux"].float() * stats[1] + stats[0]
+            result["pretext_loss"] = pretext_loss(terms).float()
+            for name, value in result.items():
+                collected.setdefault(name, []).append(value.cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in collected.items()}
+
+
+# --- out of fold ------------------------------------------------------------------------
+def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab: ClassVocab, backbone,
+            seed: int, device: torch.device, work_dir: Path | None = None, key: str = "",
+            progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """K models on the K folds of `stat_fold`; each train post is embedded by the model that
+    did not train on it, each test post by the mean of the K models.
+
+    work_dir: per fold `fold_<k>/last.pt` (training checkpoint) and `fold_<k>/outputs.npz`
+    (its embeddings; a finished fold is not redone). Returns (train outputs, test outputs).
+    """
+    stat_fold = np.asarray(stat_fold)
+    if len(stat_fold) != len(train):
+        raise ValueError(f"stat_fold has {len(stat_fold)} rows, the train posts {len(train)}")
+    folds = sorted(int(f) for f in np.unique(stat_fold))
+    if len(folds) < 2 or folds[0] < 0:
+        raise ValueError(f"stat_fold must hold at least two folds 0..K-1, got {folds}")
+    train_out: dict[str, np.ndarray] = {}
+    test_sum: dict[str, np.ndarray] = {}
+    for k in folds:
+        fold_dir = Path(work_dir) / f"fold_{k}" if work_dir is not None else None
+        held_out = np.flatnonzero(stat_fold == k)
+        outputs = _load_fold_outputs(fold_dir, key)
+        if outputs is None:
+            log.info("prototype network, fold %d/%d: training on %d posts", k + 1, len(folds), len(train) - len(held_out))
+            model, history = train_model(cfg, train, np.flatnonzero(stat_fold != k), vocab, backbone, seed, device,
+                                         fold_dir, key, progress)
+            for row in history:
+                log.info("fold %d epoch %d: %s", k, row["epoch"],
+                         ", ".join(f"{n}={v:.3f}" for n, v in row.items() if n != "epoch"))
+            outputs = {f"oof_{n}": v for n, v in embed(model, train, held_out, device).items()}
+            outputs.update({f"test_{n}": v for n, v in embed(model, test, np.arange(len(test)), device).items()})
+            _save_fold_outputs(fold_dir, key, outputs)
+        for name, value in outputs.items():
+            part, name = name.split("_", 1)
+            if part == "oof":
+                if name not in train_out:
+                    train_out[name] = np.full((len(train),) + value.shape[1:], np.nan, dtype=np.float32)
+                train_out[name][held_out] = value
+            else:
+                test_sum[name] = test_sum.get(name, 0) + value.astype(np.float64)
+    test_out = {name: (value / len(folds)).astype(np.float32) for name, value in test_sum.items()}
+    return train_out, test_out
+
+
+def _load_fold_outputs(fold_dir: Path | None, key: str) -> dict[str, np.ndarray] | None:
+    if fold_dir is None or not (fold_dir / "outputs.npz").is_file() or not (fold_dir / "outputs.json").is_file():
+        return None
+    if read_json(fold_dir / "outputs.json").get("key") != key:
+        return None
+    with np.load(fold_dir / "outputs.npz") as npz:
+        return {name: npz[name] for name in npz.files}
+
+
+def _save_fold_outputs(fold_dir: Path | None, key: str, outputs: dict[str, np.ndarray]) -> None:
+    if fold_dir is None:
+        return
+    with atomic_path(fold_dir / "outputs.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **outputs)
+    write_json(fold_dir / "outputs.json", {"key": key})
+
+
+# --- feature tables ----------------------------------------------------------------------
+def fit_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and top-`dim` principal axes (deterministic: eigh of the covariance, signs fixed)."""
+    x = x.astype(np.float64)
+    mean = x.mean(axis=0)
+    cov = np.cov(x - mean, rowvar=False)
+    values, vectors = np.linalg.eigh(np.atleast_2d(cov))
+    axes = vectors[:, np.argsort(values)[::-1][:dim]]
+    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
+    return mean, axes
+
+
+def _stack_parts(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    parts = []
+    for name in EMBED_PARTS:
+        if name in outputs:
+            a = outputs[name].astype(np.float64)
+            parts.append(a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-8))
+    return np.concatenate(parts, axis=1)
+
+
+def _summaries(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], vocab: ClassVocab,
+               prob_features: str) -> dict[str, np.ndarray]:
+    """Class-probability columns: own-class probability per head and level, top-1, entropy."""
+    def own(probs, y):
+        value = probs[np.arange(len(y)), np.clip(y, 0, None)]
+        return np.where(y >= 0, value, np.nan)
+    cols = {}
+    probs = outputs["probs"]
+    cols["p_sub"] = own(probs, labels["sub"])
+    cat_probs = np.zeros((len(probs), len(vocab.names["cat"])))
+    np.add.at(cat_probs.T, vocab.sub_to_cat, probs.T)
+    cols["p_cat"] = own(cat_probs, labels["cat"])
+    for head, level in (("global", "sub"), ("local", "sub"), ("contrast_sub", "sub"), ("contrast_cat", "cat"),
+                        ("contrast_concept", "concept")):
+        if f"probs_{head}" in outputs:
+            cols[f"p_{head}"] = own(outputs[f"probs_{head}"], labels[level])
+    cols["top1"] = probs.max(axis=1)
+    cols["entropy"] = entropy(torch.from_numpy(probs.astype(np.float64))).numpy()
+    if "aux" in outputs:
+        cols["aux"] = outputs["aux"]
+    if prob_features == "full":
+        for i in range(probs.shape[1]):
+            cols[f"prob_{i}"] = probs[:, i]
+    elif prob_features != "summary":
+        raise ValueError(f"prototype.prob_features must be 'summary' or 'full', got {prob_features!r}")
+    return cols
+
+
+def feature_blocks(cfg, train_out: dict[str, np.ndarray], test_out: dict[str, np.ndarray],
+                   train: ProtoData, test: ProtoData, vocab: ClassVocab, train_pids, test_pids
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The `proto` feature tables: Pid, proto_pc_* (F reduced by PCA fit on the train OOF rows),
+    class-probability summaries, and `_pretext_loss` (not a model feature)."""
+    train_wide, test_wide = _stack_parts(train_out), _stack_parts(test_out)
+    mean, axes = fit_pca(train_wide, min(cfg.out_dim, train_wide.shape[1]))
+    tables = []
+    for pids, out, wide, data in ((train_pids, train_out, train_wide, train), (test_pids, test_out, test_wide, test)):
+        table = {"Pid": np.asarray(pids)}
+        reduced = (wide - mean) @ axes
+        for i in range(reduced.shape[1]):
+            table[f"proto_pc{i}"] = reduced[:, i].astype(np.float32)
+        for name, value in _summaries(out, data.labels, vocab, cfg.prob_features).items():
+            table[f"proto_{name}"] = np.asarray(value, dtype=np.float32)
+        table["_pretext_loss"] = out["pretext_loss"].astype(np.float32)
+        tables.append(pd.DataFrame(table))
+    return tables[0], tables[1]

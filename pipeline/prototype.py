@@ -1,0 +1,109 @@
+"""Stage `prototype`: the multimodal prototype network's out-of-fold embeddings (feature block `proto`).
+
+Reads the posts tables, the folds and the cached encoder outputs; trains one network
+per fold of `stat_fold` (models/train_prototype.py) with per-epoch checkpoints under
+work/<ds>/prototype/fold_<k>/ (an interrupted run resumes from the last finished
+epoch, a finished fold is not redone); writes proto_{train,test}.parquet.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.io import read_parquet, write_json, write_parquet
+from pipeline.stage import RunContext, Stage, file_digest, module_digest
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("prototype", "encoders", "validation")
+POST_COLUMNS = ["Pid", "Uid", "Postdate", "Category", "Subcategory", "Concept"]
+
+
+def prototype_dir(ctx: RunContext) -> Path:
+    return ctx.work_dir / "prototype"
+
+
+def uses_backbone(cfg) -> bool:
+    return cfg.use_prompts_global or cfg.use_prompts_local
+
+
+def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True):
+    """Train the K out-of-fold networks of config `cfg` (a PrototypeConfig) and return the
+    (train, test) proto tables; checkpoints and per-fold outputs go under `out_dir`."""
+    import torch
+
+    from features.encoders import load_encoded, load_text_backbone
+    from models.train_prototype import ClassVocab, feature_blocks, fit_oof, make_data, resolve_device
+
+    enc_cfg = ctx.config.encoders
+    posts = {s: read_parquet(ctx.posts(s), columns=POST_COLUMNS + (["label"] if s == "train" else []))
+             for s in ("train", "test")}
+    folds = read_parquet(ctx.folds)
+    if not np.array_equal(folds["Pid"].to_numpy(), posts["train"]["Pid"].to_numpy()):
+        raise ValueError(f"{ctx.folds} does not list the train posts in order: rerun make_folds")
+    vocab = ClassVocab.from_posts(posts["train"])
+    data = {s: make_data(load_encoded(ctx.work_dir, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
+    unseen = int((data["test"].labels["sub"] < 0).sum())
+    if unseen:
+        log.warning("%d test posts have a subcategory no train post has: their own-class columns are NaN", unseen)
+    backbone = load_text_backbone(enc_cfg) if uses_backbone(cfg) else None
+    torch.manual_seed(ctx.config.seed)
+    key = run_key(ctx, cfg)
+    train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
+                                  ctx.config.seed, resolve_device(cfg.device), out_dir, key, progress)
+    return feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
+                          posts["train"]["Pid"].to_numpy(), posts["test"]["Pid"].to_numpy())
+
+
+# PrototypeConfig fields that only shape the feature table or its use, not the trained networks
+NOT_TRAINING = ("enabled", "sample_selection", "prob_features", "out_dim")
+
+
+def training_fields(cfg) -> dict:
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRAINING}
+
+
+def run_key(ctx: RunContext, cfg) -> str:
+    """What a checkpoint was made from: the training config, the inputs and the network's code."""
+    cache: dict = {}
+    parts = {"prototype": json.dumps(training_fields(cfg), sort_keys=True, default=str),
+             "config": ctx.config.digest("encoders", "validation"), "seed": ctx.config.seed,
+             "inputs": {p.name: file_digest(p, cache) for p in inputs(ctx)},
+             "code": module_digest(("models.prototype", "models.train_prototype"))}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run(ctx: RunContext) -> None:
+    cfg = ctx.config.prototype
+    train, test = build_proto_block(ctx, cfg, prototype_dir(ctx))
+    log.info("proto block: %d columns; mean OOF pretext loss %.3f", train.shape[1] - 1,
+             float(np.nanmean(train["_pretext_loss"])))
+    write_parquet(ctx.feature_block("proto", "train"), train)
+    write_parquet(ctx.feature_block("proto", "test"), test)
+    write_json(prototype_dir(ctx) / "summary.json", {
+        "columns": list(train.columns), "pretext_loss_train_mean": float(np.nanmean(train["_pretext_loss"])),
+        "own_class_prob_train_mean": float(np.nanmean(train["proto_p_sub"]))})
+
+
+def inputs(ctx: RunContext) -> list[Path]:
+    from features.encoders import manifest_paths
+    # the manifests carry the digests of the arrays they describe; hashing GBs of arrays is not needed
+    return [ctx.posts("train"), ctx.posts("test"), ctx.folds] + manifest_paths(ctx.work_dir, ctx.config.encoders)
+
+
+STAGE = Stage(
+    name="prototype",
+    run=run,
+    inputs=inputs,
+    outputs=lambda ctx: [ctx.feature_block("proto", "train"), ctx.feature_block("proto", "test"),
+                         prototype_dir(ctx) / "summary.json"],
+    sections=SECTIONS,
+    modules=("models.prototype", "models.train_prototype"),
+    enabled=lambda ctx: ctx.config.prototype.enabled and ctx.config.encoders.enabled,
+    description="prototype network (prompts, prototypes, cross-modal attention): out-of-fold embeddings",
+)
