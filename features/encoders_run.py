@@ -91,7 +91,8 @@ def _key(parts: dict) -> str:
 
 def image_pass_key(enc_cfg, pids_digest: str) -> str:
     return _key({"v": FORMAT_VERSION, "image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
-                 "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels, "pids": pids_digest})
+                 "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
+                 "resolution": enc_cfg.image_resolution, "pids": pids_digest})
 
 
 def text_pass_key(enc_cfg, pids_digest: str) -> str:

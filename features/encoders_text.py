@@ -312,7 +312,9 @@ def load_text_encoder(enc_cfg, device: torch.device, clip_model=None):
         backbone = ClipTextBackbone(enc_cfg.clip_model, clip_model)
     else:
         backbone = load_text_backbone(enc_cfg)
-    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length)
+    # on a CPU padding costs compute, so short groups of similar length; on a GPU one group per batch
+    group_size = 64 if torch.device(device).type == "cpu" else max(64, enc_cfg.batch_size)
+    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length, group_size)
 
 
 def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patch_size: int = 8,
@@ -320,7 +322,9 @@ def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patc
     """Save a small random CLIP (model, character-level tokenizer, image processor) to `folder`,
     laid out like a hub checkpoint, for tests and benchmarks that must run without the hub."""
     from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    from features.encoders_image import clip_image_processor_class
 
     folder = Path(folder)
     chars = sorted(ByteLevel.alphabet())
@@ -340,6 +344,6 @@ def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patc
     model = CLIPModel(config).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                          crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    clip_image_processor_class()(size={"shortest_edge": image_size},
+                                 crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder

