@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,34 +109,62 @@ def _load_json_records(path: Path) -> list[dict]:
     return data
 
 
-def _column(records: list[dict], name: str) -> list:
-    return [r.get(name) for r in records]
+_ABSENT = object()  # marks a field a record does not have (None is a field given as null)
 
 
-def _pids(path: Path, records: list[dict]) -> np.ndarray:
-    pids = []
-    for i, r in enumerate(records):
-        value = r.get("Pid")
-        if value is None or str(value).strip() == "":
-            raise SMPDFormatError(path, "missing Pid", row=i, field="Pid")
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        pids.append(str(value).strip())
-    pids = np.array(pids, dtype=object)
-    seen: dict[str, int] = {}
-    for i, pid in enumerate(pids):
-        if pid in seen:
-            raise SMPDFormatError(path, f"duplicate Pid {pid} (first at row {seen[pid]})", row=i, field="Pid")
-        seen[pid] = i
+def _field(records: list[dict], name: str) -> tuple[list, int]:
+    """One field of every record (None where absent) and how many records lack it."""
+    values = [r.get(name, _ABSENT) for r in records]
+    absent = values.count(_ABSENT)  # C-level scan; the common case has none
+    if absent:
+        values = [None if v is _ABSENT else v for v in values]
+    return values, absent
+
+
+def _first_absent(records: list[dict], name: str) -> int | None:
+    values = [r.get(name, _ABSENT) for r in records]
+    return values.index(_ABSENT) if values.count(_ABSENT) else None
+
+
+def _is_all_text(values: list) -> bool:
+    return pd.api.types.infer_dtype(values, skipna=False) == "string"  # every value a str (C-level check)
+
+
+def _pids(path: Path, values: list) -> np.ndarray:
+    if _is_all_text(values):  # the official files: every Pid a string
+        pids = np.array([v.strip() for v in values], dtype=object)
+        empty = pids == ""
+        if empty.any():
+            raise SMPDFormatError(path, "missing Pid", row=int(np.argmax(empty)), field="Pid")
+    else:
+        pids = []
+        for i, value in enumerate(values):
+            if value is None or str(value).strip() == "":
+                raise SMPDFormatError(path, "missing Pid", row=i, field="Pid")
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            pids.append(str(value).strip())
+        pids = np.array(pids, dtype=object)
+    duplicated = pd.Index(pids).duplicated(keep="first")
+    if duplicated.any():
+        i = int(np.argmax(duplicated))
+        first = int(np.argmax(pids == pids[i]))
+        raise SMPDFormatError(path, f"duplicate Pid {pids[i]} (first at row {first})", row=i, field="Pid")
     return pids
 
 
 def to_float(values: list, path: Path, name: str, report: ReadReport, strict: bool = False) -> np.ndarray:
     """Numbers given as strings or numbers; empty means missing. `strict`: a missing value is an error."""
     series = pd.Series(values, dtype=object)
-    text = series.map(lambda v: "" if v is None else str(v).strip())
-    out = pd.to_numeric(text.replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.isnan(out) & (text != "").to_numpy() & ~text.str.lower().isin(["nan", "none", "null"]).to_numpy()
+    out = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    # what the fast parse left missing: given-but-unparsed values get a second look, stripped as text
+    unparsed = np.flatnonzero(np.isnan(out) & series.notna().to_numpy())
+    bad = np.zeros(len(out), dtype=bool)
+    if len(unparsed):
+        text = series.iloc[unparsed].map(lambda v: str(v).strip())
+        out[unparsed] = pd.to_numeric(text.replace("", np.nan), errors="coerce").to_numpy(dtype=np.float64)
+        bad[unparsed] = (np.isnan(out[unparsed]) & (text != "").to_numpy()
+                         & ~text.str.lower().isin(["nan", "none", "null"]).to_numpy())
     if bad.any():
         i = int(np.argmax(bad))
         if strict:
@@ -148,12 +177,31 @@ def to_float(values: list, path: Path, name: str, report: ReadReport, strict: bo
 
 
 def _to_text(values: list) -> np.ndarray:
+    if _is_all_text(values):
+        return np.array([v.strip() for v in values], dtype=object)
     return np.array(["" if v is None else str(v).strip() for v in values], dtype=object)
+
+
+def _per_unique(values: list, parse) -> tuple[np.ndarray, np.ndarray]:
+    """Apply `parse` (list -> (floats, unreadable flags)) once per distinct value: user fields repeat a lot."""
+    codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+    parsed, unreadable = parse(list(uniques))
+    known = codes >= 0
+    out = np.where(known, parsed[np.where(known, codes, 0)], np.nan)
+    flags = known & unreadable[np.where(known, codes, 0)]
+    return out, flags
 
 
 def _timezone_hours(values: list, path: Path, report: ReadReport) -> np.ndarray:
     """'+08:00' style offsets, or numbers (hours, or seconds when larger than a day's hours)."""
+    out, unreadable = _per_unique(values, _parse_timezones)
+    report.add("timezone_offset unreadable (set missing)", int(unreadable.sum()))
+    return out
+
+
+def _parse_timezones(values: list) -> tuple[np.ndarray, np.ndarray]:
     out = np.full(len(values), np.nan)
+    unreadable = np.zeros(len(values), dtype=bool)
     for i, v in enumerate(values):
         s = "" if v is None else str(v).strip()
         if not s:
@@ -167,15 +215,17 @@ def _timezone_hours(values: list, path: Path, report: ReadReport) -> np.ndarray:
                 x = float(s)
                 out[i] = x / 3600.0 if abs(x) > 24 else x
         except ValueError:
-            report.add("timezone_offset unreadable (set missing)", 1)
-    return out
+            unreadable[i] = True
+    return out, unreadable
 
 
 def _datetime_seconds(values: list) -> np.ndarray:
-    text = pd.Series(["" if v is None else str(v).strip() for v in values])
-    parsed = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce", utc=True)
-    epoch = pd.Timestamp(0, tz="UTC")
-    return (parsed - epoch).dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan)
+    def parse(uniques: list) -> tuple[np.ndarray, np.ndarray]:
+        text = pd.Series([str(v).strip() for v in uniques], dtype=object)
+        parsed = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce", utc=True)
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        return seconds.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(uniques), dtype=bool)
+    return _per_unique(values, parse)[0]
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -188,14 +238,15 @@ def _read_lines(path: Path) -> list[str]:
 def read_labels(path: Path, n_rows: int | None = None) -> np.ndarray:
     """One finite float a line; the count must match the split's rows when given."""
     lines = _read_lines(Path(path))
-    labels = np.empty(len(lines))
-    for i, line in enumerate(lines):
+    labels = pd.to_numeric(pd.Series(lines, dtype=object), errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    for i in np.flatnonzero(~np.isfinite(labels)):  # what the fast parse refused: Python's float() decides
+        line = lines[i]
         try:
             labels[i] = float(line.strip())
         except ValueError:
-            raise SMPDFormatError(path, f"label {line.strip()!r} is not a number", row=i) from None
+            raise SMPDFormatError(path, f"label {line.strip()!r} is not a number", row=int(i)) from None
         if not np.isfinite(labels[i]):
-            raise SMPDFormatError(path, f"label {line.strip()!r} is not a finite number", row=i)
+            raise SMPDFormatError(path, f"label {line.strip()!r} is not a finite number", row=int(i))
     if n_rows is not None and len(labels) != n_rows:
         raise SMPDFormatError(path, f"{len(labels)} labels for {n_rows} posts: the counts must match "
                                     "(one label a line, in post order)")
@@ -217,24 +268,25 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
         path = files[key]
         records = _load_json_records(path)
         for name in REQUIRED_FIELDS.get(key, ()):
-            for i, r in enumerate(records):
-                if name not in r:
-                    raise SMPDFormatError(path, "required field is missing", row=i, field=name)
-        pids = _pids(path, records)
-        uids = _to_text(_column(records, "Uid"))
+            row = _first_absent(records, name)
+            if row is not None:
+                raise SMPDFormatError(path, "required field is missing", row=row, field=name)
+        pids = _pids(path, _field(records, "Pid")[0])
+        uids = _to_text(_field(records, "Uid")[0])
         if ref_pids is None:
             ref_pids, ref_uids = pids, uids
             if len(pids) == 0:
                 raise SMPDFormatError(path, "no posts in this file")
             ref_index = pd.Index(ref_pids)
         else:
-            if len(pids) != len(ref_pids) or set(pids) != set(ref_pids):
+            same_order = len(pids) == len(ref_pids) and np.array_equal(pids, ref_pids)
+            if not same_order and (len(pids) != len(ref_pids) or set(pids) != set(ref_pids)):
                 extra = sorted(set(pids) - set(ref_pids))[:3]
                 lacking = sorted(set(ref_pids) - set(pids))[:3]
                 raise SMPDFormatError(path, f"lists other posts than {files[ref_key].name} ({len(pids)} vs "
                                             f"{len(ref_pids)} rows; Pids only here: {extra}, missing here: {lacking})",
                                       field="Pid")
-            if not np.array_equal(pids, ref_pids):
+            if not same_order:
                 first = int(np.argmax(pids != ref_pids))
                 report.notes.append(f"{path.name} lists the posts in another order (first at row {first}); "
                                     f"aligned on Pid to {files[ref_key].name}")
@@ -249,8 +301,7 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
                 raise SMPDFormatError(path, f"Uid {uids[i]!r} disagrees with {ref_uids[i]!r} in "
                                             f"{files[ref_key].name} for Pid {ref_pids[i]}", row=i, field="Uid")
         for name in wanted:
-            values = _column(records, name)
-            missing_field = sum(1 for r in records if name not in r)
+            values, missing_field = _field(records, name)
             report.add(f"field {name} absent from {path.name} (set missing)", missing_field)
             if name == "Postdate":
                 columns[name] = to_float(values, path, name, report, strict=True).astype(np.int64)
@@ -283,7 +334,8 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
         raise SMPDFormatError(files["img_filepath"], f"{len(paths)} image paths for {len(table)} posts: the "
                                                      "counts must match (one path a line, in post order)")
     table["img_path"] = _image_paths(data_dir, files["img_filepath"], [p.strip() for p in paths])
-    table["img_exists"] = [bool(p) and (data_dir / p).is_file() for p in table["img_path"]]
+    root = str(data_dir)
+    table["img_exists"] = [bool(p) and os.path.isfile(os.path.join(root, p)) for p in table["img_path"]]
     report.add("image file missing", int((~table["img_exists"]).sum()))
 
     if split == "train":
