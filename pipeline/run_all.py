@@ -47,6 +47,7 @@ STAGE_MODULES = [
     "pipeline.blend",
     "pipeline.submit",
     "pipeline.plots",
+    "pipeline.report",
 ]
 
 

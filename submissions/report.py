@@ -1,0 +1,183 @@
+"""The run report: one self-contained HTML page per run (scores, leaderboard position,
+figures, config), rendered from plain data by `render_report`.
+
+The stage `report` (pipeline/report.py) gathers a run's outputs into a `RunReport`
+and writes the figures as PNG files beside the page, which links them.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("src", "mae", "mse")
+
+
+@dataclass
+class ReportFigure:
+    section: str
+    title: str
+    file: str          # path relative to the report page
+    caption: str = ""
+
+
+@dataclass
+class RunReport:
+    run: str
+    dataset: str
+    scores: dict                      # scores.json of the run: validation, test, members, weights, method
+    position: tuple[int, int] | None  # (rank by validation SRC, runs of this data set)
+    stages: list[dict]                # name, status ("on", "off", "not run"), description
+    figures: list[ReportFigure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    facts: dict = field(default_factory=dict)  # short key facts: posts, users, commit, time, ...
+    config_yaml: str = ""
+    leaderboard: pd.DataFrame | None = None    # rows of this data set, best first
+
+
+def runs_of(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The leaderboard rows of one data set, one per run (its latest row)."""
+    if board is None or board.empty:
+        return pd.DataFrame(columns=["run", "dataset", "val_src"])
+    rows = board[board["dataset"].astype(str) == str(dataset)]
+    return rows.drop_duplicates("run", keep="last")
+
+
+def leaderboard_position(board: pd.DataFrame, run: str, dataset: str) -> tuple[int, int] | None:
+    """Rank of `run` among the runs of `dataset` by validation SRC (1 = best; ties share a rank)."""
+    rows = runs_of(board, dataset)
+    src = pd.to_numeric(rows["val_src"], errors="coerce")
+    mine = src[rows["run"].astype(str).to_numpy() == run]
+    if mine.empty or not np.isfinite(mine.iloc[-1]):
+        return None
+    return int((src > mine.iloc[-1]).sum()) + 1, int(src.notna().sum())
+
+
+def ranked_runs(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The runs of `dataset`, best validation SRC first, with a `rank` column."""
+    rows = runs_of(board, dataset).copy()
+    rows["val_src"] = pd.to_numeric(rows["val_src"], errors="coerce")
+    rows["rank"] = rows["val_src"].rank(ascending=False, method="min")
+    return rows.sort_values(["rank", "run"], kind="stable").reset_index(drop=True)
+
+
+def latest_run(board: pd.DataFrame | None, dataset: str) -> str | None:
+    """The last run of `dataset` in the leaderboard (rows are appended in run order)."""
+    rows = runs_of(board, dataset)
+    return None if rows.empty else str(rows["run"].iloc[-1])
+
+
+# --- HTML ---------------------------------------------------------------------------------
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: 0.6em 0; } td, th { border: 1px solid #ddd; padding: 0.25em 0.6em; }
+th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.this { background: #fff3cd; font-weight: bold; }
+.big { font-size: 1.25em; } .muted { color: #777; } .note { background: #f4f8ff; border-left: 4px solid #7aa7e0;
+padding: 0.4em 0.8em; margin: 0.3em 0; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; } pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _num(value, digits: int = 4) -> str:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return ""
+    return "" if not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list], numeric: set[int] = frozenset(), highlight: int | None = None) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cells = "".join(f'<td class="num">{_e(c)}</td>' if j in numeric else f"<td>{_e(c)}</td>"
+                        for j, c in enumerate(row))
+        body.append(f'<tr class="this">{cells}</tr>' if i == highlight else f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _scores_section(report: RunReport) -> str:
+    scores = report.scores
+    rows = []
+    for name in ("validation", "test"):
+        values = scores.get(name) or {}
+        if values:
+            rows.append([name] + [_num(values.get(m)) for m in METRICS])
+    parts = ["<h2>Scores</h2>"]
+    if report.position:
+        rank, total = report.position
+        parts.append(f'<p class="big">Leaderboard position: <b>{rank}</b> of {total} runs on '
+                     f"<b>{_e(report.dataset)}</b> (by validation SRC)</p>")
+    else:
+        parts.append('<p class="muted">Not on the leaderboard.</p>')
+    parts.append(_table(["", "SRC", "MAE", "MSE"], rows, numeric={1, 2, 3}))
+    if not scores.get("test"):
+        parts.append('<p class="muted">No test labels given (--test-labels): test scores unknown.</p>')
+    members = scores.get("members") or {}
+    if members:
+        weights = scores.get("weights") or {}
+        parts.append(f"<h3>Ensemble members (blend: {_e(scores.get('method', ''))})</h3>")
+        parts.append(_table(["member", "weight", "SRC", "MAE", "MSE"],
+                            [[m, _num(weights.get(m), 3)] + [_num(s.get(k)) for k in METRICS]
+                             for m, s in members.items()], numeric={1, 2, 3, 4}))
+    return "\n".join(parts)
+
+
+def _leaderboard_section(report: RunReport, max_rows: int = 15) -> str:
+    board = report.leaderboard
+    if board is None or board.empty:
+        return ""
+    board = board.reset_index(drop=True)
+    runs = board["run"].astype(str).tolist()
+    keep = list(range(min(max_rows, len(board))))
+    if report.run in runs and runs.index(report.run) >= max_rows:
+        keep.append(runs.index(report.run))
+    columns = [c for c in ("rank", "run", "member", "scheme", "val_src", "val_mae", "test_src", "test_mae", "commit")
+               if c in board.columns]
+    rows = []
+    highlight = None
+    for i in keep:
+        row = board.iloc[i]
+        if str(row["run"]) == report.run:
+            highlight = len(rows)
+        rows.append([_num(row[c], 4) if c.startswith(("val_", "test_")) else
+                     (int(row[c]) if c == "rank" and pd.notna(row[c]) else row[c]) for c in columns])
+    numeric = {j for j, c in enumerate(columns) if c == "rank" or c.startswith(("val_", "test_"))}
+    title = f"<h2>Leaderboard ({_e(report.dataset)}, best {len(keep)} of {len(board)} runs)</h2>"
+    return title + _table(columns, rows, numeric=numeric, highlight=highlight)
+
+
+def render_report(report: RunReport) -> str:
+    """The report page as HTML text (figures linked by their relative paths)."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {_e(report.run)}</title>"
+             f"<style>{STYLE}</style></head><body>",
+             f"<h1>Run {_e(report.run)}</h1>",
+             '<p class="muted">' + " · ".join(f"{_e(k)}: {_e(v)}" for k, v in report.facts.items()) + "</p>"]
+    parts.append(_scores_section(report))
+    parts.append(_leaderboard_section(report))
+    parts.append("<h2>Stages</h2>")
+    parts.append(_table(["stage", "status", "what it does"],
+                        [[s["name"], s["status"], s.get("description", "")] for s in report.stages]))
+    for note in report.notes:
+        parts.append(f'<div class="note">{_e(note)}</div>')
+    sections = list(dict.fromkeys(f.section for f in report.figures))
+    for section in sections:
+        parts.append(f"<h2>{_e(section)}</h2>")
+        for fig in (f for f in report.figures if f.section == section):
+            parts.append(f'<figure><img src="{_e(fig.file)}" alt="{_e(fig.title)}">'
+                         f"<figcaption><b>{_e(fig.title)}</b>{'. ' + _e(fig.caption) if fig.caption else ''}"
+                         "</figcaption></figure>")
+    if report.config_yaml:
+        parts.append("<h2>Config</h2>")
+        parts.append(f"<pre>{_e(report.config_yaml)}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(p for p in parts if p) + "\n"

@@ -1,0 +1,158 @@
+"""The per-run report (stage `report`): written with its figures after every run, the
+leaderboard position right, optional stages that are off named, every figure labelled."""
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from pipeline.io import read_json
+from submissions import report_figures as rf
+from submissions.report import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
+from tests.tiny_demo import has_optional_stages, tiny_runs
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The submissions folder of the shared tiny demo runs `base` (optional stages off) and `full`."""
+    return tiny_runs(tmp_path_factory)[0]
+
+
+def figure_files(page: str) -> list[str]:
+    return re.findall(r'<img src="([^"]+)"', page)
+
+
+@pytest.mark.parametrize("run", ["base", "full"])
+def test_report_is_written_with_its_figures(runs, run):
+    run_dir = runs / run
+    page = (run_dir / "report.html").read_text()
+    files = figure_files(page)
+    # at least: predicted vs true, feature importance, error by category and time, label distribution,
+    # train/test periods, leaderboard; with the optional stages: two embedding maps, training curves, confusion
+    assert len(files) >= (11 if run == "full" and has_optional_stages() else 7), files
+    for name in files:
+        path = run_dir / name
+        assert path.is_file(), f"{name} is linked but missing"
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width >= 400 and img.height >= 250, (name, img.size)
+            pixels = np.asarray(img.convert("L"), dtype=np.float64)
+        assert pixels.std() > 5, f"{name} looks empty"
+    assert "could not be drawn" not in page
+    scores = read_json(run_dir / "scores.json")
+    assert f"{scores['validation']['src']:.4f}" in page
+    assert f"{scores['test']['mae']:.4f}" in page  # the demo has hidden test labels
+    assert "n_train: 160" in page  # the config used
+
+
+def test_report_says_which_optional_stages_are_off(runs):
+    from pipeline.report import OPTIONAL_STAGES
+    from pipeline.run_all import load_stages
+    page = (runs / "base" / "report.html").read_text()
+    known = {s.name for s in load_stages()}
+    for name in OPTIONAL_STAGES:
+        if name in known:  # the demo config turns the optional stages off
+            assert f"Stage {name} is off in this config" in page, name
+    for name in known:
+        assert f"<td>{name}</td>" in page, f"stage {name} missing from the stage table"
+
+
+def test_leaderboard_position_of_each_run(runs):
+    board = pd.read_csv(runs / "leaderboard.csv", dtype=str)
+    assert board["run"].tolist() == ["base", "full"]
+    base = (runs / "base" / "report.html").read_text()
+    full = (runs / "full" / "report.html").read_text()
+    assert "Leaderboard position: <b>1</b> of 1 runs" in base  # written before the second run existed
+    rank, total = leaderboard_position(board, "full", "demo")
+    assert total == 2 and f"Leaderboard position: <b>{rank}</b> of 2 runs" in full
+
+
+def test_leaderboard_position_rules():
+    board = pd.DataFrame({
+        "run": ["a", "b", "c", "a", "d", "e"],
+        "dataset": ["demo", "demo", "demo", "demo", "smpd", "demo"],
+        "val_src": ["0.50", "0.70", "0.60", "0.80", "0.99", "0.60"],
+    })
+    # one row per run (its latest), only the same data set, ties share a rank
+    assert leaderboard_position(board, "a", "demo") == (1, 4)
+    assert leaderboard_position(board, "c", "demo") == (3, 4)
+    assert leaderboard_position(board, "e", "demo") == (3, 4)
+    assert leaderboard_position(board, "b", "demo") == (2, 4)
+    assert leaderboard_position(board, "d", "demo") is None
+    assert leaderboard_position(board, "d", "smpd") == (1, 1)
+    assert latest_run(board, "demo") == "e"
+    assert latest_run(None, "demo") is None
+    assert ranked_runs(board, "demo")["run"].tolist()[:2] == ["a", "b"]
+
+
+def test_render_report_escapes_and_lists_everything():
+    report = RunReport(
+        run="<script>x</script>", dataset="demo",
+        scores={"validation": {"src": 0.5, "mae": 1.0, "mse": 2.0}, "test": {}, "members": {"m": {"src": 0.5,
+                "mae": 1.0, "mse": 2.0}}, "weights": {"m": 1.0}, "method": "best"},
+        position=(2, 5), stages=[{"name": "tune", "status": "off", "description": "Optuna"}],
+        figures=[ReportFigure("Errors", "Error & more", "figures/e.png", "caption <i>")],
+        notes=["Stage tune is off in this config"], config_yaml="a: <b>\n")
+    page = render_report(report)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "Leaderboard position: <b>2</b> of 5 runs" in page
+    assert '<img src="figures/e.png"' in page and "caption &lt;i&gt;" in page
+    assert "test scores unknown" in page
+    assert "a: &lt;b&gt;" in page
+
+
+def _check_labelled(fig) -> None:
+    """Every axes with something drawn has both axis labels and the figure saves as PNG."""
+    drawn = [ax for ax in fig.axes if ax.has_data() and ax.get_label() != "<colorbar>"]
+    assert drawn, "nothing drawn"
+    for ax in drawn:
+        assert ax.get_xlabel() or ax.get_shared_x_axes().get_siblings(ax) != [ax], ax
+        assert ax.get_ylabel(), f"axes without a y label: {ax.get_title()!r}"
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    assert buffer.tell() > 5000
+
+
+def test_every_figure_is_labelled():
+    rng = np.random.default_rng(0)
+    n = 300
+    labels = rng.normal(6, 2, n)
+    preds = labels + rng.normal(0, 1, n)
+    cats = rng.choice(["Food", "Urban", "Animal"], n)
+    dates = 1_450_000_000 + np.sort(rng.integers(0, 3e7, n))
+    xy = rng.normal(size=(n, 2))
+    board = pd.DataFrame({"run": ["a", "b"], "val_src": ["0.5", "0.6"], "test_src": [None, "0.55"]})
+    history = pd.DataFrame({"fold": [0, 0, 1, 1], "epoch": [1, 2, 1, 2], "loss": [3, 2, 3.1, 2.2],
+                            "contrast": [1, 0.5, 1.1, 0.6]})
+    figures = [
+        rf.label_histogram(labels),
+        rf.popularity_by(labels, cats, "category"),
+        rf.popularity_by(labels, rng.integers(0, 24, n), "hour", ordered=True),
+        rf.user_share(rng.choice(40, n)),
+        rf.post_period(dates[:200], dates[200:], labels[:200]),
+        rf.missing_values({"train": pd.DataFrame({"a": [1.0, np.nan], "b": ["", "x"]}),
+                           "test": pd.DataFrame({"a": [np.nan, np.nan], "b": ["y", "x"]})}),
+        rf.embedding_map(xy, cats, "map", "category"),
+        rf.embedding_map(xy, labels, "map", "popularity", overlay=xy[:3], overlay_names=["p", "q", "r"]),
+        rf.training_curves(history),
+        rf.confusion(rng.integers(0, 3, n), rng.integers(0, 3, n), ["x", "y", "z"]),
+        rf.token_weights(["a", "b", "c"], [0.2, 0.5, 0.3], "tokens"),
+        rf.param_importance({"num_leaves": 0.6, "lambda_l2": 0.4}),
+        rf.error_by_group(labels, preds, cats, "category"),
+        rf.error_over_time(labels, preds, dates),
+        rf.prediction_histogram(labels, preds),
+        rf.leaderboard_history(board, "b"),
+    ]
+    for fig in figures:
+        _check_labelled(fig)
+
+
+def test_figures_of_empty_inputs_say_so():
+    empty = np.array([])
+    for fig in (rf.label_histogram(empty), rf.error_by_group(empty, empty, empty, "category"),
+                rf.error_over_time(empty, empty, empty), rf.prediction_histogram(empty, empty),
+                rf.param_importance({}), rf.training_curves(pd.DataFrame(columns=["epoch"]))):
+        texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+        assert any(t.startswith("no ") for t in texts), texts

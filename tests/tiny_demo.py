@@ -1,0 +1,46 @@
+"""The tiny demo runs the notebook and report tests share, built once per test session.
+
+`base`: the demo config (optional stages off), `full`: the same work folder with the
+encoders and the prototype network on (cheap settings), when the pipeline has those stages.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_DEMO = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
+             "--set", "demo.image_size=16"]
+# the prompt learners run the text backbone at every step (about 10x the cost of the rest): off here
+FULL = ["--set", "encoders.enabled=true", "--set", "encoders.num_workers=0", "--set", "prototype.enabled=true",
+        "--set", "prototype.epochs=2", "--set", "prototype.width=64", "--set", "validation.n_folds=2",
+        "--set", "prototype.use_prompts_global=false", "--set", "prototype.use_prompts_local=false"]
+
+
+def has_optional_stages() -> bool:
+    from pipeline.run_all import load_stages
+    return {"encode", "prototype"} <= {s.name for s in load_stages()}
+
+
+def run_all(args: list[str]) -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"run_all.py {' '.join(args)} failed:\n{done.stderr[-3000:]}"
+
+
+@lru_cache(maxsize=None)
+def _build(base: Path) -> dict[str, list[str]]:
+    common = ["--work-dir", str(base / "work"), "--submissions-dir", str(base / "submissions"), *TINY_DEMO]
+    runs = {"base": [*common], "full": [*common, *(FULL if has_optional_stages() else [])]}
+    for name, args in runs.items():
+        run_all([*args, "--run-name", name])
+    return runs
+
+
+def tiny_runs(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
+    """(submissions folder, run_all.py arguments of the runs `base` and `full`, without --run-name)."""
+    base = tmp_path_factory.getbasetemp() / "tiny_demo_runs"
+    base.mkdir(exist_ok=True)
+    return base / "submissions", _build(base)
