@@ -136,7 +136,9 @@ class PromptLearner(nn.Module):
             raise ValueError(f"prompt context length must be at least 1, got {n_ctx}")
         self.__dict__["backbone"] = backbone  # frozen and shared: not a submodule, not in state_dict
         with torch.no_grad():
-            name_embeds = backbone.token_embedding(name_ids).float()
+            # the backbone may already sit on the GPU; the class-name ids come from the CPU
+            weight_device = next(backbone.parameters()).device
+            name_embeds = backbone.token_embedding(name_ids.to(weight_device)).float()
         self.register_buffer("name_embeds", name_embeds, persistent=False)
         self.register_buffer("name_mask", name_mask.bool(), persistent=False)
         self.ctx = nn.Parameter(torch.randn(n_ctx, name_embeds.shape[-1]) * 0.02)
