@@ -258,9 +258,9 @@ def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
     rows = sample_rows(np.flatnonzero(np.asarray(encoded.has_image, bool)), MAX_MAP_POINTS, ctx.config.seed)
     xy, pca = rf.project_2d(np.asarray(encoded.image[rows], dtype=np.float32))
     title = f"Image embeddings ({encoded.image_encoder}), {len(rows):,} train posts"
-    out.add("Features", "embedding_by_category", title,
+    out.add("Features", "embedding_by_category", f"{title}, by category",
             lambda: rf.embedding_map(xy, posts["Category"].to_numpy()[rows], title, "category", pca))
-    out.add("Features", "embedding_by_popularity", title,
+    out.add("Features", "embedding_by_popularity", f"{title}, by popularity",
             lambda: rf.embedding_map(xy, posts["label"].to_numpy()[rows], title, "popularity", pca))
 
 
@@ -301,7 +301,7 @@ def build_report(ctx: RunContext) -> RunReport:
     scores = read_json(run_dir / "scores.json")
     board = read_leaderboard(ctx)
     dataset = dataset_name(ctx)
-    stages = stage_status(ctx)
+    stages = [{**s, "status": "this page"} if s["name"] == STAGE.name else s for s in stage_status(ctx)]
     status = {s["name"]: s["status"] for s in stages}
     out = FigureWriter(run_dir)
     notes = []

@@ -354,22 +354,6 @@ def confusion(true: np.ndarray, pred: np.ndarray, names: list[str], title: str =
     return fig
 
 
-def token_weights(tokens: list[str], weights: np.ndarray, title: str) -> Figure:
-    """Bar chart of how much weight each token of a post gets."""
-    weights = np.asarray(weights, dtype=np.float64)
-    fig, (ax,) = new_figure(width=max(5.0, 0.45 * len(tokens) + 1.5), height=3.2)
-    if len(tokens) == 0:
-        _empty(ax, "no tokens")
-        return fig
-    ax.bar(np.arange(len(tokens)), weights, color=TRAIN_COLOUR)
-    ax.set_xticks(np.arange(len(tokens)))
-    ax.set_xticklabels(tokens, rotation=60, ha="right", fontsize=8)
-    ax.set_xlabel("token")
-    ax.set_ylabel("attention weight")
-    ax.set_title(title, fontsize=10)
-    return fig
-
-
 # --- ensemble and errors -------------------------------------------------------------
 def param_importance(importances: dict[str, float], title: str = "Optuna parameter importance") -> Figure:
     """Horizontal bars of each tuned parameter's importance (e.g. optuna.importance.get_param_importances)."""

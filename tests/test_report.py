@@ -138,7 +138,6 @@ def test_every_figure_is_labelled():
         rf.embedding_map(xy, labels, "map", "popularity", overlay=xy[:3], overlay_names=["p", "q", "r"]),
         rf.training_curves(history),
         rf.confusion(rng.integers(0, 3, n), rng.integers(0, 3, n), ["x", "y", "z"]),
-        rf.token_weights(["a", "b", "c"], [0.2, 0.5, 0.3], "tokens"),
         rf.param_importance({"num_leaves": 0.6, "lambda_l2": 0.4}),
         rf.error_by_group(labels, preds, cats, "category"),
         rf.error_over_time(labels, preds, dates),
