@@ -218,8 +218,16 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
             "imgstats_columns": list(IMGSTATS_COLUMNS), "n_has_image": int(len(inputs) - len(bad)),
             "bad_images": dict(counts), "n_video_posts": n_video, "chunk_rows": enc_cfg.batch_size}
     update_manifest(out_dir, split, "image", info, len(inputs))
-    shutil.rmtree(chunk_dir, ignore_errors=True)
+    _remove_chunks(chunk_dir)
     return PassResult("image", True, len(pending), info=info)
+
+
+def _remove_chunks(chunk_dir: Path) -> None:
+    shutil.rmtree(chunk_dir, ignore_errors=True)
+    try:
+        chunk_dir.parent.rmdir()  # `_chunks` itself, once no other pass has chunks in it
+    except OSError:
+        pass
 
 
 def _reason_kind(reason: str) -> str:
@@ -268,7 +276,7 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enco
             "n_empty_title": sum(not t.strip() for t in inputs.titles),
             "n_empty_tags": sum(not t.strip() for t in inputs.tags), "chunk_rows": enc_cfg.batch_size}
     update_manifest(out_dir, split, "text", info, len(inputs))
-    shutil.rmtree(chunk_dir, ignore_errors=True)
+    _remove_chunks(chunk_dir)
     return PassResult("text", True, len(pending), info=info)
 
 
