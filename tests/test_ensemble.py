@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_demo import OPTIONAL_OFF
 
 from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.linear import RidgeRegressor
@@ -129,7 +130,7 @@ def test_demo_tuned_blend_is_not_worse_than_the_untuned_single_model(tmp_path):
     common = ["--work-dir", str(tmp_path / "work"), "--submissions-dir", str(tmp_path / "subs"),
               "--set", "demo.n_train=1200", "--set", "demo.n_test=200", "--set", "demo.n_users=150",
               "--set", "demo.image_size=16", "--set", "gbdt.num_boost_round=300",
-              "--set", "gbdt.params.learning_rate=0.1", "--set", "gbdt.num_threads=1"]
+              "--set", "gbdt.params.learning_rate=0.1", "--set", "gbdt.num_threads=1", *OPTIONAL_OFF]
     untuned = ["--run-name", "untuned", "--set", "ensemble.method=best", "--set", "ensemble.linear_members={}"]
     tuned = ["--run-name", "tuned", "--set", "tuning.enabled=true", "--set", "tuning.n_trials=10",
              "--set", "tuning.startup_trials=5", "--set", "tuning.prune_startup_trials=3",

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_demo import OPTIONAL_OFF
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
-        "--set", "demo.image_size=16", "--set", "gbdt.num_boost_round=60"]
+        "--set", "demo.image_size=16", "--set", "gbdt.num_boost_round=60", *OPTIONAL_OFF]
 
 
 def run_all(*args, cwd=ROOT):

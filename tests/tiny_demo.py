@@ -13,6 +13,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TINY_DEMO = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
              "--set", "demo.image_size=16"]
+# configs/demo.yaml turns every stage on; tests turn the slow ones off unless they test them
+OPTIONAL_OFF = ["--set", "encoders.enabled=false", "--set", "prototype.enabled=false",
+                "--set", "tuning.enabled=false", "--set", "gbdt.seeds=[0]"]
 # the prompt learners run the text backbone at every step (about 10x the cost of the rest): off here
 FULL = ["--set", "encoders.enabled=true", "--set", "encoders.num_workers=0", "--set", "prototype.enabled=true",
         "--set", "prototype.epochs=2", "--set", "prototype.width=64", "--set", "validation.n_folds=2",
@@ -32,7 +35,8 @@ def run_all(args: list[str]) -> None:
 
 @lru_cache(maxsize=None)
 def _build(base: Path) -> dict[str, list[str]]:
-    common = ["--work-dir", str(base / "work"), "--submissions-dir", str(base / "submissions"), *TINY_DEMO]
+    common = ["--work-dir", str(base / "work"), "--submissions-dir", str(base / "submissions"), *TINY_DEMO,
+              *OPTIONAL_OFF]
     runs = {"base": [*common], "full": [*common, *(FULL if has_optional_stages() else [])]}
     for name, args in runs.items():
         run_all([*args, "--run-name", name])
