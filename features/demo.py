@@ -39,27 +39,16 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
+from features.smpd import JSON_FILES, SPLITS, official_file_names
 from pipeline.io import atomic_path
 
-SPLITS = ("train", "test")
-
-# Fields of each official JSON file, in the order the real files list them.
-JSON_FIELDS: dict[str, list[str]] = {
-    "category": ["Uid", "Pid", "Category", "Subcategory", "Concept"],
-    "text": ["Uid", "Pid", "Title", "Mediatype", "Alltags"],
-    "temporalspatial_information": ["Uid", "Pid", "Postdate", "Latitude", "Longitude", "Geoaccuracy"],
-    "user_data": ["Uid", "Pid", "photo_firstdate", "photo_count", "ispro", "canbuypro", "timezone_offset",
-                  "photo_firstdatetaken", "timezone_timezone_id", "user_description", "location_description"],
-    "additional_information": ["Uid", "Pid", "Pathalias", "Ispublic", "Mediastatus"],
-}
+# Fields of each official JSON file, in the order the real files list them (the reader's list).
+JSON_FIELDS: dict[str, list[str]] = {kind: ["Uid", "Pid", *fields] for kind, fields in JSON_FILES.items()}
 
 
 def split_file_names(split: str) -> list[str]:
     """Names of the data files of one split in the official layout (images aside)."""
-    names = [f"{split}_{kind}.json" for kind in JSON_FIELDS] + [f"{split}_img_filepath.txt"]
-    if split == "train":
-        names.append("train_label.txt")
-    return names
+    return list(official_file_names(split).values())
 
 
 # --- taxonomy: the official 11 categories (typos included), 77 subcategories ---------------
@@ -277,7 +266,6 @@ def _format_time(seconds: float) -> str:
 
 # --- users ---------------------------------------------------------------------------------
 def _make_users(rng: np.random.Generator, n_users: int, tax: _Taxonomy) -> dict:
-    n_cat = len(tax.categories)
     activity_z = rng.normal(0.0, 1.0, n_users)
     activity = np.exp(1.3 * activity_z)  # log-normal post counts: heavy tail of very active users
     # who posts when: users of both periods, users who stopped, new users (test only)

@@ -71,12 +71,18 @@ def _find(data_dir: Path, name: str) -> Path | None:
     return None
 
 
-def split_files(data_dir: Path, split: str) -> dict[str, Path]:
-    """Paths of every official file of one split; a missing file is an error that lists what is expected."""
+def official_file_names(split: str) -> dict[str, str]:
+    """File name of each official file of one split (images aside), keyed like JSON_FILES."""
     names = {key: f"{split}_{key}.json" for key in JSON_FILES}
     names["img_filepath"] = f"{split}_img_filepath.txt"
     if split == "train":
         names["label"] = "train_label.txt"
+    return names
+
+
+def split_files(data_dir: Path, split: str) -> dict[str, Path]:
+    """Paths of every official file of one split; a missing file is an error that lists what is expected."""
+    names = official_file_names(split)
     found, missing = {}, []
     for key, name in names.items():
         path = _find(Path(data_dir), name)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_demo import dump_records, load_records
 import yaml
 
-from features.demo import make_demo
 from features.smpd import SMPDFormatError, read_smpd, read_split
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,33 +23,13 @@ NUMERIC = {"Postdate", "Latitude", "Longitude", "Geoaccuracy", "photo_firstdate"
            "canbuypro", "Ispublic"}
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smpd")
-    make_demo(root / "data", root / "hidden_test_labels.txt", n_train=80, n_test=30, n_users=12, image_size=16, seed=4)
-    return root / "data"
-
-
-@pytest.fixture
-def data(demo_dir, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(demo_dir, copy)
-    return copy
-
-
-def load(path):
-    return json.loads(path.read_text())
-
-
-def dump(path, records):
-    path.write_text(json.dumps(records))
 
 
 def edit(path, change):
-    records = load(path)
+    records = load_records(path)
     for i, record in enumerate(records):
         change(i, record)
-    dump(path, records)
+    dump_records(path, records)
 
 
 def run_all(data: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -110,16 +90,16 @@ def test_text_that_is_not_utf8_is_named(data):
 # --- structure -----------------------------------------------------------------------------------
 def test_a_json_object_instead_of_an_array_is_named(data):
     path = data / "test_category.json"
-    path.write_text(json.dumps({"posts": load(path)}))
+    path.write_text(json.dumps({"posts": load_records(path)}))
     with pytest.raises(SMPDFormatError, match=r"test_category.json: expected a JSON array of objects, got a dict"):
         read_split(data, "test")
 
 
 def test_a_row_that_is_not_an_object_is_located(data):
     path = data / "train_user_data.json"
-    records = load(path)
+    records = load_records(path)
     records[5] = "Pid 123"
-    dump(path, records)
+    dump_records(path, records)
     with pytest.raises(SMPDFormatError, match=r"train_user_data.json, row 5: expected an object, got str"):
         read_split(data, "train")
 
@@ -158,7 +138,7 @@ def test_fewer_image_paths_than_posts_is_named(data):
 
 
 def test_a_pid_in_both_splits_is_refused(data):
-    train_pid = load(data / "train_category.json")[0]["Pid"]
+    train_pid = load_records(data / "train_category.json")[0]["Pid"]
     for kind in ("category", "text", "temporalspatial_information", "user_data", "additional_information"):
         edit(data / f"test_{kind}.json", lambda i, r: r.update(Pid=train_pid) if i == 0 else None)
     with pytest.raises(SMPDFormatError, match=rf"1 Pids appear in both train and test.*{train_pid}"):
@@ -206,7 +186,7 @@ def test_unseen_categories_and_users_in_test_run_end_to_end_and_are_counted(data
     assert f"test posts by users unseen in train: {report['test users unseen in train']}" in result.stderr
     assert "filled gaps" in result.stderr and "'empty title'" in result.stderr  # the gaps are counted in the log
     submission = pd.read_csv(tmp_path / "subs" / "run" / "submission.csv", dtype={"post_id": str})
-    test_pids = [str(r["Pid"]) for r in load(data / "test_category.json")]
+    test_pids = [str(r["Pid"]) for r in load_records(data / "test_category.json")]
     assert submission["post_id"].tolist() == [f"post{p}" for p in test_pids]
     assert np.isfinite(submission["popularity_score"]).all()
     # a post of the unseen class and user gets a prediction like any other, not a constant fallback

@@ -9,7 +9,6 @@ from tiny_demo import OPTIONAL_OFF
 
 from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.linear import RidgeRegressor
-from models.metrics import mae
 from pipeline.blend import blend_frame
 
 

@@ -1,34 +1,13 @@
 """The SMPD reader: typed tables from the official files, clear errors on bad input."""
-import json
 import shutil
 
 import numpy as np
 import pytest
+from tiny_demo import dump_records, load_records
 
-from features.demo import make_demo
 from features.smpd import SMPDFormatError, read_labels, read_smpd, read_split
 
 
-@pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smpd")
-    make_demo(root / "data", root / "hidden_test_labels.txt", n_train=80, n_test=30, n_users=12, image_size=16, seed=3)
-    return root / "data"
-
-
-@pytest.fixture
-def data(demo_dir, tmp_path):
-    copy = tmp_path / "data"
-    shutil.copytree(demo_dir, copy)
-    return copy
-
-
-def load(path):
-    return json.loads(path.read_text())
-
-
-def dump(path, records):
-    path.write_text(json.dumps(records))
 
 
 def test_reads_both_splits_into_typed_tables(data):
@@ -36,7 +15,7 @@ def test_reads_both_splits_into_typed_tables(data):
     assert len(train) == 80 and len(test) == 30
     assert train["row"].tolist() == list(range(80))
     assert train["Postdate"].dtype == np.int64 and train["label"].dtype == np.float64
-    assert train["Pid"].tolist() == [str(r["Pid"]) for r in load(data / "train_category.json")]
+    assert train["Pid"].tolist() == [str(r["Pid"]) for r in load_records(data / "train_category.json")]
     assert train["img_exists"].all()
     assert "label" not in test.columns
     assert report["train"]["rows"] == 80
@@ -44,14 +23,14 @@ def test_reads_both_splits_into_typed_tables(data):
 
 def test_numbers_as_numbers_are_accepted(data):
     path = data / "train_temporalspatial_information.json"
-    records = load(path)
+    records = load_records(path)
     for r in records:
         r["Postdate"] = int(r["Postdate"])
-    dump(path, records)
-    numeric = [r for r in load(data / "train_category.json")]
+    dump_records(path, records)
+    numeric = [r for r in load_records(data / "train_category.json")]
     for r in numeric:
         r["Pid"] = int(r["Pid"])
-    dump(data / "train_category.json", numeric)
+    dump_records(data / "train_category.json", numeric)
     train, _ = read_split(data, "train")
     assert train["Postdate"].dtype == np.int64
 
@@ -71,17 +50,17 @@ def test_only_the_test_split_is_refused_before_any_work(data):
 
 def test_pid_sets_that_disagree_are_refused(data):
     path = data / "train_text.json"
-    records = load(path)
+    records = load_records(path)
     records[5]["Pid"] = "999999999"
-    dump(path, records)
+    dump_records(path, records)
     with pytest.raises(SMPDFormatError, match="train_text.json.*other posts"):
         read_split(data, "train")
 
 
 def test_another_row_order_is_aligned_on_pid(data):
     path = data / "train_user_data.json"
-    records = load(path)
-    dump(path, records[::-1])
+    records = load_records(path)
+    dump_records(path, records[::-1])
     train, report = read_split(data, "train")
     reference, _ = read_split(data, "test")  # untouched split still reads
     assert any("another order" in note for note in report.notes)
@@ -92,9 +71,9 @@ def test_another_row_order_is_aligned_on_pid(data):
 
 def test_duplicate_pid_names_both_rows(data):
     path = data / "train_category.json"
-    records = load(path)
+    records = load_records(path)
     records[7]["Pid"] = records[2]["Pid"]
-    dump(path, records)
+    dump_records(path, records)
     with pytest.raises(SMPDFormatError, match=r"row 7.*duplicate Pid.*first at row 2"):
         read_split(data, "train")
 
@@ -131,24 +110,24 @@ def test_label_count_must_match_rows(data):
 
 def test_non_numeric_postdate_is_located(data):
     path = data / "test_temporalspatial_information.json"
-    records = load(path)
+    records = load_records(path)
     records[3]["Postdate"] = "yesterday"
-    dump(path, records)
+    dump_records(path, records)
     with pytest.raises(SMPDFormatError, match=r"row 3, field 'Postdate'"):
         read_split(data, "test")
 
 
 def test_recoverable_gaps_become_missing_values_and_are_counted(data):
-    text = load(data / "train_text.json")
+    text = load_records(data / "train_text.json")
     text[0]["Title"] = ""
     text[0]["Alltags"] = ""
-    dump(data / "train_text.json", text)
-    geo = load(data / "train_temporalspatial_information.json")
+    dump_records(data / "train_text.json", text)
+    geo = load_records(data / "train_temporalspatial_information.json")
     geo[1].update(Latitude="", Longitude="", Geoaccuracy="")
-    dump(data / "train_temporalspatial_information.json", geo)
-    extra = load(data / "train_additional_information.json")
+    dump_records(data / "train_temporalspatial_information.json", geo)
+    extra = load_records(data / "train_additional_information.json")
     extra[2]["Pathalias"] = "None"
-    dump(data / "train_additional_information.json", extra)
+    dump_records(data / "train_additional_information.json", extra)
     image = data / (data / "train_img_filepath.txt").read_text().splitlines()[3]
     image.unlink()
     train, report = read_split(data, "train")
@@ -170,8 +149,8 @@ def test_every_image_missing_still_reads(data):
 
 def test_uid_that_disagrees_between_files_is_refused(data):
     path = data / "train_user_data.json"
-    records = load(path)
+    records = load_records(path)
     records[6]["Uid"] = "1@N00-not-this-user"
-    dump(path, records)
+    dump_records(path, records)
     with pytest.raises(SMPDFormatError, match=r"row 6, field 'Uid'"):
         read_split(data, "train")

@@ -123,7 +123,7 @@ class Interrupt(Exception):
 
 
 def test_an_interrupted_study_resumes_with_its_finished_trials(tmp_path):
-    from pipeline.tune import prepare, storage_url, write_results
+    from pipeline.tune import prepare, write_results
     make_work_dir(tmp_path)
     ctx = context(tmp_path)
     study, objective, url, first = prepare(ctx)

@@ -5,6 +5,7 @@ encoders and the prototype network on (cheap settings), when the pipeline has th
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from functools import lru_cache
@@ -48,3 +49,12 @@ def tiny_runs(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:
     base = tmp_path_factory.getbasetemp() / "tiny_demo_runs"
     base.mkdir(exist_ok=True)
     return base / "submissions", _build(base)
+
+
+def load_records(path: Path) -> list:
+    """The records of an official JSON file."""
+    return json.loads(Path(path).read_text())
+
+
+def dump_records(path: Path, records: list) -> None:
+    Path(path).write_text(json.dumps(records))
