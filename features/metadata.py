@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 DAY = 86400.0
 CATEGORICAL = ("Category", "Subcategory", "Concept", "Mediatype")
@@ -16,6 +18,24 @@ CATEGORICAL = ("Category", "Subcategory", "Concept", "Mediatype")
 def split_tags(alltags: pd.Series) -> pd.Series:
     """Space-separated tag string -> list of tags (empty list for no tags)."""
     return alltags.fillna("").str.split()
+
+
+def tag_pairs(alltags: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """Every tag of every post: (post position, tag), in post order.
+
+    The same tags as `split_tags` (Python's str.split: runs of any Unicode whitespace),
+    split in C by pyarrow instead of one Python call per post.
+    """
+    strings = pa.array(alltags, from_pandas=True)
+    if isinstance(strings, pa.ChunkedArray):  # pandas' arrow-backed strings
+        strings = strings.combine_chunks()
+    if not pa.types.is_string(strings.type) and not pa.types.is_large_string(strings.type):
+        strings = strings.cast(pa.large_string())  # all missing: a null column
+    lists = pc.utf8_split_whitespace(strings)
+    tags = pc.list_flatten(lists)
+    posts = pc.list_parent_indices(lists).to_numpy()
+    kept = pc.not_equal(tags, "")  # arrow keeps an empty string at leading or trailing whitespace
+    return posts[kept.to_numpy(zero_copy_only=False)], tags.filter(kept)
 
 
 def build_metadata(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -71,8 +91,8 @@ def build_metadata(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFram
 
     # text and tags
     title = both["Title"].fillna("")
-    tags = split_tags(both["Alltags"])
-    n_tags = tags.str.len().to_numpy()
+    tag_post, tags = tag_pairs(both["Alltags"])
+    n_tags = np.bincount(tag_post, minlength=len(both))
     feats["meta_title_len"] = title.str.len().to_numpy()
     feats["meta_title_words"] = title.str.split().str.len().to_numpy()
     feats["meta_title_empty"] = (title == "").to_numpy().astype(np.float64)
@@ -81,7 +101,7 @@ def build_metadata(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFram
     feats["meta_tags_empty"] = (n_tags == 0).astype(np.float64)
     feats["meta_is_video"] = (both["Mediatype"] == "video").to_numpy().astype(np.float64)
     feats["meta_has_image"] = both["img_exists"].to_numpy().astype(np.float64)
-    feats = feats.join(tag_frequency_features(tags))
+    feats = feats.join(tag_frequency_features(tag_post, tags, len(both)))
 
     # category codes: one code book for both splits, so test codes mean what train codes mean
     for name in CATEGORICAL:
@@ -97,15 +117,48 @@ def _count_where(keys: pd.Series, mask: pd.Series) -> np.ndarray:
     return keys.map(counts).fillna(0).to_numpy(dtype=np.float64)
 
 
-def tag_frequency_features(tags: pd.Series) -> pd.DataFrame:
-    """How common a post's tags are over all posts: mean, max and min of log tag counts."""
-    exploded = tags.explode()
-    exploded = exploded[exploded.notna()]
-    counts = exploded.map(exploded.value_counts())
-    log_counts = np.log1p(counts.astype(np.float64))
-    grouped = log_counts.groupby(level=0)
-    out = pd.DataFrame(index=tags.index)
-    out["meta_tag_freq_mean"] = grouped.mean()
-    out["meta_tag_freq_max"] = grouped.max()
-    out["meta_tag_freq_min"] = grouped.min()
-    return out
+def tag_frequency_features(tag_post: np.ndarray, tags: pa.Array, n_posts: int) -> pd.DataFrame:
+    """How common a post's tags are over all posts: mean, max and min of log tag counts.
+
+    tag_post, tags: the (post position, tag) pairs of `tag_pairs`.
+    """
+    codes = pc.dictionary_encode(tags).indices.to_numpy()
+    log_counts = np.log1p(np.bincount(codes)[codes].astype(np.float64))
+    mean, high, low = per_post_mean_max_min(tag_post, log_counts, n_posts)
+    return pd.DataFrame({"meta_tag_freq_mean": mean, "meta_tag_freq_max": high, "meta_tag_freq_min": low})
+
+
+def per_post_mean_max_min(post: np.ndarray, values: np.ndarray, n_posts: int
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, max and min of `values` per post, skipping NaN (NaN for a post with none).
+
+    post: each value's post position, non-decreasing (pairs in post order).
+    """
+    valid = ~np.isnan(values)
+    any_missing = not valid.all()
+    post, values = post[valid], values[valid]
+    mean, high, low = (np.full(n_posts, np.nan) for _ in range(3))
+    if len(post):
+        starts = np.flatnonzero(np.r_[True, post[1:] != post[:-1]])
+        owners = post[starts]
+        counts = np.diff(np.r_[starts, len(post)])
+        # the sums pandas' groupby mean computes, so the features stay bit for bit what they were:
+        # plain in-order sums when nothing is missing, Kahan-compensated ones otherwise
+        sums = _compensated_sums(values, starts, counts) if any_missing else np.add.reduceat(values, starts)
+        mean[owners] = sums / counts
+        high[owners] = np.maximum.reduceat(values, starts)
+        low[owners] = np.minimum.reduceat(values, starts)
+    return mean, high, low
+
+
+def _compensated_sums(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Kahan sum of each run values[start:start + count], in order; vectorised over runs,
+    one step per position within a run."""
+    sums, compensation = np.zeros(len(starts)), np.zeros(len(starts))
+    for j in range(int(counts.max())):
+        runs = np.flatnonzero(counts > j)
+        y = values[starts[runs] + j] - compensation[runs]
+        t = sums[runs] + y
+        compensation[runs] = (t - sums[runs]) - y
+        sums[runs] = t
+    return sums

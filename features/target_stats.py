@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 
-from features.metadata import split_tags
+from features.metadata import per_post_mean_max_min, tag_pairs
 
 
 def _smoothed_oof(codes_fit: np.ndarray, y: np.ndarray, inner_fold: np.ndarray, codes_apply: np.ndarray,
@@ -77,19 +78,20 @@ def target_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.
 def _tag_statistics(tags_fit: pd.Series, y: np.ndarray, inner_fold: np.ndarray, tags_apply: pd.Series,
                     smoothing: float, min_count: int) -> tuple[dict, dict]:
     """Per post: mean, max and min over its tags of the tags' smoothed out-of-fold mean label."""
-    fit_pairs = split_tags(tags_fit.reset_index(drop=True)).explode().dropna()
-    apply_pairs = split_tags(tags_apply.reset_index(drop=True)).explode().dropna()
-    codes_fit, codes_apply, n_groups = _codes(fit_pairs, apply_pairs)
-    post_fit = fit_pairs.index.to_numpy()
+    post_fit, tags_of_fit = tag_pairs(tags_fit)
+    post_apply, tags_of_apply = tag_pairs(tags_apply)
+    encoded = pc.dictionary_encode(tags_of_fit)  # tag -> group id, in C
+    codes_fit = encoded.indices.to_numpy().astype(np.int64)
+    codes_apply = pc.index_in(tags_of_apply, value_set=encoded.dictionary).to_numpy(zero_copy_only=False)
+    codes_apply = np.nan_to_num(codes_apply.astype(np.float64), nan=-1).astype(np.int64)  # unseen tag: -1
+    n_groups = len(encoded.dictionary)
     # the pair carries its post's label and fold, so a post's own label is left out of its own tags
     fm, fc, am, ac = _smoothed_oof(codes_fit, y[post_fit], inner_fold[post_fit], codes_apply, n_groups, smoothing)
     # rare tags say little: treat them as unseen (the prior)
     fm = np.where(fc >= min_count, fm, np.nan)
     am = np.where(ac >= min_count, am, np.nan)
     out = []
-    for index, means, n_posts in ((post_fit, fm, len(tags_fit)), (apply_pairs.index.to_numpy(), am, len(tags_apply))):
-        grouped = pd.Series(means, index=index).groupby(level=0)
-        frame = pd.DataFrame({"te_tag_mean": grouped.mean(), "te_tag_max": grouped.max(),
-                              "te_tag_min": grouped.min()}).reindex(np.arange(n_posts))
-        out.append({c: frame[c].to_numpy() for c in frame.columns})
+    for post, means, n_posts in ((post_fit, fm, len(tags_fit)), (post_apply, am, len(tags_apply))):
+        mean, high, low = per_post_mean_max_min(post, means, n_posts)
+        out.append({"te_tag_mean": mean, "te_tag_max": high, "te_tag_min": low})
     return out[0], out[1]
