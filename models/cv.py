@@ -8,6 +8,7 @@ from a refit on all train posts with the number of rounds found on the holdout.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
@@ -44,6 +45,11 @@ class TargetStatSpec:
     smoothing: float = 10.0
     tags: bool = True
     tag_min_count: int = 1
+    # statistics already computed, by digest of their rows and labels: every seed of a cross-fit and
+    # every tuning trial needs the same ones (a spec copied with dataclasses.replace starts empty)
+    cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    MAX_CACHED = 16  # fold count x (validation, refit), with room to spare
 
 
 @dataclass
@@ -63,11 +69,23 @@ def _with_stats(X: pd.DataFrame, stats: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _stats(spec: TargetStatSpec | None, fit_idx: np.ndarray, y: np.ndarray, inner: np.ndarray,
-           apply_keys: pd.DataFrame):
+           apply_idx: np.ndarray | None):
+    """Statistics for the fit rows (out of fold) and for the train rows `apply_idx` followed by the test posts."""
     if spec is None:
         return None, None
-    return target_statistics(spec.keys_train.iloc[fit_idx], y[fit_idx], inner[fit_idx], apply_keys,
-                             spec.key_columns, spec.smoothing, spec.tags, spec.tag_min_count)
+    digest = hashlib.sha256()
+    for part in (fit_idx, y[fit_idx], inner[fit_idx], np.asarray([] if apply_idx is None else apply_idx)):
+        digest.update(np.ascontiguousarray(part).tobytes())
+        digest.update(b"|")
+    key = (digest.hexdigest(), apply_idx is None, len(spec.keys_test))
+    if key not in spec.cache:
+        parts = [spec.keys_test] if apply_idx is None else [spec.keys_train.iloc[apply_idx], spec.keys_test]
+        apply_keys = pd.concat(parts, ignore_index=True)
+        if len(spec.cache) >= spec.MAX_CACHED:
+            spec.cache.pop(next(iter(spec.cache)))
+        spec.cache[key] = target_statistics(spec.keys_train.iloc[fit_idx], y[fit_idx], inner[fit_idx], apply_keys,
+                                            spec.key_columns, spec.smoothing, spec.tags, spec.tag_min_count)
+    return spec.cache[key]
 
 
 def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, X_test: pd.DataFrame,
@@ -99,10 +117,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
         fit_idx = np.flatnonzero((fold != v) & fit_mask)
         val_idx = np.flatnonzero(fold == v)
-        apply_keys = None
-        if target_stats is not None:
-            apply_keys = pd.concat([target_stats.keys_train.iloc[val_idx], target_stats.keys_test], ignore_index=True)
-        fit_stats, apply_stats = _stats(target_stats, fit_idx, y, inner, apply_keys)
+        fit_stats, apply_stats = _stats(target_stats, fit_idx, y, inner, val_idx)
         X_fit = _with_stats(X.iloc[fit_idx], fit_stats)
         X_val = _with_stats(X.iloc[val_idx], None if apply_stats is None else apply_stats.iloc[:len(val_idx)])
         X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
@@ -119,8 +134,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         if holdout:
             # test prediction from a refit on every train post, with the rounds the holdout chose
             all_idx = np.flatnonzero(fit_mask | (fold == v))
-            full_stats, test_stats = _stats(target_stats, all_idx, y, inner, target_stats.keys_test
-                                            if target_stats is not None else None)
+            full_stats, test_stats = _stats(target_stats, all_idx, y, inner, None)
             refit = make_model(seed, best).fit(_with_stats(X.iloc[all_idx], full_stats), y[all_idx])
             test_pred += refit.predict(_with_stats(X_test, test_stats)) / len(seeds)
         else:
