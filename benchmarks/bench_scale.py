@@ -1,0 +1,297 @@
+#!/usr/bin/env python
+"""Scale benchmark: wall time and peak memory of every stage, from the files to the submission.
+
+    python benchmarks/bench_scale.py                          # 1/4, 1/2 and full SMPD size
+    python benchmarks/bench_scale.py --fractions 0.01 0.02    # a quick check
+
+For each size it writes a synthetic SMPD-format data set (`benchmarks/synth_smpd.py`:
+305,613 train and 180,581 test posts at full size, no images, 512-d float16
+embeddings per modality standing in for the encoder output), then runs each
+stage of `pipeline/run_all.py` in its own process (the real code path, the
+stage lock's hashing included) and records its wall time and peak resident
+memory (the child's VmHWM). Feature extraction is excluded; the embeddings reach
+LightGBM as the `emb` block does: PCA to `encoders.pca_dim` per modality, fit on
+train (the `reduce_embeddings` stage when the pipeline has one, else the
+equivalent step defined here). LightGBM runs with fixed parameters
+(configs/smpd.yaml) and `--rounds` boosting rounds at most.
+
+Prints a table (stage, N, seconds, peak MiB), the growth exponent of each
+stage's time between sizes (1.0 is linear; N log N is about 1.08 from half to
+full size), and writes everything as JSON (`--out`). The stages run one after
+another on the same folder, so a size needs about 3 GiB of free disk at full size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
+from benchmarks.synth_smpd import EMB_DIM, make_synthetic_smpd, write_embeddings  # noqa: E402
+from pipeline.io import read_parquet, write_json, write_npy, write_parquet  # noqa: E402
+from pipeline.stage import RunContext, Stage  # noqa: E402
+
+STAGE_ORDER = ["read_data", "make_folds", "build_metadata", "reduce_embeddings", "train_gbdt", "train_linear",
+               "blend", "submit"]
+MODALITIES = ("image", "title", "tags")
+RUN_NAME = "bench"
+EMB_STAGE_MODULE = "pipeline.reduce_embeddings"  # the pipeline's PCA step to block `emb`, when present
+
+
+# --- the emb block, when the pipeline has no reduce_embeddings stage yet --------------------------
+def reduce_embeddings_run(ctx: RunContext) -> None:
+    """PCA of each modality's embeddings to encoders.pca_dim, fit on train: feature block `emb`."""
+    from sklearn.decomposition import PCA
+
+    from features.encoders import load_encoded
+    cfg = ctx.config.encoders
+    encoded = {s: load_encoded(ctx.work_dir, cfg, s) for s in ("train", "test")}
+    blocks = {s: {"Pid": read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].to_numpy()} for s in encoded}
+    for modality in MODALITIES:
+        pca = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=ctx.config.seed)
+        pca.fit(np.asarray(getattr(encoded["train"], modality), dtype=np.float32))
+        for split, enc in encoded.items():
+            reduced = pca.transform(np.asarray(getattr(enc, modality), dtype=np.float32)).astype(np.float32)
+            for j in range(cfg.pca_dim):
+                blocks[split][f"emb_{modality}_{j}"] = reduced[:, j]
+    for split, columns in blocks.items():
+        write_parquet(ctx.feature_block("emb", split), pd.DataFrame(columns))
+
+
+def _encoder_arrays(ctx: RunContext) -> list[Path]:
+    from features.encoders import output_paths
+    return output_paths(ctx.work_dir, ctx.config.encoders)
+
+
+BENCH_REDUCE_STAGE = Stage(
+    name="reduce_embeddings",
+    run=reduce_embeddings_run,
+    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test")] + _encoder_arrays(ctx),
+    outputs=lambda ctx: [ctx.feature_block("emb", s) for s in ("train", "test")],
+    sections=("encoders",),
+    modules=("features.encoders",),
+    description="PCA of the stand-in embeddings (benchmark's own step)",
+)
+
+
+def pipeline_stage(name: str) -> Stage:
+    """A stage of the pipeline by its name in the table; only its module is imported (as a run imports it)."""
+    import importlib.util
+    module = EMB_STAGE_MODULE if name == "reduce_embeddings" else f"pipeline.{name}"
+    if importlib.util.find_spec(module) is None:
+        if name == "reduce_embeddings":
+            return BENCH_REDUCE_STAGE  # the pipeline has no PCA step yet: the benchmark's own
+        raise ValueError(f"no stage module {module}")
+    return importlib.import_module(module).STAGE
+
+
+# --- one size: data, embeddings, config ---------------------------------------------------------
+def bench_config(rounds: int) -> dict:
+    """configs/smpd.yaml with CLIP-width stand-in embeddings on and a capped number of rounds."""
+    config = yaml.safe_load((REPO_ROOT / "configs" / "smpd.yaml").read_text())
+    pca_dim = config.get("encoders", {}).get("pca_dim")  # the real run's; the encoder settings are the stand-in's
+    config["encoders"] = {"enabled": True, "image": "clip", "text": "clip", "clip_model": "openai/clip-vit-base-patch32",
+                          **({"pca_dim": pca_dim} if pca_dim else {})}
+    config["prototype"] = {"enabled": False}
+    config["tuning"] = {"enabled": False}
+    config["gbdt"] = {**config.get("gbdt", {}), "num_boost_round": rounds, "feature_sets": {"meta_emb": ["meta", "emb"]}}
+    return config
+
+
+def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
+    """Write the data set, the stand-in encoder arrays and the config of one size under `root`."""
+    from features.encoders import array_path, encoder_dir, image_encoder_name, pid_digest
+    from pipeline.config import load_config
+    started = time.perf_counter()
+    data_dir, work_dir = root / "data", root / "work"
+    info = make_synthetic_smpd(data_dir, fraction, seed)
+    config_path = root / "bench.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    enc = load_config(config_path).encoders
+    n_train, n_test = info["n_train"], info["n_test"]
+    paths = {m: {s: array_path(work_dir, enc, s, m) for s in ("train", "test")} for m in MODALITIES}
+    write_embeddings(paths, info["latent"], n_train, seed)
+    manifest = {"model": "synthetic stand-in (benchmarks/synth_smpd.py)", "dtype": "float16", "dim": EMB_DIM,
+                "splits": {}}
+    for split, n in (("train", n_train), ("test", n_test)):
+        pids = [r["Pid"] for r in json.loads((data_dir / f"{split}_category.json").read_text())]
+        write_npy(array_path(work_dir, enc, split, "has_image"), np.ones(n, dtype=bool))
+        write_npy(array_path(work_dir, enc, split, "tokens"), np.zeros((n, 1, 1), dtype=np.float16))
+        write_npy(array_path(work_dir, enc, split, "token_mask"), np.ones((n, 1), dtype=bool))
+        manifest["splits"][split] = {"pid_digest": pid_digest(pids), "rows": n}
+    write_json(encoder_dir(work_dir, image_encoder_name(enc)) / "manifest.json", manifest)
+    (root / "hidden_test_labels.txt").write_text("".join(f"{v:.2f}\n" for v in info["test_labels"]))
+    return {"n_train": n_train, "n_test": n_test, "n_users": info["n_users"],
+            "generate_s": round(time.perf_counter() - started, 1)}
+
+
+# --- timing one stage in its own process ----------------------------------------------------------
+def run_stage_process(root: Path, stage: str, log_path: Path) -> dict:
+    """Run one stage in a child process; its wall time, peak RSS and the stage's own time from its log."""
+    command = [sys.executable, str(Path(__file__).resolve()), "stage", stage, "--root", str(root)]
+    started = time.perf_counter()
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        tail = log_path.read_text()[-3000:]
+        raise RuntimeError(f"stage {stage} failed (exit {process.returncode}); log {log_path}:\n{tail}")
+    text = log_path.read_text()
+    found = re.findall(r"\[\w+\] done in ([0-9.]+) s", text)  # the child runs one stage: the last line is its
+    peak_kib = re.findall(r"PEAK_RSS_KIB (\d+)", text)
+    return {"wall_s": round(wall, 2), "stage_s": float(found[-1]) if found else None,
+            "peak_mib": round(int(peak_kib[-1]) / 1024, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+            "load_avg_1min": round(os.getloadavg()[0], 2)}
+
+
+def peak_rss_kib() -> int:
+    """This process's peak resident memory since its exec (VmHWM).
+
+    Not ru_maxrss: on Linux that also counts the parent's memory copied at fork.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def stage_main(args: argparse.Namespace) -> int:
+    """Child process: run one stage (forced) on the benchmark folder, through run_all's code path."""
+    from pipeline.run_all import make_context, parse_args, run_stages
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    root = args.root
+    ctx = make_context(parse_args(["--data-dir", str(root / "data"), "--work-dir", str(root / "work"),
+                                   "--config", str(root / "bench.yaml"), "--run-name", RUN_NAME,
+                                   "--submissions-dir", str(root / "submissions"),
+                                   "--test-labels", str(root / "hidden_test_labels.txt")]))
+    stage = pipeline_stage(args.name)
+    run_stages(ctx, [stage], None, force=True)
+    print(f"PEAK_RSS_KIB {peak_rss_kib()}", flush=True)
+    return 0
+
+
+# --- the whole benchmark ---------------------------------------------------------------------------
+def growth_exponents(results: list[dict]) -> dict[str, list[dict]]:
+    """log(t2/t1) / log(n2/n1) between consecutive sizes, per stage and for the total."""
+    out: dict[str, list[dict]] = {}
+    sizes = sorted({r["n"] for r in results})
+    for stage in STAGE_ORDER + ["total"]:
+        rows = {r["n"]: r for r in results if r["stage"] == stage}
+        for a, b in zip(sizes, sizes[1:]):
+            if a in rows and b in rows:
+                entry = {"from_n": a, "to_n": b}
+                for key in ("wall_s", "stage_s"):
+                    t1, t2 = rows[a].get(key), rows[b].get(key)
+                    if t1 and t2 and t1 > 0.05:
+                        entry[key] = round(math.log(t2 / t1) / math.log(b / a), 2)
+                out.setdefault(stage, []).append(entry)
+    return out
+
+
+def print_table(results: list[dict], growth: dict) -> None:
+    print(f"\n{'stage':18s} {'N posts':>9s} {'wall s':>8s} {'stage s':>8s} {'peak MiB':>9s}")
+    for r in results:
+        stage_s = "" if r.get("stage_s") is None else f"{r['stage_s']:.1f}"
+        print(f"{r['stage']:18s} {r['n']:9d} {r['wall_s']:8.1f} {stage_s:>8s} {r['peak_mib']:9.0f}")
+    nlogn = None
+    sizes = sorted({r["n"] for r in results})
+    if len(sizes) > 1:
+        a, b = sizes[-2], sizes[-1]
+        nlogn = math.log((b * math.log(b)) / (a * math.log(a))) / math.log(b / a)
+        print(f"\ngrowth exponent of time, log(t2/t1)/log(n2/n1) (linear 1.00, N log N {nlogn:.2f}):")
+        for stage, entries in growth.items():
+            text = "  ".join(f"{e['from_n']}->{e['to_n']}: wall {e.get('wall_s', '-')} stage {e.get('stage_s', '-')}"
+                             for e in entries)
+            print(f"  {stage:18s} {text}")
+
+
+GIB_PER_FULL_SIZE = 3.0  # data files, stand-in embeddings and work folder of the full size, with margin
+
+
+def bench_main(args: argparse.Namespace) -> int:
+    root = args.root
+    root.mkdir(parents=True, exist_ok=True)
+    need = GIB_PER_FULL_SIZE * max(args.fractions)
+    free = shutil.disk_usage(root).free / 2**30
+    if free < need:
+        print(f"error: {root} has {free:.1f} GiB free; the largest size needs about {need:.1f} GiB", file=sys.stderr)
+        return 2
+    config = bench_config(args.rounds)
+    results, sizes = [], []
+    for fraction in args.fractions:
+        size_root = root / f"f{fraction:g}"
+        if size_root.exists():
+            shutil.rmtree(size_root)
+        size_root.mkdir(parents=True)
+        info = prepare(size_root, fraction, args.seed, config)
+        n = info["n_train"] + info["n_test"]
+        sizes.append({"fraction": fraction, **info})
+        print(f"size {fraction:g}: {info['n_train']} train + {info['n_test']} test posts, {info['n_users']} users "
+              f"(generated in {info['generate_s']} s)", flush=True)
+        total = {"stage": "total", "n": n, "wall_s": 0.0, "stage_s": 0.0, "peak_mib": 0.0, "cpu_s": 0.0}
+        for stage in STAGE_ORDER:
+            row = {"stage": stage, "n": n, **run_stage_process(size_root, stage, size_root / "bench.log")}
+            results.append(row)
+            for key in ("wall_s", "stage_s", "cpu_s"):
+                total[key] = round(total[key] + (row[key] or 0.0), 2)
+            total["peak_mib"] = max(total["peak_mib"], row["peak_mib"])
+            print(f"  {stage:18s} {row['wall_s']:8.1f} s  peak {row['peak_mib']:7.0f} MiB", flush=True)
+        results.append(total)
+        member = json.loads((size_root / "work" / "preds" / "meta_emb.json").read_text())
+        sizes[-1]["best_iterations"] = member["best_iterations"]
+        sizes[-1]["val_score"] = member["score"]
+        if not args.keep:
+            shutil.rmtree(size_root)
+    growth = growth_exponents(results)
+    print_table(results, growth)
+    emb_stage = pipeline_stage("reduce_embeddings")
+    report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+              "rounds_cap": args.rounds, "emb_step": f"{emb_stage.run.__module__} ({emb_stage.name})",
+              "config": config, "sizes": sizes, "results": results, "growth": growth}
+    if args.out:
+        write_json(args.out, report)
+        print(f"\nwrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command")
+    stage = sub.add_parser("stage", help="(internal) run one stage in this process")
+    stage.add_argument("name")
+    stage.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0],
+                        help="sizes as fractions of the real SMPD (default: 0.25 0.5 1)")
+    parser.add_argument("--root", type=Path, default=Path("/tmp/smpd_bench"),
+                        help="scratch folder for the data sets (deleted per size unless --keep)")
+    parser.add_argument("--rounds", type=int, default=300, help="LightGBM boosting rounds at most (fixed parameters)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and work folders")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "work" / "bench_scale.json",
+                        help="the results as JSON (default: work/bench_scale.json)")
+    args = parser.parse_args(argv)
+    if args.command == "stage":
+        return stage_main(args)
+    return bench_main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
