@@ -137,7 +137,8 @@ def main(argv=None) -> int:
         "step_ms": round(step_s * 1000, 2), "posts_per_s": round(posts_per_s, 1),
         "est_4_epochs_305k_posts_s": round(one_model_s, 1),
         f"est_oof_{args.folds}_folds_s": round(one_model_s * (args.folds - 1), 1),
-        "peak_gpu_mem_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        "peak_gpu_mem_gib": (round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+                             if device.type == "cuda" else None),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(result))

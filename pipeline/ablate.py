@@ -8,12 +8,21 @@
 Each row adds one part to the row before it (the paper's order): metadata only;
 + raw embeddings (block `emb`); + the prototype network without prompts (flat, no
 attention); + global prompts; + local prompts; + cross-modal attention; then flat
-vs hierarchical prototypes, the 77% sample selection, the auxiliary regression head
-and full class-probability columns. Every prototype variant trains its own K
-out-of-fold networks (checkpoints and outputs under work/<ds>/ablation/<row>/, so an
-interrupted ablation resumes); LightGBM is scored by `models.cv.cross_fit` on the
-shared folds, as the `train_gbdt` stage does. The table goes to
-work/<ds>/ablation/ablation.md (and .json), written atomically, and to stdout.
+vs hierarchical prototypes, the 77% sample selection, the auxiliary regression head,
+full class-probability columns, and the prototype block in place of the raw
+embeddings. Every prototype variant trains its own K out-of-fold networks
+(checkpoints and outputs under work/<ds>/ablation/<row>/, so an interrupted ablation
+resumes; rows that differ only in how the block is used share them). LightGBM is
+scored by `models.cv.cross_fit` on the shared folds, as the `train_gbdt` stage does.
+The table goes to work/<ds>/ablation/ablation_<validation scheme>.md (and .json),
+written atomically, and to stdout. `--score-only` rescores the blocks an earlier run
+wrote, training nothing: e.g.
+
+    python pipeline/run_all.py --stages make_folds --set validation.scheme=kfold
+    python pipeline/ablate.py --score-only --set validation.scheme=kfold
+
+(kfold and time_holdout share their inner folds `stat_fold` for one seed, so the
+blocks stay out of fold; a block made under other inner folds is refused).
 """
 from __future__ import annotations
 
@@ -35,7 +44,7 @@ import pandas as pd  # noqa: E402
 from features.blocks import join_blocks  # noqa: E402
 from models.cv import cross_fit  # noqa: E402
 from models.metrics import score  # noqa: E402
-from pipeline.io import read_parquet, write_json, write_parquet, write_text  # noqa: E402
+from pipeline.io import read_json, read_parquet, write_json, write_parquet, write_text  # noqa: E402
 from pipeline.stage import RunContext  # noqa: E402
 
 log = logging.getLogger("smp")
@@ -69,6 +78,8 @@ ROWS = [
         dict(_FULL, hierarchical=True, aux_regression=True)),
     Row("hier_full_probs", "hierarchical, all 77 class probabilities as columns", ("meta", "emb", "proto"),
         dict(_FULL, hierarchical=True, prob_features="full")),
+    Row("meta_proto", "metadata + hierarchical prototype block, no raw embeddings", ("meta", "proto"),
+        dict(_FULL, hierarchical=True)),
 ]
 
 
@@ -81,9 +92,39 @@ def proto_variant(ctx: RunContext, row: Row, trained: dict) -> tuple[pd.DataFram
     out_dir = ctx.work_dir / "ablation" / folder
     started = time.perf_counter()
     train, test = build_proto_block(ctx, cfg, out_dir / "prototype")
+    seconds = time.perf_counter() - started
     write_parquet(out_dir / f"proto_{row.name}_train.parquet", train)
     write_parquet(out_dir / f"proto_{row.name}_test.parquet", test)
-    return train, test, time.perf_counter() - started
+    write_json(out_dir / f"proto_{row.name}.json", {"stat_fold": _stat_fold_digest(ctx), "seconds": seconds})
+    return train, test, seconds
+
+
+def saved_variant(ctx: RunContext, row: Row) -> tuple[pd.DataFrame, pd.DataFrame, float | None]:
+    """The row's proto block as an earlier ablation wrote it (--score-only); the block of a row
+    with the same prototype settings will do (sample selection is applied when scoring)."""
+    def settings(r: Row) -> dict:
+        return {k: v for k, v in r.proto.items() if k != "sample_selection"}
+    names = [row.name] + [r.name for r in ROWS if r.proto is not None and settings(r) == settings(row)]
+    found = [p for name in names for p in sorted((ctx.work_dir / "ablation").glob(f"*/proto_{name}_train.parquet"))]
+    if not found:
+        raise FileNotFoundError(f"no saved proto block for row {row.name!r} under {ctx.work_dir / 'ablation'}: "
+                                "run the ablation without --score-only first")
+    train_path = found[0]
+    name = train_path.name[len("proto_"):-len("_train.parquet")]
+    info_path = train_path.parent / f"proto_{name}.json"
+    info = read_json(info_path) if info_path.is_file() else {}
+    if info.get("stat_fold") not in (None, _stat_fold_digest(ctx)):
+        raise ValueError(f"{train_path} was made under other inner folds (stat_fold) than {ctx.folds}: its train "
+                         "rows would not be out of fold; run the ablation without --score-only")
+    if not info:
+        log.warning("%s: no record of its inner folds; assuming they are those of %s", train_path, ctx.folds)
+    test = read_parquet(train_path.parent / f"proto_{name}_test.parquet")
+    return read_parquet(train_path), test, info.get("seconds")
+
+
+def _stat_fold_digest(ctx: RunContext) -> str:
+    from pipeline.prototype import stat_fold_digest
+    return stat_fold_digest(read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy())
 
 
 def score_row(ctx: RunContext, row: Row, proto: tuple[pd.DataFrame, pd.DataFrame] | None) -> dict:
@@ -131,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      add_help=False)
     parser.add_argument("--rows", help=f"comma-separated rows (default: all): {','.join(r.name for r in ROWS)}")
-    parser.add_argument("--out", type=Path, help="markdown file (default: work/<ds>/ablation/ablation.md)")
+    parser.add_argument("--out", type=Path, help="markdown file (default: work/<ds>/ablation/ablation_<scheme>.md)")
+    parser.add_argument("--score-only", action="store_true",
+                        help="train nothing: score the proto blocks an earlier ablation wrote (e.g. under another "
+                             "validation scheme that keeps the inner folds, or other LightGBM settings)")
     parser.add_argument("-h", "--help", action="store_true")
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -159,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         proto, seconds = None, None
         if row.proto is not None:
-            train, test, seconds = proto_variant(ctx, row, trained)
+            if args.score_only:
+                train, test, seconds = saved_variant(ctx, row)
+            else:
+                train, test, seconds = proto_variant(ctx, row, trained)
             proto = (train, test)
         result = score_row(ctx, row, proto)
         result["proto_seconds"] = seconds
@@ -168,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("ablation %s: val SRC %.4f MAE %.4f MSE %.4f", row.name, result["val_src"], result["val_mae"],
                  result["val_mse"])
     table = markdown(results)
-    out = args.out or ctx.work_dir / "ablation" / "ablation.md"
+    out = args.out or ctx.work_dir / "ablation" / f"ablation_{ctx.config.validation.scheme}.md"
     write_text(out, table)
     write_json(out.with_suffix(".json"), {"scheme": ctx.config.validation.scheme, "rows": results})
     print(table)

@@ -53,7 +53,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True
         log.warning("%d test posts have a subcategory no train post has: their own-class columns are NaN", unseen)
     backbone = load_text_backbone(enc_cfg) if uses_backbone(cfg) else None
     torch.manual_seed(ctx.config.seed)
-    key = run_key(ctx, cfg)
+    key = run_key(ctx, cfg, folds["stat_fold"].to_numpy())
     train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
                                   ctx.config.seed, resolve_device(cfg.device), out_dir, key, progress)
     return feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
@@ -68,12 +68,19 @@ def training_fields(cfg) -> dict:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRAINING}
 
 
-def run_key(ctx: RunContext, cfg) -> str:
-    """What a checkpoint was made from: the training config, the inputs and the network's code."""
+def stat_fold_digest(stat_fold: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(stat_fold, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def run_key(ctx: RunContext, cfg, stat_fold: np.ndarray) -> str:
+    """What a checkpoint was made from: the training config, the inputs, the inner folds
+    (`stat_fold` only: a change of validation scheme that keeps them reuses the networks)
+    and the network's code."""
     cache: dict = {}
     parts = {"prototype": json.dumps(training_fields(cfg), sort_keys=True, default=str),
-             "config": ctx.config.digest("encoders", "validation"), "seed": ctx.config.seed,
-             "inputs": {p.name: file_digest(p, cache) for p in inputs(ctx)},
+             "encoders": ctx.config.digest("encoders"), "seed": ctx.config.seed,
+             "inputs": {p.name: file_digest(p, cache) for p in inputs(ctx) if p != ctx.folds},
+             "stat_fold": stat_fold_digest(stat_fold),
              "code": module_digest(("models.prototype", "models.train_prototype"))}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -124,7 +124,8 @@ def prototype_fold_dirs(ctx: RunContext) -> dict[int, Path]:
 def _check_key(ctx: RunContext, path: Path, key: str) -> None:
     """Refuse a file another config (or other inputs, or older code) made."""
     from pipeline.prototype import run_key
-    if key != run_key(ctx, ctx.config.prototype):
+    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
+    if key != run_key(ctx, ctx.config.prototype, stat_fold):
         raise ValueError(f"{path} was made under another prototype config or other inputs: "
                          "rerun the prototype stage (python pipeline/run_all.py --stages prototype)")
 

@@ -11,8 +11,7 @@ import torch
 from features.encoders import load_text_backbone
 from features.encoders_text import make_tiny_clip
 from models import train_prototype as tp
-from models.prototype import (MASKED_LOGIT, PrototypeNet, class_text, count_parameters, select_shots,
-                              total_loss)
+from models.prototype import MASKED_LOGIT, class_text, count_parameters, select_shots, total_loss
 from pipeline.config import EncoderConfig, PrototypeConfig
 
 CPU = torch.device("cpu")
