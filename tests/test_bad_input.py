@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_demo import dump_records, load_records
+from tiny_demo import dump_records, load_records, set_line
 import yaml
 
 from features.smpd import SMPDFormatError, read_smpd, read_split
@@ -146,10 +146,7 @@ def test_a_pid_in_both_splits_is_refused(data):
 
 
 def test_an_infinite_label_is_located(data):
-    path = data / "train_label.txt"
-    lines = path.read_text().splitlines()
-    lines[11] = "inf"
-    path.write_text("\n".join(lines) + "\n")
+    set_line(data / "train_label.txt", 11, "inf")
     with pytest.raises(SMPDFormatError, match=r"train_label.txt, row 11: label 'inf' is not a finite number"):
         read_split(data, "train")
 

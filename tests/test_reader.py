@@ -3,7 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
-from tiny_demo import dump_records, load_records
+from tiny_demo import dump_records, load_records, set_line
 
 from features.smpd import SMPDFormatError, read_labels, read_smpd, read_split
 
@@ -86,10 +86,7 @@ def test_malformed_json_gives_line_and_column(data):
 
 
 def test_non_numeric_label_is_located(data):
-    path = data / "train_label.txt"
-    lines = path.read_text().splitlines()
-    lines[4] = "popular"
-    path.write_text("\n".join(lines) + "\n")
+    set_line(data / "train_label.txt", 4, "popular")
     with pytest.raises(SMPDFormatError, match=r"train_label.txt, row 4: label 'popular' is not a number"):
         read_split(data, "train")
 

@@ -58,3 +58,10 @@ def load_records(path: Path) -> list:
 
 def dump_records(path: Path, records: list) -> None:
     Path(path).write_text(json.dumps(records))
+
+
+def set_line(path: Path, row: int, text: str) -> None:
+    """Replace one line of a one-value-a-line file (labels, image paths)."""
+    lines = Path(path).read_text().splitlines()
+    lines[row] = text
+    Path(path).write_text("\n".join(lines) + "\n")
