@@ -283,7 +283,8 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
         held_out = np.flatnonzero(stat_fold == k)
         outputs = _load_fold_outputs(fold_dir, key)
         if outputs is None:
-            log.info("prototype network, fold %d/%d: training on %d posts", k + 1, len(folds), len(train) - len(held_out))
+            log.info("prototype network, fold %d (of 0..%d): training on %d posts", k, len(folds) - 1,
+                     len(train) - len(held_out))
             model, history = train_model(cfg, train, np.flatnonzero(stat_fold != k), vocab, backbone, seed, device,
                                          fold_dir, key, progress)
             for row in history:
