@@ -67,7 +67,7 @@ def sample_selection_mask(ctx: RunContext, blocks: list[str], n: int) -> np.ndar
     loss = read_parquet(ctx.feature_block("proto", "train"), columns=["_pretext_loss"])["_pretext_loss"].to_numpy()
     if len(loss) != n:
         raise ValueError("proto block and train posts differ in length")
-    return loss <= np.quantile(loss, keep)
+    return loss <= np.nanquantile(loss, keep)
 
 
 def gbdt_factory(cfg: Config, params: dict | None = None):
