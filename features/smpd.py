@@ -1,15 +1,31 @@
 """Reader of the official SMPD files: one typed table per split.
 
-All files of a split are joined on Pid and checked to agree. Bad input stops
-the run before any work, with an `SMPDFormatError` naming the file, row and
-field; recoverable gaps (empty title or tags, `None` Pathalias, empty geo,
-missing image file) become explicit missing values and are counted.
+All files of a split are joined on Pid and checked to agree. The rule per field,
+decided here once (README, "Data: what is an error and what is a gap"):
+
+Errors stop the run before any work, with an `SMPDFormatError` naming the file,
+row, field, the value and what was expected: a file missing, not UTF-8 or not a
+JSON array of objects; a required field (Uid, Pid, Category, Subcategory,
+Postdate) absent; a Pid empty or listed twice; a Postdate that is not a number;
+a label that is not a finite number; line counts that disagree with the posts.
+
+Gaps are filled, counted in `read_report.json` and logged (the first case named
+by file, row, field and value); the post is always kept, since every test post
+must be in the submission: empty title or tags, `None` Pathalias, empty geo,
+missing image file; a number that is not a number or not finite, or outside
+its plausible range (`PLAUSIBLE`), becomes missing; a Postdate outside
+`postdate_range()` becomes the split's median Postdate; text with characters
+that cannot be stored (a lone UTF-16 surrogate) gets U+FFFD in their place; an
+image path that is absolute or leaves the data folder is a missing image,
+never opened (`image_path_problem`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import os
+import posixpath
+import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +50,34 @@ NUMERIC_FIELDS = ("Latitude", "Longitude", "Geoaccuracy", "photo_firstdate", "ph
                   "canbuypro", "Ispublic")
 TEXT_FIELDS = ("Category", "Subcategory", "Concept", "Title", "Mediatype", "Alltags", "timezone_timezone_id",
                "user_description", "location_description", "Mediastatus")
+
+DAY_SECONDS = 86400
+EARLIEST_POST = 946684800  # 2000-01-01 UTC: before any photo-sharing site (Flickr opened in 2004)
+EARLIEST_TAKEN = -2208988800  # 1900-01-01 UTC: photos taken (scans of old prints included)
+FUTURE_MARGIN_DAYS = 366  # a post dated later than a year from now is a corrupt value
+# plausible range of each number (inclusive); a value outside it, or not finite, is set missing and counted.
+# Dates are unix seconds; their upper bound is now + FUTURE_MARGIN_DAYS (None here).
+PLAUSIBLE = {
+    "Latitude": (-90.0, 90.0), "Longitude": (-180.0, 180.0), "Geoaccuracy": (0.0, 16.0),
+    "photo_firstdate": (EARLIEST_POST, None), "photo_firstdatetaken": (EARLIEST_TAKEN, None),
+    "photo_count": (0.0, np.inf), "ispro": (0.0, 1.0), "canbuypro": (0.0, 1.0), "Ispublic": (0.0, 1.0),
+    "timezone_offset": (-14.0, 14.0),  # hours: UTC-12 .. UTC+14 are the offsets in use
+}
+
+
+def latest_plausible_date() -> int:
+    """Unix seconds a year from now: later dates are corrupt values, not posts."""
+    return int(time.time()) + FUTURE_MARGIN_DAYS * DAY_SECONDS
+
+
+def postdate_range() -> tuple[int, int]:
+    return EARLIEST_POST, latest_plausible_date()
+
+
+def _describe_range(low: float, high: float, dates: bool) -> str:
+    if dates:
+        return f"{pd.Timestamp(low, unit='s'):%Y-%m-%d}..{pd.Timestamp(high, unit='s'):%Y-%m-%d}"
+    return f"{low:g}..{high:g}"
 
 
 class SMPDFormatError(ValueError):
@@ -99,10 +143,15 @@ def split_files(data_dir: Path, split: str) -> dict[str, Path]:
     return found
 
 
-def _load_json_records(path: Path) -> list[dict]:
+# a JSON escape of a UTF-16 surrogate: only files that have one can hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _load_json_records(path: Path) -> tuple[list[dict], dict[str, int]]:
+    """The records of one official file, and per field the number of text values repaired."""
     try:
-        with open(path, "rb") as handle:
-            data = json.load(handle)
+        raw = path.read_bytes()
+        data = json.loads(raw)
     except json.JSONDecodeError as err:
         raise SMPDFormatError(path, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
@@ -112,7 +161,22 @@ def _load_json_records(path: Path) -> list[dict]:
     for i, record in enumerate(data):
         if not isinstance(record, dict):
             raise SMPDFormatError(path, f"expected an object, got {type(record).__name__}", row=i)
-    return data
+    repaired = _repair_surrogates(data) if _SURROGATE_ESCAPE.search(raw) else {}
+    return data, repaired
+
+
+def _repair_surrogates(records: list[dict]) -> dict[str, int]:
+    """Lone UTF-16 surrogates (valid JSON, not storable as UTF-8) -> U+FFFD; pairs become their character."""
+    repaired: dict[str, int] = {}
+    for record in records:
+        for name, value in record.items():
+            if isinstance(value, str):
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    record[name] = value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+                    repaired[name] = repaired.get(name, 0) + 1
+    return repaired
 
 
 _ABSENT = object()  # marks a field a record does not have (None is a field given as null)
@@ -182,6 +246,51 @@ def to_float(values: list, path: Path, name: str, report: ReadReport, strict: bo
     return out
 
 
+def _implausible(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Given values (not missing) outside [low, high]; inf and -inf are outside any range."""
+    with np.errstate(invalid="ignore"):
+        return ~np.isnan(values) & ~(np.isfinite(values) & (values >= low) & (values <= high))
+
+
+def _note_gap(report: ReadReport, path: Path, name: str, bad: np.ndarray, shown: list | np.ndarray,
+              what: str, action: str) -> None:
+    """Count a gap and name its first case (file, row, field, value) for the log."""
+    i = int(np.argmax(bad))
+    report.add(f"{name} {what} ({action})", int(bad.sum()))
+    report.notes.append(f"{path.name}, row {i}, field {name!r}: {shown[i]!r} is {what}; {action} in "
+                        f"{int(bad.sum())} post(s)")
+
+
+def _keep_plausible(values: np.ndarray, path: Path, name: str, report: ReadReport, raw: list) -> np.ndarray:
+    """Values outside PLAUSIBLE[name] or not finite -> missing, counted, the first one named."""
+    low, high = PLAUSIBLE[name]
+    dates = high is None
+    high = latest_plausible_date() if dates else high
+    bad = _implausible(values, low, high)
+    if bad.any():
+        _note_gap(report, path, name, bad, raw, f"outside {_describe_range(low, high, dates)} or not finite",
+                  "set missing")
+        values = np.where(bad, np.nan, values)
+    return values
+
+
+def _postdates(values: list, path: Path, report: ReadReport) -> np.ndarray:
+    """Unix seconds, required: not a number is an error; outside postdate_range() -> the split's median."""
+    seconds = to_float(values, path, "Postdate", report, strict=True)
+    low, high = postdate_range()
+    bad = _implausible(seconds, low, high)
+    if bad.all():
+        raise SMPDFormatError(path, f"no Postdate in {_describe_range(low, high, True)} (got e.g. {values[0]!r}): "
+                                    "expected unix seconds", row=0, field="Postdate")
+    if bad.any():
+        # a post is never dropped (every test post must be scored): a typical date keeps it in its split's period
+        fill = float(np.floor(np.median(seconds[~bad])))
+        _note_gap(report, path, "Postdate", bad, values,
+                  f"outside {_describe_range(low, high, True)} or not finite", "set to the split's median date")
+        seconds = np.where(bad, fill, seconds)
+    return seconds.astype(np.int64)
+
+
 def _to_text(values: list) -> np.ndarray:
     if _is_all_text(values):
         return np.array([v.strip() for v in values], dtype=object)
@@ -235,7 +344,16 @@ def _datetime_seconds(values: list) -> np.ndarray:
 
 
 def _read_lines(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    """Lines of a one-value-a-line file: UTF-8 (a byte order mark is dropped), any line ending."""
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        row = raw[:err.start].count(b"\n")
+        line = raw.split(b"\n")[row].rstrip(b"\r")
+        raise SMPDFormatError(path, f"not UTF-8 text: byte {raw[err.start:err.start + 1]!r} in line {line[:80]!r}; "
+                                    "expected one UTF-8 value a line", row=row) from None
+    lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()  # a trailing newline is not a post
     return lines
@@ -272,7 +390,9 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
     ref_uids = None
     for key, wanted in JSON_FILES.items():
         path = files[key]
-        records = _load_json_records(path)
+        records, repaired = _load_json_records(path)
+        for name, n in repaired.items():
+            report.add(f"{name} with characters that are not valid Unicode (replaced by U+FFFD)", n)
         for name in REQUIRED_FIELDS.get(key, ()):
             row = _first_absent(records, name)
             if row is not None:
@@ -310,18 +430,18 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
             values, missing_field = _field(records, name)
             report.add(f"field {name} absent from {path.name} (set missing)", missing_field)
             if name == "Postdate":
-                columns[name] = to_float(values, path, name, report, strict=True).astype(np.int64)
+                columns[name] = _postdates(values, path, report)
             elif name == "timezone_offset":
-                columns[name] = _timezone_hours(values, path, report)
+                columns[name] = _keep_plausible(_timezone_hours(values, path, report), path, name, report, values)
             elif name == "photo_firstdatetaken":
-                columns[name] = _datetime_seconds(values)
+                columns[name] = _keep_plausible(_datetime_seconds(values), path, name, report, values)
             elif name == "Pathalias":
                 text = _to_text(values)
                 absent = (text == "") | (text == "None")
                 report.add("Pathalias None", int(absent.sum()))
                 columns[name] = np.where(absent, None, text)
             elif name in NUMERIC_FIELDS:
-                columns[name] = to_float(values, path, name, report)
+                columns[name] = _keep_plausible(to_float(values, path, name, report), path, name, report, values)
             else:
                 columns[name] = _to_text(values)
     table = pd.DataFrame({"Pid": ref_pids, "Uid": ref_uids, **columns})
@@ -339,9 +459,15 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
     if len(paths) != len(table):
         raise SMPDFormatError(files["img_filepath"], f"{len(paths)} image paths for {len(table)} posts: the "
                                                      "counts must match (one path a line, in post order)")
-    table["img_path"] = _image_paths(data_dir, files["img_filepath"], [p.strip() for p in paths])
-    root = str(data_dir)
-    table["img_exists"] = [bool(p) and os.path.isfile(os.path.join(root, p)) for p in table["img_path"]]
+    listed = [p.strip() for p in paths]
+    problems = [image_path_problem(p) for p in listed]
+    unsafe = np.array([bool(problem) and bool(p) for p, problem in zip(listed, problems)])
+    if unsafe.any():
+        _note_gap(report, files["img_filepath"], "image path", unsafe, listed, "outside the data folder",
+                  "not opened, no image")
+    table["img_path"] = _image_paths(data_dir, files["img_filepath"], listed, problems)
+    files_named = [data_image_path(data_dir, p) for p in table["img_path"]]
+    table["img_exists"] = [f is not None and f.is_file() for f in files_named]
     report.add("image file missing", int((~table["img_exists"]).sum()))
 
     if split == "train":
@@ -350,16 +476,41 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
     return table, report
 
 
-def _image_paths(data_dir: Path, listing: Path, paths: list[str]) -> list[str]:
+def image_path_problem(listed: str) -> str:
+    """Why a listed image path may not be opened ("" when it may): the one rule every opener follows.
+
+    A path must stay inside the data folder as written: not absolute, no `..` that climbs
+    out. It is checked lexically, not resolved, so a link the user placed inside the data
+    folder (an images folder on another disk) is followed.
+    """
+    if not listed:
+        return "no image path listed"
+    if "\x00" in listed:
+        return "image path contains a NUL byte"
+    if posixpath.isabs(listed) or re.match(r"^[A-Za-z]:[\\/]|^\\\\", listed):
+        return "absolute image path (outside the data folder; not opened)"
+    if posixpath.normpath(listed).split("/")[0] == "..":
+        return "image path climbs out of the data folder with '..' (not opened)"
+    return ""
+
+
+def data_image_path(data_dir: Path | str, listed: str) -> Path | None:
+    """The file a listed image path names inside `data_dir`, or None when it may not be opened."""
+    if not isinstance(listed, str) or image_path_problem(listed):
+        return None
+    return Path(data_dir) / posixpath.normpath(listed)
+
+
+def _image_paths(data_dir: Path, listing: Path, paths: list[str], problems: list[str]) -> list[str]:
     """Paths relative to data_dir. Listed paths are relative to the data dir or to the listing's folder."""
     base = listing.parent
     if base != data_dir:
-        sample = [p for p in paths[:200] if p]
+        sample = [p for p, problem in zip(paths[:200], problems[:200]) if not problem]
         here = sum((data_dir / p).is_file() for p in sample)
         there = sum((base / p).is_file() for p in sample)
         if there > here:
             prefix = base.relative_to(data_dir)
-            return [str(prefix / p) if p else "" for p in paths]
+            return [str(prefix / p) if p and not problem else p for p, problem in zip(paths, problems)]
     return paths
 
 

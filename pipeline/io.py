@@ -17,21 +17,35 @@ import numpy as np
 import pandas as pd
 
 
+class WriteError(OSError):
+    """A write that failed (disk full, no permission, file too large), naming the file it was writing."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it over `path` if the block succeeds."""
+    """Yield a temporary path next to `path`; rename it over `path` if the block succeeds.
+
+    An OSError while writing (ENOSPC and the like, which libraries report without a file name)
+    becomes a `WriteError` that names `path`; the temporary file is removed either way.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp_path, path)
+    except WriteError:
+        raise
+    except OSError as err:
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        raise WriteError(err.errno, f"cannot write {path}: {reason} ({err})") from err
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

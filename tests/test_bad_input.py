@@ -188,3 +188,117 @@ def test_unseen_categories_and_users_in_test_run_end_to_end_and_are_counted(data
     assert np.isfinite(submission["popularity_score"]).all()
     # a post of the unseen class and user gets a prediction like any other, not a constant fallback
     assert submission["popularity_score"].iloc[:6].std() > 0
+
+
+# --- values present but absurd: each a gap (filled, counted, named) or an error, never silent -----------
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_far_future_and_overflowing_postdates_take_the_splits_median_and_are_named(data, split):
+    path = data / f"{split}_temporalspatial_information.json"
+    before = [int(r["Postdate"]) for r in load_records(path)]
+    edit(path, lambda i, r: r.update(Postdate={2: "99999999999", 5: "1e30", 7: 1e300}.get(i, r["Postdate"])))
+    table, report = read_split(data, split)
+    others = np.delete(np.array(before), [2, 5, 7])
+    assert table["Postdate"].dtype == np.int64 and len(table) == len(before)  # no post dropped
+    assert (table["Postdate"][[2, 5, 7]] == int(np.floor(np.median(others)))).all()
+    assert table["Postdate"].min() > 946684800  # never INT64_MIN
+    [(what, n)] = [(k, v) for k, v in report.counts.items() if k.startswith("Postdate")]
+    assert n == 3 and "2000-01-01.." in what and "median" in what
+    assert any(f"{path.name}, row 2, field 'Postdate': '99999999999'" in note for note in report.notes)
+
+
+def test_far_future_date_report_figure_draws_quickly(data):
+    """Finding: one Postdate in the year 5138 made the weekly histogram of the report run for minutes."""
+    import time
+    from submissions.report_figures import post_period
+    edit(data / "train_temporalspatial_information.json",
+         lambda i, r: r.update(Postdate="99999999999") if i == 0 else None)
+    train, test, _ = read_smpd(data)
+    started = time.perf_counter()
+    post_period(train["Postdate"], test["Postdate"], train["label"])
+    assert time.perf_counter() - started < 20
+
+
+def test_no_plausible_postdate_at_all_is_an_error(data):
+    edit(data / "test_temporalspatial_information.json", lambda i, r: r.update(Postdate="-5"))
+    with pytest.raises(SMPDFormatError, match=r"test_temporalspatial_information.json, row 0, field 'Postdate': "
+                                              r"no Postdate in 2000-01-01\.\."):
+        read_split(data, "test")
+
+
+def test_non_finite_and_out_of_range_numbers_become_missing_and_the_metadata_builds(data):
+    from features.metadata import build_metadata
+    edit(data / "train_user_data.json", lambda i, r: r.update(
+        {0: {"timezone_offset": "1e400"}, 1: {"timezone_offset": "+99:00"}, 2: {"photo_count": "-inf"},
+         3: {"photo_firstdate": "1e30"}, 4: {"ispro": "7"}}.get(i, {})))
+    edit(data / "train_temporalspatial_information.json", lambda i, r: r.update(
+        {0: {"Latitude": "9999", "Geoaccuracy": "16"}, 1: {"Longitude": "-inf", "Geoaccuracy": "16"}}.get(i, {})))
+    train, report = read_split(data, "train")
+    assert train["timezone_offset"][[0, 1]].isna().all() and np.isnan(train["photo_count"][2])
+    assert np.isnan(train["photo_firstdate"][3]) and np.isnan(train["ispro"][4])
+    assert train[["Latitude", "Longitude"]].iloc[:2].isna().all().all()  # both coordinates go: no location
+    counts = report.counts
+    assert counts["timezone_offset outside -14..14 or not finite (set missing)"] == 2
+    assert counts["Latitude outside -90..90 or not finite (set missing)"] == 1
+    assert counts["Longitude outside -180..180 or not finite (set missing)"] == 1
+    assert counts["photo_count outside 0..inf or not finite (set missing)"] == 1
+    assert any("row 0, field 'Latitude': '9999' is outside -90..90" in note for note in report.notes)
+    test, _ = read_split(data, "test")
+    meta, _ = build_metadata(train, test)
+    assert len(meta) == len(train) and np.isfinite(meta["meta_hour_local"]).all()
+
+
+def test_a_lone_surrogate_in_a_title_is_replaced_and_counted(data, tmp_path):
+    from pipeline.io import write_parquet
+    path = data / "train_text.json"
+    path.write_text(path.read_text().replace('"Title": "', '"Title": "\\ud83d broken \\ud83d\\ude00 ', 2))
+    train, report = read_split(data, "train")
+    assert train["Title"][0].startswith("\ufffd broken \U0001F600 ")  # lone -> U+FFFD, a pair -> its emoji
+    assert report.counts["Title with characters that are not valid Unicode (replaced by U+FFFD)"] == 2
+    write_parquet(tmp_path / "posts.parquet", train)  # storable, unlike the raw string
+    assert pd.read_parquet(tmp_path / "posts.parquet")["Title"][0] == train["Title"][0]
+
+
+@pytest.mark.parametrize("name", ["train_label.txt", "train_img_filepath.txt"])
+def test_a_byte_that_is_not_utf8_in_a_line_file_is_located(data, name):
+    path = data / name
+    lines = path.read_bytes().split(b"\n")
+    lines[6] = lines[6] + b"\xff"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(SMPDFormatError, match=rf"{name}, row 6: not UTF-8 text: byte b'\\xff'"):
+        read_split(data, "train")
+
+
+def test_a_byte_order_mark_before_the_first_image_path_is_dropped(data):
+    path = data / "train_img_filepath.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    train, report = read_split(data, "train")
+    assert train["img_exists"].all() and "image file missing" not in report.counts
+    assert not train["img_path"][0].startswith("\ufeff")
+
+
+def test_image_paths_outside_the_data_folder_are_counted_and_never_looked_at(data, tmp_path):
+    outside = tmp_path / "outside.jpg"
+    shutil.copy(data / (data / "train_img_filepath.txt").read_text().splitlines()[0], outside)
+    set_line(data / "train_img_filepath.txt", 3, "../outside.jpg")
+    set_line(data / "train_img_filepath.txt", 4, str(outside))
+    train, report = read_split(data, "train")
+    assert not train["img_exists"][3] and not train["img_exists"][4] and train["img_exists"].sum() == 78
+    assert report.counts["image path outside the data folder (not opened, no image)"] == 2
+    assert any("train_img_filepath.txt, row 3, field 'image path': '../outside.jpg'" in n for n in report.notes)
+
+
+def test_a_write_that_fails_names_the_file(tmp_path):
+    """A full disk (here: a file-size limit, which fails the same write call) names the file being written."""
+    script = (
+        "import resource, signal, sys; sys.path.insert(0, sys.argv[1])\n"
+        "import numpy as np, pandas as pd\n"
+        "from pipeline.io import write_parquet\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
+        "write_parquet(sys.argv[2], pd.DataFrame({'x': np.random.default_rng(0).random(100000)}))\n")
+    target = tmp_path / "features" / "meta_train.parquet"
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT), str(target)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0
+    assert f"cannot write {target}" in done.stderr and "File too large" in done.stderr
+    assert not target.exists() and not list(target.parent.glob("*.tmp"))  # no half-written file left
