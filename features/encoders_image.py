@@ -10,6 +10,7 @@ and a reason, never an exception.
 """
 from __future__ import annotations
 
+import stat
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,7 +65,10 @@ def decode_image(path: Path, prep: ImagePreprocess, max_pixels: int
     """One image file -> (crop (crop, crop, 3) uint8 or None, statistics, reason it is unusable or "")."""
     stats = missing_stats()
     try:
-        file_size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block the decoder; a folder is no image
+            return None, stats, "not a regular file"
+        file_size = info.st_size
         if file_size == 0:
             return None, stats, "empty file"
         with warnings.catch_warnings():
@@ -96,12 +100,17 @@ def decode_image(path: Path, prep: ImagePreprocess, max_pixels: int
 
 
 class PostImages(Dataset):
-    """Item i: (i, crop (3, crop, crop) uint8, ok, statistics, reason). A None path is a missing image."""
+    """Item i: (i, crop (3, crop, crop) uint8, ok, statistics, reason).
 
-    def __init__(self, paths: list[Path | None], prep: ImagePreprocess, max_pixels: int = Image.MAX_IMAGE_PIXELS):
+    A None path is not opened: a missing image, with `problems[i]` as its reason when given.
+    """
+
+    def __init__(self, paths: list[Path | None], prep: ImagePreprocess, max_pixels: int = Image.MAX_IMAGE_PIXELS,
+                 problems: list[str] | None = None):
         self.paths = paths
         self.prep = prep
         self.max_pixels = int(max_pixels or Image.MAX_IMAGE_PIXELS)
+        self.problems = problems
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -109,7 +118,8 @@ class PostImages(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         if path is None:
-            crop, stats, reason = None, missing_stats(), "no image file listed or found"
+            reason = (self.problems[i] if self.problems else "") or "no image file listed or found"
+            crop, stats = None, missing_stats()
         else:
             crop, stats, reason = decode_image(Path(path), self.prep, self.max_pixels)
         ok = crop is not None

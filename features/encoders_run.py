@@ -12,14 +12,25 @@ finds nothing left to encode and concatenates them into the final arrays.
 Two passes per split, keyed separately so that changing one encoder leaves the
 other's arrays alone: the image pass (decode in DataLoader workers, image
 statistics, image embedding) and the text pass (title, tags, token features).
+
+The image pass is keyed by the content of what it reads: a sha256 per image file
+(`{split}_image_files.parquet` keeps them, with size and modification time as a
+pre-check that saves rehashing an unchanged file on the same machine). A chunk's
+file name carries the digest of its files, so a chunk whose file changed is
+encoded again and only that one; the other rows are copied from the finished
+arrays, which therefore equal a fresh run's. Digests do not depend on the
+machine, so shards of other machines merge (`copy_chunks`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
+import stat
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,12 +43,13 @@ from features.encoders import (
 )
 from features.encoders_image import PostImages, image_loader
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS
+from features.smpd import data_image_path, image_path_problem
 from pipeline.io import atomic_path, read_json, write_json
 
 log = logging.getLogger("smp")
 
 # bump when a change of code changes the arrays, so old chunks are not reused
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MAX_NAMED_BAD = 20  # bad images named in the log (all of them go to {split}_bad_images.json)
 
 
@@ -45,22 +57,25 @@ MAX_NAMED_BAD = 20  # bad images named in the log (all of them go to {split}_bad
 class SplitInputs:
     """What the encoders need from a posts table, in its row order."""
     pids: list[str]
-    image_paths: list[Path | None]  # None: no image file (img_exists False)
+    image_paths: list[Path | None]  # None: not to be opened (no path listed, or one outside the data folder)
     titles: list[str]
     tags: list[str]
     mediatypes: list[str] = field(default_factory=list)
+    image_problems: list[str] = field(default_factory=list)  # why a path is None ("" otherwise)
+    listed_paths: list[str] = field(default_factory=list)    # the paths as listed, for the bad-image list
 
     @classmethod
     def from_posts(cls, posts: pd.DataFrame, data_dir: Path) -> "SplitInputs":
-        exists = posts["img_exists"].fillna(False).astype(bool).tolist()
-        paths = [Path(data_dir) / p if ok and isinstance(p, str) and p else None
-                 for p, ok in zip(posts["img_path"].tolist(), exists)]
+        # every listed path inside the data folder is tried (a file added since read_data counts); the reader's
+        # rule decides which may be opened at all
+        listed = ["" if not isinstance(p, str) else p for p in posts["img_path"].tolist()]
         # video posts: SMPD lists the video's thumbnail image as img_path; it is used like a photo
-        return cls(pids=posts["Pid"].astype(str).tolist(), image_paths=paths,
+        return cls(pids=posts["Pid"].astype(str).tolist(), image_paths=[data_image_path(data_dir, p) for p in listed],
                    titles=posts["Title"].fillna("").astype(str).tolist(),
                    tags=posts["Alltags"].fillna("").astype(str).tolist(),
                    mediatypes=posts["Mediatype"].fillna("").astype(str).tolist()
-                   if "Mediatype" in posts else [])
+                   if "Mediatype" in posts else [],
+                   image_problems=[image_path_problem(p) for p in listed], listed_paths=listed)
 
     def __len__(self) -> int:
         return len(self.pids)
@@ -106,8 +121,9 @@ def _chunks(n: int, rows: int) -> list[range]:
     return [range(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
-def _chunk_path(chunk_dir: Path, j: int) -> Path:
-    return chunk_dir / f"{j:06d}.npz"
+def _chunk_path(chunk_dir: Path, j: int, content: str = "") -> Path:
+    """Chunk j's file; `content` (the digest of the files it read) in the name when the pass is content-keyed."""
+    return chunk_dir / (f"{j:06d}-{content}.npz" if content else f"{j:06d}.npz")
 
 
 def _save_chunk(path: Path, **arrays: np.ndarray) -> None:
@@ -116,35 +132,121 @@ def _save_chunk(path: Path, **arrays: np.ndarray) -> None:
             np.savez(handle, **arrays)
 
 
-def _pending(chunk_dir: Path, n_chunks: int, shard: tuple[int, int]) -> list[int]:
+def _pending(files: list[Path | None], shard: tuple[int, int]) -> list[int]:
+    """Chunks of this shard still to encode (None: the chunk's rows are taken from the finished arrays)."""
     i, n = shard
-    return [j for j in range(n_chunks) if j % n == i and not _chunk_path(chunk_dir, j).exists()]
+    return [j for j, path in enumerate(files) if j % n == i and path is not None and not path.exists()]
 
 
-def _concatenate(chunk_dir: Path, n_chunks: int, targets: dict[str, Path]) -> dict[str, np.ndarray]:
-    """Join chunk arrays into .npy files (written through a memory map, atomically). Returns small extras."""
-    with np.load(_chunk_path(chunk_dir, 0)) as first:
-        specs = {name: (first[name].dtype, first[name].shape[1:]) for name in first.files}
-    n_rows = 0
-    for j in range(n_chunks):
-        with np.load(_chunk_path(chunk_dir, j)) as chunk:
-            n_rows += len(chunk[next(iter(specs))])
+def _concatenate(files: list[Path | None], chunks: list[range], targets: dict[str, Path],
+                 base: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Join chunk arrays into .npy files (written through a memory map, atomically). Returns small extras.
+
+    A chunk without a file (None) takes its rows from `base` (the arrays of the previous run).
+    """
+    present = [j for j, path in enumerate(files) if path is not None]
+    if present:
+        with np.load(files[present[0]]) as first:
+            specs = {name: (first[name].dtype, first[name].shape[1:]) for name in first.files}
+    else:
+        specs = {name: (value.dtype, value.shape[1:]) for name, value in base.items()}
+    n_rows = chunks[-1].stop if chunks else 0
+
+    def parts(name: str):
+        for j, rows in enumerate(chunks):
+            if files[j] is None:
+                yield rows, base[name][rows.start:rows.stop]
+            else:
+                with np.load(files[j]) as chunk:
+                    yield rows, chunk[name]
+
     extras = {}
     for name, (dtype, tail) in specs.items():
         if name not in targets:
-            extras[name] = np.concatenate([np.load(_chunk_path(chunk_dir, j))[name] for j in range(n_chunks)])
+            extras[name] = np.concatenate([part for _, part in parts(name)])
             continue
         with atomic_path(targets[name]) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, *tail))
-            row = 0
-            for j in range(n_chunks):
-                with np.load(_chunk_path(chunk_dir, j)) as chunk:
-                    part = chunk[name]
-                out[row:row + len(part)] = part
-                row += len(part)
+            for rows, part in parts(name):
+                out[rows.start:rows.stop] = part
             out.flush()
             del out
     return extras
+
+
+# --- what the image pass read ---------------------------------------------------------------------
+MISSING_FILE = "missing"  # digest of a path with no file behind it (or one that may not be opened)
+
+
+def _file_digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame | None, threads: int = 1,
+                       progress: bool = True) -> pd.DataFrame:
+    """sha256 of the image file of each row in `rows` (all rows listed; others get ""), with size and mtime.
+
+    `known`: the table of an earlier run; a file with the same listed path, size and mtime keeps its digest
+    without being read again. Only regular files are read (a FIFO or device would block).
+    """
+    n = len(inputs)
+    table = pd.DataFrame({"path": inputs.listed_paths or [""] * n, "size": np.full(n, -1, np.int64),
+                          "mtime_ns": np.full(n, -1, np.int64), "sha256": [""] * n})
+    previous = {}
+    if known is not None and len(known):
+        previous = {p: (size, mtime, sha) for p, size, mtime, sha in
+                    known[["path", "size", "mtime_ns", "sha256"]].itertuples(index=False)}
+    to_hash = []
+    for r in rows:
+        path = inputs.image_paths[r]
+        if path is None:
+            table.at[r, "sha256"] = MISSING_FILE
+            continue
+        try:
+            info = os.stat(path)
+        except OSError as err:
+            table.at[r, "sha256"] = MISSING_FILE if isinstance(err, FileNotFoundError) else f"error {err.errno}"
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            table.at[r, "sha256"] = "not a regular file"
+            continue
+        table.at[r, "size"], table.at[r, "mtime_ns"] = info.st_size, info.st_mtime_ns
+        hit = previous.get(table.at[r, "path"])
+        if hit is not None and hit[0] == info.st_size and hit[1] == info.st_mtime_ns:
+            table.at[r, "sha256"] = hit[2]
+        else:
+            to_hash.append(r)
+
+    def digest(r: int) -> str:
+        try:
+            return _file_digest(inputs.image_paths[r])
+        except OSError as err:
+            return f"error {err.errno}"
+
+    if to_hash:
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # hashing and reading release the GIL
+            hashed = list(tqdm(pool.map(digest, to_hash), total=len(to_hash), disable=not progress or len(to_hash) < 1000,
+                               desc="digest image files", unit="file"))
+        table.loc[to_hash, "sha256"] = hashed
+    return table
+
+
+def image_files_signature(inputs: SplitInputs) -> str:
+    """Listed path, size and mtime of every image file: a cheap sign that a file may have changed (the
+    pass itself decides by content whether it did)."""
+    sha = hashlib.sha256()
+    for path in inputs.image_paths:
+        try:
+            info = os.stat(path) if path is not None else None
+        except OSError:
+            info = None
+        sha.update(f"{path}\t{info.st_size if info else -1}\t{info.st_mtime_ns if info else -1}\n".encode())
+    return sha.hexdigest()
+
+
+def _chunk_content_key(pass_key: str, digests: list[str]) -> str:
+    return _key({"pass": pass_key, "files": digests})
 
 
 # --- the passes -------------------------------------------------------------------------------
@@ -162,6 +264,11 @@ def _up_to_date(manifest: dict, split: str, kind: str, key: str, paths: list[Pat
     return entry.get("key") == key and all(p.exists() for p in paths)
 
 
+def _write_table(path: Path, table: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
 def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_encoder, shard=(0, 1),
                progress: bool = True) -> PassResult:
     """Image embeddings, has_image flags and image statistics of one split."""
@@ -172,17 +279,31 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
     targets = {"image": out_dir / f"{split}_image.npy", "has_image": out_dir / f"{split}_has_image.npy",
                "imgstats": out_dir / f"{split}_imgstats.npy"}
     bad_file = out_dir / f"{split}_bad_images.json"
+    files_file = out_dir / f"{split}_image_files.parquet"
     manifest = read_manifest(out_dir)
-    if _up_to_date(manifest, split, "image", key, [*targets.values(), bad_file]):
+    finished = _up_to_date(manifest, split, "image", key, [*targets.values(), bad_file, files_file])
+    known = pd.read_parquet(files_file) if files_file.is_file() else None
+    chunks = _chunks(len(inputs), enc_cfg.batch_size)
+    shard_i, shard_n = parse_shard(shard)
+    mine = [j for j in range(len(chunks)) if j % shard_n == shard_i]
+    files = image_file_digests(inputs, [r for j in mine for r in chunks[j]], known, enc_cfg.num_workers, progress)
+    chunk_keys = {j: _chunk_content_key(key, files["sha256"].iloc[chunks[j].start:chunks[j].stop].tolist())
+                  for j in mine}
+    old_keys = manifest["splits"][split]["image"].get("chunk_keys", []) if finished else []
+    reuse = {j for j in mine if j < len(old_keys) and old_keys[j] == chunk_keys[j]}
+    if shard_n == 1 and len(reuse) == len(chunks) and len(old_keys) == len(chunks):
+        if not files[["size", "mtime_ns"]].equals(known[["size", "mtime_ns"]]):
+            _write_table(files_file, files.assign(reason=known["reason"], precision=known["precision"]))
         log.info("[encode] %s images (%s): up to date", split, name)
         return PassResult("image", True, 0, info=manifest["splits"][split]["image"])
     chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
-    chunks = _chunks(len(inputs), enc_cfg.batch_size)
-    pending = _pending(chunk_dir, len(chunks), parse_shard(shard))
+    chunk_files = [None if j in reuse else _chunk_path(chunk_dir, j, chunk_keys[j]) for j in mine]
+    pending = [mine[k] for k in _pending(chunk_files, (0, 1))]
+    chunk_files = dict(zip(mine, chunk_files))
     encoder = None
     if pending:
         encoder = get_encoder()
-        dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels)
+        dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems)
         loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
                               pin_memory=encoder.device.type == "cuda")
         for idx, crops, ok, stats, reasons in tqdm(loader, total=len(pending), disable=not progress,
@@ -193,22 +314,31 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
                 embedding[:] = encoder.embed(crops)
             elif ok.any():
                 embedding[ok] = encoder.embed(crops[ok])
-            _save_chunk(_chunk_path(chunk_dir, int(idx[0]) // enc_cfg.batch_size), image=embedding,
+            _save_chunk(chunk_files[int(idx[0]) // enc_cfg.batch_size], image=embedding,
                         has_image=ok, imgstats=stats.numpy().astype(np.float32),
                         reason=np.array(reasons, dtype=str), precision=np.array([encoder.precision] * len(idx)))
-    missing = len(_pending(chunk_dir, len(chunks), (0, 1)))
-    if missing or parse_shard(shard)[1] > 1:
-        return PassResult("image", False, len(pending), missing)
-    extras = _concatenate(chunk_dir, len(chunks), targets)
+    if shard_n > 1:
+        done = {int(path.name[:6]) for path in chunk_dir.glob("*.npz")}
+        return PassResult("image", False, len(pending), sum(j not in done for j in range(len(chunks))))
+    base = None
+    if reuse:  # rows of unchanged chunks come from the finished arrays and what the last run recorded
+        base = {name: np.load(path, mmap_mode="r") for name, path in targets.items()}
+        base.update(reason=known["reason"].to_numpy(dtype=str), precision=known["precision"].to_numpy(dtype=str))
+    extras = _concatenate([chunk_files[j] for j in range(len(chunks))], chunks, targets, base)
     reasons = extras["reason"]
-    bad = [{"row": int(r), "Pid": inputs.pids[r], "path": str(inputs.image_paths[r] or ""), "reason": str(reasons[r])}
-           for r in np.flatnonzero(reasons != "")]
+    files = files.assign(reason=reasons, precision=extras["precision"])
+    bad = [{"row": int(r), "Pid": inputs.pids[r], "path": str(inputs.image_paths[r] or inputs.listed_paths[r]),
+            "reason": str(reasons[r])} for r in np.flatnonzero(reasons != "")]
     write_json(bad_file, bad)
+    _write_table(files_file, files)
     counts = Counter(_reason_kind(b["reason"]) for b in bad)
     if bad:
         named = ", ".join(f"{b['Pid']} ({b['reason']})" for b in bad[:MAX_NAMED_BAD])
         log.warning("[encode] %s: %d of %d posts have no usable image %s: %s%s; full list in %s", split, len(bad),
                     len(inputs), dict(counts), named, " ..." if len(bad) > MAX_NAMED_BAD else "", bad_file)
+    if reuse:
+        log.info("[encode] %s images: %d of %d batches encoded again (their files changed)", split,
+                 len(chunks) - len(reuse), len(chunks))
     n_video = sum(m == "video" for m in inputs.mediatypes)
     described = (encoder or get_encoder()).describe()
     info = {"key": key, "pid_digest": pids_digest, **described,
@@ -216,7 +346,9 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
             "shapes": {"image": [len(inputs), described["dim"]], "has_image": [len(inputs)],
                        "imgstats": [len(inputs), len(IMGSTATS_COLUMNS)]},
             "imgstats_columns": list(IMGSTATS_COLUMNS), "n_has_image": int(len(inputs) - len(bad)),
-            "bad_images": dict(counts), "n_video_posts": n_video, "chunk_rows": enc_cfg.batch_size}
+            "bad_images": dict(counts), "n_video_posts": n_video, "chunk_rows": enc_cfg.batch_size,
+            "chunk_keys": [chunk_keys[j] for j in range(len(chunks))],
+            "content_key": f"sha256 of every image file, per chunk; per file in {files_file.name}"}
     update_manifest(out_dir, split, "image", info, len(inputs))
     _remove_chunks(chunk_dir)
     return PassResult("image", True, len(pending), info=info)
@@ -248,7 +380,8 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enco
         return PassResult("text", True, 0, info=manifest["splits"][split]["text"])
     chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}"
     chunks = _chunks(len(inputs), enc_cfg.batch_size)
-    pending = _pending(chunk_dir, len(chunks), parse_shard(shard))
+    chunk_files = [_chunk_path(chunk_dir, j) for j in range(len(chunks))]
+    pending = _pending(chunk_files, parse_shard(shard))
     token_texts = inputs.token_texts()
     length = enc_cfg.max_text_tokens
     encoder = get_encoder() if pending else None
@@ -261,12 +394,12 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enco
         token_mask = np.zeros((len(rows), length), bool)
         tokens[:, :words.shape[1]] = words[:, :length]
         token_mask[:, :mask.shape[1]] = mask[:, :length]
-        _save_chunk(_chunk_path(chunk_dir, j), title=title.astype(np.float16), tags=tags.astype(np.float16),
+        _save_chunk(chunk_files[j], title=title.astype(np.float16), tags=tags.astype(np.float16),
                     tokens=tokens, token_mask=token_mask)
-    missing = len(_pending(chunk_dir, len(chunks), (0, 1)))
+    missing = len(_pending(chunk_files, (0, 1)))
     if missing or parse_shard(shard)[1] > 1:
         return PassResult("text", False, len(pending), missing)
-    _concatenate(chunk_dir, len(chunks), targets)
+    _concatenate(chunk_files, chunks, targets)
     described = (encoder or get_encoder()).describe()
     dim = described["dim"]
     info = {"key": key, "pid_digest": pids_digest, **described, "max_text_tokens": length,

@@ -34,7 +34,9 @@ import pandas as pd  # noqa: E402
 
 from features.encoders import CLIP, image_encoder_name, output_paths  # noqa: E402
 from features.encoders_image import load_image_encoder  # noqa: E402
-from features.encoders_run import SplitInputs, copy_chunks, image_pass, parse_shard, text_pass  # noqa: E402
+from features.encoders_run import (  # noqa: E402
+    SplitInputs, copy_chunks, image_files_signature, image_pass, parse_shard, text_pass,
+)
 from features.encoders_text import load_clip_model, load_text_encoder, resolve_device  # noqa: E402
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS  # noqa: E402
 from pipeline.io import read_npy, read_parquet, write_parquet  # noqa: E402
@@ -42,6 +44,7 @@ from pipeline.stage import RunContext, Stage  # noqa: E402
 
 log = logging.getLogger("smp")
 SPLITS = ("train", "test")
+POST_COLUMNS = ["Pid", "Title", "Alltags", "Mediatype", "img_path"]
 
 
 class _Models:
@@ -79,8 +82,7 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
     models = _Models(cfg)
     complete = True
     for split in SPLITS:
-        posts = read_parquet(ctx.posts(split), columns=["Pid", "Title", "Alltags", "Mediatype", "img_path",
-                                                        "img_exists"])
+        posts = read_parquet(ctx.posts(split), columns=POST_COLUMNS)
         inputs = SplitInputs.from_posts(posts, ctx.data_dir)
         for result in (image_pass(inputs, split, cfg, ctx.work_dir, models.image, shard, progress),
                        text_pass(inputs, split, cfg, ctx.work_dir, models.text, shard, progress)):
@@ -92,6 +94,13 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
         if complete:
             write_imgstats(ctx, split, posts["Pid"].astype(str))
     return complete
+
+
+def image_files(ctx: RunContext) -> str:
+    """Signature (path, size, mtime) of every listed image file: a replaced image reruns the stage, whose
+    image pass then re-encodes only what changed in content."""
+    return "".join(image_files_signature(SplitInputs.from_posts(read_parquet(ctx.posts(s), columns=POST_COLUMNS),
+                                                                ctx.data_dir)) for s in SPLITS)
 
 
 def imgstats_array(ctx: RunContext, split: str) -> Path:
@@ -128,6 +137,7 @@ STAGE = Stage(
              "features.image_stats"),
     enabled=lambda ctx: ctx.config.encoders.enabled,
     description="image + text embeddings (resumable, shardable) and image statistics",
+    fingerprint=image_files,
 )
 
 

@@ -95,6 +95,7 @@ class Stage:
     sections: config sections that change its result.
     modules: modules whose source is part of its cache key.
     per_run: the stage writes into the run folder, so each run name reruns it.
+    fingerprint: a cheap signature of inputs that are not files of `inputs` (the image files), part of the key.
     """
     name: str
     run: Callable[[RunContext], None]
@@ -105,6 +106,7 @@ class Stage:
     enabled: Callable[[RunContext], bool] = lambda ctx: True
     per_run: bool = False
     description: str = ""
+    fingerprint: Callable[[RunContext], str] | None = None
 
 
 # --- cache keys ------------------------------------------------------------------------
@@ -137,6 +139,7 @@ def stage_key(stage: Stage, ctx: RunContext, cache: dict) -> str:
         "inputs": {str(p): file_digest(p, cache) for p in stage.inputs(ctx)},
         "code": module_digest(stage.modules + (stage.run.__module__,)),
         "run": ctx.run_name if stage.per_run else "",
+        "fingerprint": stage.fingerprint(ctx) if stage.fingerprint else "",
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

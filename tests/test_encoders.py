@@ -1,9 +1,12 @@
 """Encoders: the text backbone contract, real offline encoders, and the resumable `encode` run."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -89,7 +92,7 @@ def test_missing_clip_model_is_a_clear_error(tmp_path):
 # --- the `encode` stage on a small SMPD-like posts table ---------------------------------------
 GOOD = ["jpeg", "gray_png", "cmyk_jpeg", "palette_gif", "rgba_png", "small_jpeg", "video_thumb"]
 BAD = {"empty": "empty file", "truncated": "unreadable", "text": "not an image", "gone": "missing file",
-       "unlisted": "no image file listed or found", "huge": "too many pixels"}
+       "unlisted": "no image path listed", "huge": "too many pixels"}
 MAX_PIXELS = 1_000_000
 
 
@@ -138,7 +141,7 @@ def make_split(data_dir: Path, split: str, kinds: list[str], seed: int) -> pd.Da
             _write_image(data_dir / rel, kind, rng)
         n_title, n_tags = int(rng.integers(0, 6)), int(rng.integers(0, 40))
         rows.append({"Pid": str(1000 * seed + i), "Title": " ".join(rng.choice(words, n_title)) if i % 5 else "",
-                     "Alltags": " ".join(rng.choice(words, n_tags)), "img_path": rel,
+                     "Alltags": " ".join(rng.choice(words, n_tags)), "img_path": "" if kind == "unlisted" else rel,
                      "Mediatype": "video" if kind == "video_thumb" else "photo", "img_exists": kind != "unlisted"})
     return pd.DataFrame(rows)
 
@@ -278,7 +281,7 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
         encode_posts(ctx, progress=False)
     # batches 0-2 of train were written (batch 2 has no usable image, so it never reached the model)
     chunk_files = sorted(ctx.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz"))
-    assert [p.name for p in chunk_files] == ["000000.npz", "000001.npz", "000002.npz"]
+    assert [p.name[:7] for p in chunk_files] == ["000000-", "000001-", "000002-"]  # index-digest of its files
     assert not any(p.exists() for p in output_paths(ctx.work_dir, ctx.config.encoders))
     # a half-written temp file of the batch being written when the process died is ignored
     (chunk_files[0].parent / ".000003.npz.abc.tmp").write_bytes(b"partial")
@@ -452,3 +455,104 @@ def test_bf16_on_cpu_is_repeatable_and_close_to_fp32(tiny_clip):
         assert np.array_equal(out[precision], again)
     cos = (out["fp32"] * out["bf16"]).sum(1) / np.linalg.norm(out["fp32"], axis=1) / np.linalg.norm(out["bf16"], axis=1)
     assert cos.min() > 0.98 and not np.array_equal(out["fp32"], out["bf16"])
+
+
+# --- image paths stay inside the data folder; a fixed image is encoded again -------------------------
+@contextlib.contextmanager
+def hang_guard(seconds: int):
+    """Fail instead of hanging (a FIFO opened for reading blocks until someone writes to it)."""
+    def expired(*_):
+        raise TimeoutError(f"still running after {seconds} s: something opened a file it must not open")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_image_paths_outside_the_data_folder_are_never_opened(smpd_posts, tmp_path, tiny_clip):
+    """`..` and absolute paths are bad images with their reason; the files they name are not read (a FIFO
+    would block whoever opens it, a valid photo is not encoded). A linked folder inside is followed."""
+    from pipeline.encode import encode_posts
+    source, posts = smpd_posts
+    data = tmp_path / "data"
+    data.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    _write_image(outside / "photo.jpg", "jpeg", np.random.default_rng(5))
+    os.mkfifo(outside / "fifo.jpg")
+    (data / "test").symlink_to(source / "test", target_is_directory=True)  # the user's images on another disk
+    shutil.copytree(source / "train", data / "train")
+    train = posts["train"].copy()
+    climbing, absolute, fifo = 0, 1, 2
+    train.loc[climbing, "img_path"] = "train/../../outside/photo.jpg"
+    train.loc[absolute, "img_path"] = str(outside / "photo.jpg")
+    train.loc[fifo, "img_path"] = str(outside / "fifo.jpg")
+    ctx = make_ctx(tmp_path / "work", (data, {"train": train, "test": posts["test"]}), **clip_settings(tiny_clip))
+    with hang_guard(120):
+        assert encode_posts(ctx, progress=False)
+    encoded = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    assert not np.asarray(encoded.has_image)[[climbing, absolute, fifo]].any()
+    assert (encoded.image[[climbing, absolute, fifo]] == 0).all()
+    bad = {b["row"]: b for b in json.loads((ctx.work_dir / "features/encoders" / encoded.image_encoder
+                                            / "train_bad_images.json").read_text())}
+    assert bad[climbing]["reason"].startswith("image path climbs out of the data folder")
+    assert bad[absolute]["reason"].startswith("absolute image path")
+    assert bad[fifo]["path"] == str(outside / "fifo.jpg")
+    stats = pd.read_parquet(ctx.feature_block("imgstats", "train"))
+    assert stats.loc[[climbing, absolute], "imgstats_width"].isna().all()
+    # the linked test folder is read like any other: every good test image encoded
+    test = load_encoded(ctx.work_dir, ctx.config.encoders, "test")
+    assert np.asarray(test.has_image).tolist() == [True] * len(GOOD) + [False]
+
+
+def test_a_fifo_inside_the_data_folder_is_a_bad_image_not_a_hang(tmp_path):
+    from features.encoders_image import ImagePreprocess, decode_image
+    os.mkfifo(tmp_path / "pipe.jpg")
+    prep = ImagePreprocess(resize=32, crop=32, mean=(0.5,) * 3, std=(0.5,) * 3)
+    with hang_guard(20):
+        crop, _, reason = decode_image(tmp_path / "pipe.jpg", prep, MAX_PIXELS)
+    assert crop is None and reason == "not a regular file"
+
+
+def test_a_replaced_image_is_encoded_again_and_only_its_batch(smpd_posts, tmp_path, tiny_clip, monkeypatch):
+    """A corrupt image replaced by a good one: a plain rerun of the stage re-encodes the one batch that holds
+    it; the post leaves the bad-image list and the arrays equal a fresh run's. Touching a file (same content)
+    re-encodes nothing."""
+    from features.encoders_image import ImageEncoder
+    from pipeline.encode import STAGE
+    from pipeline.run_all import run_stages
+    source, posts = smpd_posts
+    data = shutil.copytree(source, tmp_path / "data")
+    ctx = make_ctx(tmp_path / "work", (data, posts), **clip_settings(tiny_clip))
+    run_stages(ctx, [STAGE], None, force=False)
+    kinds = GOOD + list(BAD) + GOOD[:3]
+    row = kinds.index("truncated")
+    bad_file = ctx.work_dir / "features/encoders" / load_encoded(ctx.work_dir, ctx.config.encoders,
+                                                                  "train").image_encoder / "train_bad_images.json"
+    assert row in {b["row"] for b in json.loads(bad_file.read_text())}
+
+    _write_image(data / posts["train"]["img_path"][row], "jpeg", np.random.default_rng(9))
+    calls = []
+    real_embed = ImageEncoder.embed
+    monkeypatch.setattr(ImageEncoder, "embed", lambda self, crops: calls.append(len(crops)) or real_embed(self, crops))
+    run_stages(ctx, [STAGE], None, force=False)
+    assert len(calls) == 1  # one batch of train, none of test
+    assert row not in {b["row"] for b in json.loads(bad_file.read_text())}
+    fresh = make_ctx(tmp_path / "fresh", (data, posts), **clip_settings(tiny_clip))
+    STAGE.run(fresh)
+    rerun, reference = encoded_arrays(ctx), encoded_arrays(fresh)
+    assert rerun.keys() == reference.keys()
+    for name, array in reference.items():
+        assert np.array_equal(rerun[name], array), name
+    assert np.asarray(load_encoded(ctx.work_dir, ctx.config.encoders, "train").has_image)[row]
+
+    calls.clear()
+    path = data / posts["train"]["img_path"][0]
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # same content, new mtime
+    run_stages(ctx, [STAGE], None, force=False)
+    assert calls == []
+    for name, array in reference.items():
+        assert np.array_equal(encoded_arrays(ctx)[name], array), name
