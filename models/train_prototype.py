@@ -171,6 +171,22 @@ def target_stats(data: ProtoData, rows: np.ndarray) -> tuple[float, float]:
     return float(y.mean()), float(max(y.std(), 1e-6))
 
 
+def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A checkpoint this pipeline wrote (tensors and plain values only), loaded without running any code.
+
+    Work folders travel between machines and teams: `weights_only` refuses the pickled objects
+    (callables, classes) that could run code when loaded.
+    """
+    import pickle
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a checkpoint of this pipeline (it may hold only tensors and plain values; "
+                         f"{first_line}); it was not loaded. Delete it, or rerun the prototype stage "
+                         "(python pipeline/run_all.py --stages prototype --force)") from None
+
+
 def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backbone, seed: int,
                 device: torch.device, ckpt_dir: Path | None = None, key: str = "", progress: bool = True,
                 max_steps: int | None = None) -> tuple[PrototypeNet, list[dict]]:
@@ -190,7 +206,7 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
     start_epoch = 0
     ckpt = Path(ckpt_dir) / "last.pt" if ckpt_dir is not None else None
     if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = read_checkpoint(ckpt, device)
         if state.get("key") == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

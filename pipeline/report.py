@@ -133,10 +133,10 @@ def _check_key(ctx: RunContext, path: Path, key: str) -> None:
 def prototype_history(ctx: RunContext) -> pd.DataFrame:
     """Per-epoch mean losses of each fold's network (fold, epoch, loss, one column per loss term),
     read from the checkpoints the `prototype` stage keeps in each fold's folder."""
-    import torch
+    from models.train_prototype import read_checkpoint
     rows = []
     for fold, folder in prototype_fold_dirs(ctx).items():
-        state = torch.load(folder / "last.pt", map_location="cpu", weights_only=False)
+        state = read_checkpoint(folder / "last.pt")
         _check_key(ctx, folder / "last.pt", state["key"])
         rows += [{"fold": fold, **row} for row in state["history"]]
     return pd.DataFrame(rows)

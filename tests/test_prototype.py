@@ -362,3 +362,39 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     stamp = ctx.feature_block("proto", "train").stat().st_mtime_ns
     run_stages(ctx, [STAGE], None, False)  # up to date: skipped
     assert ctx.feature_block("proto", "train").stat().st_mtime_ns == stamp
+
+
+class _Payload:
+    """What a crafted checkpoint could hold: unpickling it would create `marker` (or run anything else)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_path):
+    """Work folders travel: a last.pt holding a pickled callable is refused by both its readers, the resume
+    in training and the report's training curves, and the callable never runs."""
+    from pipeline.config import Config
+    from pipeline.io import write_parquet
+    from pipeline.prototype import prototype_dir
+    from pipeline.report import prototype_history
+    from pipeline.stage import RunContext
+    _, data, vocab = split
+    marker = tmp_path / "payload_ran"
+    ctx = RunContext(config=Config(), data_dir=tmp_path / "data", work_dir=tmp_path / "work", run_name="t")
+    write_parquet(ctx.folds, pd.DataFrame({"Pid": ["1", "2"], "stat_fold": [0, 1]}))
+    fold_dir = prototype_dir(ctx) / "fold_0"
+    fold_dir.mkdir(parents=True)
+    torch.save({"key": "key", "epoch": 1, "history": [], "model": _Payload(marker)}, fold_dir / "last.pt")
+    with pytest.raises(ValueError, match=r"fold_0/last.pt: not a checkpoint of this pipeline.*not loaded"):
+        prototype_history(ctx)
+    with pytest.raises(ValueError, match=r"fold_0/last.pt: not a checkpoint of this pipeline"):
+        tp.train_model(small_cfg(epochs=1), data, np.arange(0, len(data), 2), vocab, backbone, 0, CPU, fold_dir,
+                       "key", False)
+    assert not marker.exists()
+    # the same file loaded the unsafe way does run the payload: the test would catch a regression
+    torch.load(fold_dir / "last.pt", weights_only=False)
+    assert marker.exists()
