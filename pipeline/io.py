@@ -7,6 +7,7 @@ half-written file that a later run could mistake for a finished one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -47,6 +48,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock tied to `path` (on the side file `.<name>.lock`) for a read-change-write.
+
+    The side file, not `path` itself: an atomic write replaces `path` by another file, which a lock
+    on the old one would not cover. The operating system drops the lock when its process dies.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -18,7 +18,7 @@ import yaml
 
 from features.smpd import read_labels
 from models.metrics import score
-from pipeline.io import read_json, read_parquet, write_json, write_text
+from pipeline.io import file_lock, read_json, read_parquet, write_json, write_text
 from pipeline.stage import REPO_ROOT, RunContext, Stage
 from submissions.format import append_leaderboard, check_submission, submission_csv, submission_json
 
@@ -63,7 +63,6 @@ def run(ctx: RunContext) -> None:
               "weights": blend["weights"], "method": blend["method"]}
     write_json(run_dir / "scores.json", scores)
 
-    board = pd.read_csv(ctx.leaderboard, dtype=str) if ctx.leaderboard.is_file() else None
     row = {
         "run": ctx.run_name,
         "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -82,12 +81,18 @@ def run(ctx: RunContext) -> None:
         "n_train": int((final["split"] == "train").sum()),
         "n_test": len(test_pids),
     }
-    board = append_leaderboard(board, row)
-    buffer = StringIO()
-    board.to_csv(buffer, index=False)
-    write_text(ctx.leaderboard, buffer.getvalue())
+    add_leaderboard_row(ctx.leaderboard, row)
     log.info("wrote %s and %s; leaderboard %s", run_dir / "submission.csv", run_dir / "submission.json",
              ctx.leaderboard)
+
+
+def add_leaderboard_row(path: Path, row: dict) -> None:
+    """Append one row to the leaderboard CSV; runs submitting at the same time each keep their row."""
+    with file_lock(path):
+        board = pd.read_csv(path, dtype=str) if path.is_file() else None
+        buffer = StringIO()
+        append_leaderboard(board, row).to_csv(buffer, index=False)
+        write_text(path, buffer.getvalue())
 
 
 def outputs(ctx: RunContext) -> list[Path]:
