@@ -265,7 +265,10 @@ def nearest_neighbours(X: np.ndarray, row: int, k: int = 8) -> tuple[np.ndarray,
 
 
 def image_grid(images: list, captions: list[str], title: str = "", ncols: int = 5) -> Figure:
-    """Images (paths or arrays; None for a missing image) in a grid with a caption each."""
+    """Images (paths or arrays; None for a missing image) in a grid with a caption each.
+
+    Paths must already be checked against the data folder (`features.smpd.data_image_path`).
+    """
     from PIL import Image
     n = len(images)
     nrows = max(1, -(-n // ncols))
