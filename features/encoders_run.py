@@ -191,30 +191,29 @@ def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame
     without being read again. Only regular files are read (a FIFO or device would block).
     """
     n = len(inputs)
-    table = pd.DataFrame({"path": inputs.listed_paths or [""] * n, "size": np.full(n, -1, np.int64),
-                          "mtime_ns": np.full(n, -1, np.int64), "sha256": [""] * n})
+    listed = inputs.listed_paths or [str(p or "") for p in inputs.image_paths]
+    sizes, mtimes, digests = [-1] * n, [-1] * n, [""] * n
     previous = {}
     if known is not None and len(known):
-        previous = {p: (size, mtime, sha) for p, size, mtime, sha in
-                    known[["path", "size", "mtime_ns", "sha256"]].itertuples(index=False)}
+        previous = dict(zip(known["path"], zip(known["size"], known["mtime_ns"], known["sha256"])))
     to_hash = []
     for r in rows:
         path = inputs.image_paths[r]
         if path is None:
-            table.at[r, "sha256"] = MISSING_FILE
+            digests[r] = MISSING_FILE
             continue
         try:
             info = os.stat(path)
         except OSError as err:
-            table.at[r, "sha256"] = MISSING_FILE if isinstance(err, FileNotFoundError) else f"error {err.errno}"
+            digests[r] = MISSING_FILE if isinstance(err, FileNotFoundError) else f"error {err.errno}"
             continue
         if not stat.S_ISREG(info.st_mode):
-            table.at[r, "sha256"] = "not a regular file"
+            digests[r] = "not a regular file"
             continue
-        table.at[r, "size"], table.at[r, "mtime_ns"] = info.st_size, info.st_mtime_ns
-        hit = previous.get(table.at[r, "path"])
+        sizes[r], mtimes[r] = info.st_size, info.st_mtime_ns
+        hit = previous.get(listed[r])
         if hit is not None and hit[0] == info.st_size and hit[1] == info.st_mtime_ns:
-            table.at[r, "sha256"] = hit[2]
+            digests[r] = hit[2]
         else:
             to_hash.append(r)
 
@@ -226,17 +225,19 @@ def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame
 
     if to_hash:
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # hashing and reading release the GIL
-            hashed = list(tqdm(pool.map(digest, to_hash), total=len(to_hash), disable=not progress or len(to_hash) < 1000,
-                               desc="digest image files", unit="file"))
-        table.loc[to_hash, "sha256"] = hashed
-    return table
+            hashed = tqdm(pool.map(digest, to_hash), total=len(to_hash), desc="digest image files", unit="file",
+                          disable=not progress or len(to_hash) < 1000)
+            for r, value in zip(to_hash, hashed):
+                digests[r] = value
+    return pd.DataFrame({"path": listed, "size": np.array(sizes, np.int64), "mtime_ns": np.array(mtimes, np.int64),
+                         "sha256": digests})
 
 
-def image_files_signature(inputs: SplitInputs) -> str:
-    """Listed path, size and mtime of every image file: a cheap sign that a file may have changed (the
+def image_files_signature(paths: list[Path | None]) -> str:
+    """Path, size and mtime of every image file: a cheap sign that a file may have changed (the image
     pass itself decides by content whether it did)."""
     sha = hashlib.sha256()
-    for path in inputs.image_paths:
+    for path in paths:
         try:
             info = os.stat(path) if path is not None else None
         except OSError:

@@ -39,6 +39,7 @@ from features.encoders_run import (  # noqa: E402
 )
 from features.encoders_text import load_clip_model, load_text_encoder, resolve_device  # noqa: E402
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS  # noqa: E402
+from features.smpd import data_image_path  # noqa: E402
 from pipeline.io import read_npy, read_parquet, write_parquet  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
 
@@ -99,8 +100,9 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
 def image_files(ctx: RunContext) -> str:
     """Signature (path, size, mtime) of every listed image file: a replaced image reruns the stage, whose
     image pass then re-encodes only what changed in content."""
-    return "".join(image_files_signature(SplitInputs.from_posts(read_parquet(ctx.posts(s), columns=POST_COLUMNS),
-                                                                ctx.data_dir)) for s in SPLITS)
+    return "".join(image_files_signature([data_image_path(ctx.data_dir, p) for p in
+                                          read_parquet(ctx.posts(s), columns=["img_path"])["img_path"]])
+                   for s in SPLITS)
 
 
 def imgstats_array(ctx: RunContext, split: str) -> Path:
