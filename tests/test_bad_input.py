@@ -302,3 +302,38 @@ def test_a_write_that_fails_names_the_file(tmp_path):
     assert done.returncode != 0
     assert f"cannot write {target}" in done.stderr and "File too large" in done.stderr
     assert not target.exists() and not list(target.parent.glob("*.tmp"))  # no half-written file left
+
+
+def test_absurd_values_everywhere_still_give_a_valid_submission_and_report(data, demo_dir, tmp_path):
+    """The real command, report included, on a data set with one of each absurd value: a far-future and an
+    overflowing date (the report's weekly histogram once ran for minutes on them), an infinite timezone,
+    an impossible latitude, a lone surrogate, a byte order mark and paths leaving the data folder."""
+    edit(data / "train_temporalspatial_information.json", lambda i, r: r.update(
+        {0: {"Postdate": "99999999999"}, 1: {"Postdate": "1e30"}, 2: {"Latitude": "9999", "Geoaccuracy": "16"}}
+        .get(i, {})))
+    edit(data / "test_temporalspatial_information.json",
+         lambda i, r: r.update(Postdate="99999999999") if i == 0 else None)
+    edit(data / "test_user_data.json", lambda i, r: r.update(timezone_offset="1e400") if i < 3 else None)
+    path = data / "test_text.json"
+    path.write_text(path.read_text().replace('"Title": "', '"Title": "\\ud83d', 1))
+    set_line(data / "test_img_filepath.txt", 1, "../../../etc/passwd")
+    listing = data / "train_img_filepath.txt"
+    listing.write_bytes(b"\xef\xbb\xbf" + listing.read_bytes())
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data), "--work-dir",
+         str(tmp_path / "work"), "--submissions-dir", str(tmp_path / "subs"), "--run-name", "run",
+         "--test-labels", str(demo_dir.parent / "hidden_test_labels.txt"),
+         "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
+         "--set", "gbdt.seeds=[0]", "--set", "gbdt.num_boost_round=30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    submission = pd.read_csv(tmp_path / "subs" / "run" / "submission.csv", dtype={"post_id": str})
+    test_pids = [str(r["Pid"]) for r in load_records(data / "test_category.json")]
+    assert submission["post_id"].tolist() == [f"post{p}" for p in test_pids]
+    assert np.isfinite(submission["popularity_score"]).all()
+    assert (tmp_path / "subs" / "run" / "report.html").is_file()
+    report = json.loads((tmp_path / "work" / "read_report.json").read_text())
+    assert sum(v for k, v in report["train"].items() if k.startswith("Postdate outside")) == 2
+    assert report["test"]["image path outside the data folder (not opened, no image)"] == 1
+    assert "image file missing" not in report["train"]  # the byte order mark did not hide the first image
+    assert "field 'Postdate': '99999999999' is outside" in result.stderr  # named in the log
