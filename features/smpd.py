@@ -143,8 +143,9 @@ def split_files(data_dir: Path, split: str) -> dict[str, Path]:
     return found
 
 
-# a JSON escape of a UTF-16 surrogate: only files that have one can hold a lone surrogate
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# a JSON escape of a UTF-16 surrogate, or one encoded as UTF-8 bytes (json.loads lets those pass):
+# only files that have one can hold a lone surrogate
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
 def _load_json_records(path: Path) -> tuple[list[dict], dict[str, int]]:

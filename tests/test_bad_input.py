@@ -258,6 +258,14 @@ def test_a_lone_surrogate_in_a_title_is_replaced_and_counted(data, tmp_path):
     assert pd.read_parquet(tmp_path / "posts.parquet")["Title"][0] == train["Title"][0]
 
 
+def test_a_surrogate_written_as_utf8_bytes_is_replaced_too(data):
+    path = data / "test_text.json"
+    path.write_bytes(path.read_bytes().replace(b'"Title": "', b'"Title": "\xed\xa0\xbd', 1))
+    test, report = read_split(data, "test")
+    assert test["Title"][0].startswith("\ufffd")
+    assert report.counts["Title with characters that are not valid Unicode (replaced by U+FFFD)"] == 1
+
+
 @pytest.mark.parametrize("name", ["train_label.txt", "train_img_filepath.txt"])
 def test_a_byte_that_is_not_utf8_in_a_line_file_is_located(data, name):
     path = data / name
