@@ -1,7 +1,7 @@
 """Reader of the official SMPD files: one typed table per split.
 
 All files of a split are joined on Pid and checked to agree. The rule per field,
-decided here once (README, "Data: what is an error and what is a gap"):
+decided here once (README: "What is an error and what is a gap"):
 
 Errors stop the run before any work, with an `SMPDFormatError` naming the file,
 row, field, the value and what was expected: a file missing, not UTF-8 or not a
@@ -61,7 +61,7 @@ PLAUSIBLE = {
     "Latitude": (-90.0, 90.0), "Longitude": (-180.0, 180.0), "Geoaccuracy": (0.0, 16.0),
     "photo_firstdate": (EARLIEST_POST, None), "photo_firstdatetaken": (EARLIEST_TAKEN, None),
     "photo_count": (0.0, np.inf), "ispro": (0.0, 1.0), "canbuypro": (0.0, 1.0), "Ispublic": (0.0, 1.0),
-    "timezone_offset": (-14.0, 14.0),  # hours: UTC-12 .. UTC+14 are the offsets in use
+    "timezone_offset": (-14.0, 14.0),  # hours: the offsets in use run from UTC-12 to UTC+14
 }
 
 
