@@ -77,6 +77,12 @@ class SplitInputs:
                    if "Mediatype" in posts else [],
                    image_problems=[image_path_problem(p) for p in listed], listed_paths=listed)
 
+    def __post_init__(self) -> None:
+        if not self.listed_paths:  # built from paths directly (benchmarks, tests)
+            self.listed_paths = [str(p or "") for p in self.image_paths]
+        if not self.image_problems:
+            self.image_problems = [""] * len(self.image_paths)
+
     def __len__(self) -> int:
         return len(self.pids)
 
@@ -191,7 +197,7 @@ def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame
     without being read again. Only regular files are read (a FIFO or device would block).
     """
     n = len(inputs)
-    listed = inputs.listed_paths or [str(p or "") for p in inputs.image_paths]
+    listed = inputs.listed_paths
     sizes, mtimes, digests = [-1] * n, [-1] * n, [""] * n
     previous = {}
     if known is not None and len(known):

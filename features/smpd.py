@@ -335,13 +335,18 @@ def _parse_timezones(values: list) -> tuple[np.ndarray, np.ndarray]:
     return out, unreadable
 
 
-def _datetime_seconds(values: list) -> np.ndarray:
+def _datetime_seconds(values: list, path: Path, name: str, report: ReadReport) -> np.ndarray:
+    """`YYYY-MM-DD hh:mm:ss` -> unix seconds; empty is missing, anything else unreadable (missing, counted)."""
     def parse(uniques: list) -> tuple[np.ndarray, np.ndarray]:
         text = pd.Series([str(v).strip() for v in uniques], dtype=object)
         parsed = pd.to_datetime(text, format="%Y-%m-%d %H:%M:%S", errors="coerce", utc=True)
         seconds = (parsed - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-        return seconds.to_numpy(dtype=np.float64, na_value=np.nan), np.zeros(len(uniques), dtype=bool)
-    return _per_unique(values, parse)[0]
+        unreadable = (parsed.isna() & ~text.isin(["", "None", "null"])).to_numpy()
+        return seconds.to_numpy(dtype=np.float64, na_value=np.nan), unreadable
+    seconds, unreadable = _per_unique(values, parse)
+    if unreadable.any():
+        _note_gap(report, path, name, unreadable, values, "not a date YYYY-MM-DD hh:mm:ss", "set missing")
+    return seconds
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -435,7 +440,8 @@ def read_split(data_dir: Path | str, split: str) -> tuple[pd.DataFrame, ReadRepo
             elif name == "timezone_offset":
                 columns[name] = _keep_plausible(_timezone_hours(values, path, report), path, name, report, values)
             elif name == "photo_firstdatetaken":
-                columns[name] = _keep_plausible(_datetime_seconds(values), path, name, report, values)
+                columns[name] = _keep_plausible(_datetime_seconds(values, path, name, report), path, name, report,
+                                                values)
             elif name == "Pathalias":
                 text = _to_text(values)
                 absent = (text == "") | (text == "None")

@@ -229,12 +229,15 @@ def test_non_finite_and_out_of_range_numbers_become_missing_and_the_metadata_bui
     from features.metadata import build_metadata
     edit(data / "train_user_data.json", lambda i, r: r.update(
         {0: {"timezone_offset": "1e400"}, 1: {"timezone_offset": "+99:00"}, 2: {"photo_count": "-inf"},
-         3: {"photo_firstdate": "1e30"}, 4: {"ispro": "7"}}.get(i, {})))
+         3: {"photo_firstdate": "1e30"}, 4: {"ispro": "7"}, 5: {"photo_firstdatetaken": "0000-00-00 00:00:00"},
+         6: {"photo_firstdatetaken": "1850-01-01 00:00:00"}}.get(i, {})))
     edit(data / "train_temporalspatial_information.json", lambda i, r: r.update(
         {0: {"Latitude": "9999", "Geoaccuracy": "16"}, 1: {"Longitude": "-inf", "Geoaccuracy": "16"}}.get(i, {})))
     train, report = read_split(data, "train")
     assert train["timezone_offset"][[0, 1]].isna().all() and np.isnan(train["photo_count"][2])
     assert np.isnan(train["photo_firstdate"][3]) and np.isnan(train["ispro"][4])
+    assert train["photo_firstdatetaken"][[5, 6]].isna().all()
+    assert counts_of(report, "photo_firstdatetaken") == 2
     assert train[["Latitude", "Longitude"]].iloc[:2].isna().all().all()  # both coordinates go: no location
     counts = report.counts
     assert counts["timezone_offset outside -14..14 or not finite (set missing)"] == 2
@@ -245,6 +248,10 @@ def test_non_finite_and_out_of_range_numbers_become_missing_and_the_metadata_bui
     test, _ = read_split(data, "test")
     meta, _ = build_metadata(train, test)
     assert len(meta) == len(train) and np.isfinite(meta["meta_hour_local"]).all()
+
+
+def counts_of(report, field: str) -> int:
+    return sum(n for what, n in report.counts.items() if what.startswith(f"{field} "))
 
 
 def test_a_lone_surrogate_in_a_title_is_replaced_and_counted(data, tmp_path):
