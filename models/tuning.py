@@ -157,9 +157,7 @@ def _metric_feval(metric: str):
     def feval(preds: np.ndarray, data) -> tuple[str, float, bool]:
         y = data.get_label()
         if metric == "src":
-            # a constant prediction ranks nothing: score it 0 rather than NaN
-            value = 0.0 if np.ptp(preds) == 0 else src(y, preds)
-            return "src", value, True
+            return "src", src(y, preds), True
         return "mse", mse(y, preds), False
     return feval
 
