@@ -210,3 +210,13 @@ def test_trials_with_constant_predictions_complete_with_src_zero(tmp_path):
     assert ran == 3 and [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert [t.value for t in trials] == [0.0] * 3
     assert write_results(ctx, study, url, 1.0)["best_value"] == 0.0
+
+
+def test_a_worker_whose_trials_all_fail_stops_instead_of_retrying_for_ever(tmp_path):
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = tuning.open_study(url, "s", "src", seed=0, startup_trials=1)
+    space = tuning.search_space({"x": [0.0, 1.0]})
+    with pytest.raises(RuntimeError, match="the last 3 trials failed"):
+        tuning.run_worker(study, lambda t: float("nan") * tuning.suggest(t, space)["x"], 2,
+                          lock_path=tuning.budget_lock_path(url))
+    assert [t.state.name for t in study.get_trials()] == ["FAIL"] * 3
