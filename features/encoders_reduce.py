@@ -36,6 +36,7 @@ class PCA:
         n = len(rows)
         self.mean_ = total / n
         cov = (outer - n * np.outer(self.mean_, self.mean_)) / (n - 1)
+        self.total_variance_ = float(np.trace(cov))
         values, vectors = np.linalg.eigh(cov)
         k = min(self.n_components, dim, n)
         order = np.argsort(values)[::-1][:k]
@@ -70,12 +71,15 @@ def embedding_features(train: EncodedSplit, test: EncodedSplit, train_pids, test
         if len(split) != len(pids):
             raise ValueError(f"{name}: {len(split)} encoded rows for {len(pids)} posts; rerun the `encode` stage")
     columns = {"train": {"Pid": np.asarray(train_pids)}, "test": {"Pid": np.asarray(test_pids)}}
-    summary = {}
+    summary, skipped = {}, {}
     has_train = np.asarray(train.has_image, bool)
     for modality, attr, fit_rows in (("img", "image", np.flatnonzero(has_train)),
                                      ("title", "title", None), ("tags", "tags", None)):
         x_train = getattr(train, attr)
-        pca = PCA(pca_dim).fit(x_train, fit_rows)
+        pca, reason = _fit_informative(x_train, fit_rows, pca_dim, attr)
+        if pca is None:
+            skipped[modality] = reason
+            continue
         summary[modality] = {"dim": int(x_train.shape[1]), "components": len(pca.components_),
                              "explained_variance": float(pca.explained_variance_ratio_.sum())}
         for split_name, split in (("train", train), ("test", test)):
@@ -85,11 +89,25 @@ def embedding_features(train: EncodedSplit, test: EncodedSplit, train_pids, test
             for k in range(reduced.shape[1]):
                 columns[split_name][f"emb_{modality}_{k}"] = reduced[:, k]
     for split_name, split in (("train", train), ("test", test)):
+        if "img" in skipped:  # has_image is 0 for every train post: nothing to learn from it
+            continue
         has_image = np.asarray(split.has_image, bool)
         columns[split_name]["emb_has_image"] = has_image.astype(np.float32)
         if split.shared_space:
-            for text in ("title", "tags"):
+            for text in (t for t in ("title", "tags") if t not in skipped):
                 cos = _cosine(split.image, getattr(split, text))
                 cos[~has_image] = np.nan
                 columns[split_name][f"emb_cos_img_{text}"] = cos
+    summary["skipped"] = skipped
     return pd.DataFrame(columns["train"]), pd.DataFrame(columns["test"]), summary
+
+
+def _fit_informative(x: np.ndarray, rows: np.ndarray | None, pca_dim: int, what: str) -> tuple[PCA | None, str]:
+    """The PCA of one modality, or None and why the modality holds no information in train."""
+    n = len(x) if rows is None else len(rows)
+    if n < 2:
+        return None, f"{n} train posts have a usable {what}; a PCA needs at least 2"
+    pca = PCA(pca_dim).fit(x, rows)
+    if pca.total_variance_ <= 1e-12:  # e.g. every title empty: one embedding for all posts
+        return None, f"every train post has the same {what} embedding (all empty?)"
+    return pca, ""

@@ -19,7 +19,10 @@ def _smoothed_oof(codes_fit: np.ndarray, y: np.ndarray, inner_fold: np.ndarray, 
     """Smoothed group means (and counts): out of fold for fit rows, from all fit rows for apply rows.
 
     Codes of -1 in codes_apply (groups never seen in fit rows) get the prior and a count of 0.
+    No fit rows at all (no post has a tag) say nothing: every mean is NaN, every count 0.
     """
+    if len(codes_fit) == 0:
+        return np.zeros(0), np.zeros(0), np.full(len(codes_apply), np.nan), np.zeros(len(codes_apply))
     n_folds = int(inner_fold.max()) + 1
     flat = codes_fit * n_folds + inner_fold
     sums = np.bincount(flat, weights=y, minlength=n_groups * n_folds).reshape(n_groups, n_folds)

@@ -13,6 +13,8 @@ learnt inside `fit`, from the rows it is fit on:
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.preprocessing import QuantileTransformer
@@ -40,7 +42,8 @@ class RidgeRegressor:
                         if len(X[c].cat.categories) <= self.max_onehot}
         self.numeric_ = [c for c in X.columns if c not in categorical]
         values = self._numeric(X)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # an all-NaN column (e.g. tag statistics without tags): median 0
+            warnings.simplefilter("ignore", RuntimeWarning)
             self.median_ = np.nan_to_num(np.nanmedian(values, axis=0)) if values.shape[1] else np.zeros(0)
         self.indicate_ = np.isnan(values).any(axis=0)
         self.quantiles_ = None

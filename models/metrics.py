@@ -18,8 +18,14 @@ def _check(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
 
 
 def src(y_true, y_pred) -> float:
-    """Spearman rank correlation, as the challenge computes it (scipy.stats.spearmanr)."""
+    """Spearman rank correlation, as the challenge computes it (scipy.stats.spearmanr).
+
+    Constant predictions (or labels) rank nothing: scipy's NaN becomes 0, the score of no
+    ranking at all, so that a tuning trial, a blend or a leaderboard row always gets a number.
+    """
     y_true, y_pred = _check(y_true, y_pred)
+    if np.ptp(y_pred) == 0 or np.ptp(y_true) == 0:
+        return 0.0
     return float(spearmanr(y_pred, y_true).statistic)
 
 

@@ -104,6 +104,21 @@ def make_data(encoded, posts: pd.DataFrame, vocab: ClassVocab) -> ProtoData:
                      target=target)
 
 
+class NothingToLearn(ValueError):
+    """The train posts hold nothing the network could learn from (the `proto` block is skipped)."""
+
+
+def check_learnable(train: ProtoData, vocab: ClassVocab) -> None:
+    """Raise NothingToLearn when the pretext task is void: fewer than two subcategories to tell
+    apart (every loss is 0 whatever the weights), or no image and one text for every post."""
+    if len(vocab.names["sub"]) < 2:
+        raise NothingToLearn(f"the train posts have {len(vocab.names['sub'])} subcategory; "
+                             "the pretext task needs at least 2 to tell apart")
+    no_text = len(train) == 0 or not np.ptp(np.asarray(train.text, dtype=np.float32), axis=0).any()
+    if not train.has_image.any() and no_text:
+        raise NothingToLearn("no train post has a usable image and every post text is the same (all empty?)")
+
+
 # --- one model --------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
     if name == "auto":

@@ -157,9 +157,7 @@ def _metric_feval(metric: str):
     def feval(preds: np.ndarray, data) -> tuple[str, float, bool]:
         y = data.get_label()
         if metric == "src":
-            # a constant prediction ranks nothing: score it 0 rather than NaN
-            value = 0.0 if np.ptp(preds) == 0 else src(y, preds)
-            return "src", value, True
+            return "src", src(y, preds), True
         return "mse", mse(y, preds), False
     return feval
 
@@ -346,7 +344,8 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     first_params: the parameters of the study's first trial (e.g. `base_trial_params`).
     """
     started = time.monotonic()
-    ran = 0
+    ran = failed_in_a_row = 0
+    states: list[TrialState] = []
     while True:
         if timeout_s > 0 and time.monotonic() - started >= timeout_s:
             log.info("tuning worker %s: time budget of %.0f s used; stopping", worker, timeout_s)
@@ -357,8 +356,14 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             first = first_params is not None and not study.get_trials(deepcopy=False)
             study.enqueue_trial(first_params if first else {}, user_attrs={"worker": worker, "base": first})
         study.optimize(objective, n_trials=1, gc_after_trial=False, show_progress_bar=False,
-                       catch=())
+                       catch=(), callbacks=[lambda _, trial: states.append(trial.state)])
         ran += 1
+        # a failed trial (e.g. a NaN objective) frees its place in the budget: without this stop, an
+        # objective that always fails would be retried for ever
+        failed_in_a_row = failed_in_a_row + 1 if states and states[-1] == TrialState.FAIL else 0
+        if failed_in_a_row >= max(n_trials, 3):
+            raise RuntimeError(f"tuning worker {worker}: the last {failed_in_a_row} trials failed (the objective "
+                               "returned NaN or infinity; see the warnings above); stopping")
         if progress:
             finished = count_trials(study, FINISHED_STATES)
             best = _best_value(study)

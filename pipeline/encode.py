@@ -30,6 +30,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from features.encoders import CLIP, image_encoder_name, output_paths  # noqa: E402
@@ -92,8 +93,8 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
                 log.info("[encode] %s %s: encoded %d batches in this run; %d batches not finished yet (other "
                          "shards); run without --shard to finish and join them", split, result.kind,
                          result.encoded, result.missing)
-        if complete:
-            write_imgstats(ctx, split, posts["Pid"].astype(str))
+    if complete:
+        write_imgstats(ctx)
     return complete
 
 
@@ -110,11 +111,20 @@ def imgstats_array(ctx: RunContext, split: str) -> Path:
     return encoder_dir(ctx.work_dir, image_encoder_name(ctx.config.encoders)) / f"{split}_imgstats.npy"
 
 
-def write_imgstats(ctx: RunContext, split: str, pids: pd.Series) -> None:
-    stats = read_npy(imgstats_array(ctx, split))
-    block = pd.DataFrame(stats.astype("float32"), columns=list(IMGSTATS_COLUMNS))
-    block.insert(0, "Pid", pids.to_numpy())
-    write_parquet(ctx.feature_block("imgstats", split), block)
+def write_imgstats(ctx: RunContext) -> None:
+    """Feature block `imgstats` of both splits; without a usable image in train it has no columns."""
+    stats = {s: read_npy(imgstats_array(ctx, s)) for s in SPLITS}
+    skipped = {}
+    if not np.isfinite(stats["train"]).any():
+        skipped["imgstats"] = "no train post has a usable image"
+        log.warning("[encode] block imgstats empty, skipped: %s", skipped["imgstats"])
+    for split in SPLITS:
+        pids = read_parquet(ctx.posts(split), columns=["Pid"])["Pid"].astype(str).to_numpy()
+        block = pd.DataFrame({"Pid": pids})
+        if not skipped:
+            block = pd.concat([block, pd.DataFrame(stats[split].astype("float32"), columns=list(IMGSTATS_COLUMNS))],
+                              axis=1)
+        write_parquet(ctx.feature_block("imgstats", split), block, skipped)
 
 
 def run(ctx: RunContext) -> None:

@@ -92,9 +92,29 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
+# key of a feature block's notes in its parquet metadata: part -> why it is empty and was skipped
+SKIPPED_KEY = b"smp.skipped"
+
+
+def write_parquet(path: str | Path, frame: pd.DataFrame, skipped: dict[str, str] | None = None) -> None:
+    """skipped: parts of a feature block left out because the data hold nothing for them
+    (e.g. {"image": "no train post has a usable image"}), kept in the file's metadata."""
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        if not skipped:
+            frame.to_parquet(tmp, index=False)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        metadata = {**(table.schema.metadata or {}), SKIPPED_KEY: json.dumps(skipped, sort_keys=True).encode()}
+        pq.write_table(table.replace_schema_metadata(metadata), tmp)
+
+
+def read_skipped(path: str | Path) -> dict[str, str]:
+    """The parts a feature block skipped, with the reason (empty when nothing was skipped)."""
+    import pyarrow.parquet as pq
+    metadata = pq.read_schema(path).metadata or {}
+    return json.loads(metadata[SKIPPED_KEY]) if SKIPPED_KEY in metadata else {}
 
 
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:

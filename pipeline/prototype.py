@@ -38,7 +38,8 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True
     import torch
 
     from features.encoders import load_encoded, load_text_backbone
-    from models.train_prototype import ClassVocab, feature_blocks, fit_oof, make_data, resolve_device
+    from models.train_prototype import (ClassVocab, check_learnable, feature_blocks, fit_oof, make_data,
+                                        resolve_device)
 
     enc_cfg = ctx.config.encoders
     posts = {s: read_parquet(ctx.posts(s), columns=POST_COLUMNS + (["label"] if s == "train" else []))
@@ -48,6 +49,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True
         raise ValueError(f"{ctx.folds} does not list the train posts in order: rerun make_folds")
     vocab = ClassVocab.from_posts(posts["train"])
     data = {s: make_data(load_encoded(ctx.work_dir, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
+    check_learnable(data["train"], vocab)
     unseen = int((data["test"].labels["sub"] < 0).sum())
     if unseen:
         log.warning("%d test posts have a subcategory no train post has: their own-class columns are NaN", unseen)
@@ -86,8 +88,19 @@ def run_key(ctx: RunContext, cfg, stat_fold: np.ndarray) -> str:
 
 
 def run(ctx: RunContext) -> None:
+    from models.train_prototype import NothingToLearn
     cfg = ctx.config.prototype
-    train, test = build_proto_block(ctx, cfg, prototype_dir(ctx))
+    try:
+        train, test = build_proto_block(ctx, cfg, prototype_dir(ctx))
+    except NothingToLearn as err:
+        # an empty block: members that list it run without it, the report says why
+        skipped = {"proto": str(err)}
+        log.warning("[prototype] block proto empty, skipped: %s", err)
+        for split in ("train", "test"):
+            pids = read_parquet(ctx.posts(split), columns=["Pid"])
+            write_parquet(ctx.feature_block("proto", split), pids, skipped)
+        write_json(prototype_dir(ctx) / "summary.json", {"columns": ["Pid"], "skipped": str(err)})
+        return
     log.info("proto block: %d columns; mean OOF pretext loss %.3f", train.shape[1] - 1,
              float(np.nanmean(train["_pretext_loss"])))
     write_parquet(ctx.feature_block("proto", "train"), train)

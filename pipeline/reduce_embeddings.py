@@ -19,8 +19,11 @@ def run(ctx: RunContext) -> None:
     encoded = {s: load_encoded(ctx.work_dir, cfg, s) for s in SPLITS}
     train, test, summary = embedding_features(encoded["train"], encoded["test"], pids["train"], pids["test"],
                                               cfg.pca_dim)
-    write_parquet(ctx.feature_block("emb", "train"), train)
-    write_parquet(ctx.feature_block("emb", "test"), test)
+    skipped = summary.pop("skipped")
+    for part, reason in skipped.items():
+        log.warning("[embed_features] block emb: %s part empty, skipped: %s", part, reason)
+    write_parquet(ctx.feature_block("emb", "train"), train, skipped)
+    write_parquet(ctx.feature_block("emb", "test"), test, skipped)
     log.info("[embed_features] %d columns; PCA %s", train.shape[1] - 1, json.dumps(summary))
 
 

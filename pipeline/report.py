@@ -257,6 +257,9 @@ def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
     encoded = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
     posts = read_parquet(ctx.posts("train"), columns=["Category", "label"])
     rows = sample_rows(np.flatnonzero(np.asarray(encoded.has_image, bool)), MAX_MAP_POINTS, ctx.config.seed)
+    if len(rows) < 2:
+        out.notes.append(f"{len(rows)} train posts have a usable image: the image embedding maps are left out.")
+        return
     xy, pca = rf.project_2d(np.asarray(encoded.image[rows], dtype=np.float32))
     title = f"Image embeddings ({encoded.image_encoder}), {len(rows):,} train posts"
     out.add("Features", "embedding_by_category", f"{title}, by category",
@@ -267,7 +270,10 @@ def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
 
 def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
     from models.train_prototype import ClassVocab
+    from pipeline.prototype import prototype_dir
     from submissions import report_figures as rf
+    if "skipped" in read_json(prototype_dir(ctx) / "summary.json"):
+        return  # no network was trained; skipped_blocks says why
     out.add("Prototype network", "prototype_training", "Prototype network: training losses",
             lambda: rf.training_curves(prototype_history(ctx)))
     posts = read_parquet(ctx.posts("train"), columns=["Category", "Subcategory", "Concept"])
@@ -278,6 +284,18 @@ def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
             lambda: rf.confusion(true["cat"], vocab.sub_to_cat[pred_sub], vocab.names["cat"],
                                  "Pretext task, category of the predicted subcategory"),
             "Out-of-fold: each train post classified by the network that did not train on it.")
+
+
+def skipped_blocks(ctx: RunContext) -> list[str]:
+    """One line per feature block part that the data left empty (and the stage skipped), with why."""
+    from pipeline.io import read_skipped
+    lines = []
+    for path in sorted(ctx.features_dir.glob("*_train.parquet")):
+        block = path.name.removesuffix("_train.parquet")
+        for part, reason in read_skipped(path).items():
+            what = f"Feature block {block}" + (f", part {part}," if part != block else "")
+            lines.append(f"{what} is empty and was skipped: {reason}.")
+    return lines
 
 
 def sample_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -312,16 +330,19 @@ def build_report(ctx: RunContext) -> RunReport:
         elif name in status and status[name] != "done":
             notes.append(f"Stage {name} is on but has not run (its outputs are missing): its figures are left out.")
 
-    model_figures(ctx, out)
-    error_figures(ctx, out)
-    if status.get("tune") == "done":
-        tuning_figures(ctx, out)
-    if status.get("encode") == "done":
-        embedding_figures(ctx, out)
-    if status.get("prototype") == "done":
-        prototype_figures(ctx, out)
-    data_figures(ctx, out)
-    leaderboard_figures(ctx, out, board)
+    skipped = skipped_blocks(ctx)
+    for line in skipped:
+        log.warning("report: %s", line)
+    groups = [(model_figures, ()), (error_figures, ())]
+    groups += [(group, ()) for stage, group in (("tune", tuning_figures), ("encode", embedding_figures),
+                                                ("prototype", prototype_figures)) if status.get(stage) == "done"]
+    groups += [(data_figures, ()), (leaderboard_figures, (board,))]
+    for group, args in groups:
+        try:
+            group(ctx, out, *args)
+        except Exception as err:  # noqa: BLE001 - as for one figure: a note, not a failed run
+            log.warning("report: figures of %s failed: %s", group.__name__, err, exc_info=True)
+            out.notes.append(f"The figures of {group.__name__} could not be made: {type(err).__name__}: {err}")
 
     posts = read_parquet(ctx.posts("train"), columns=["Uid"])
     n_test = len(read_parquet(ctx.posts("test"), columns=["Pid"]))
@@ -336,7 +357,7 @@ def build_report(ctx: RunContext) -> RunReport:
     return RunReport(
         run=ctx.run_name, dataset=dataset, scores=scores,
         position=leaderboard_position(board, ctx.run_name, dataset) if board is not None else None,
-        stages=stages, figures=out.figures, notes=notes + out.notes, facts=facts,
+        stages=stages, figures=out.figures, notes=skipped + notes + out.notes, facts=facts,
         config_yaml=config_file.read_text() if config_file.is_file() else "",
         leaderboard=ranked_runs(board, dataset) if board is not None else None)
 

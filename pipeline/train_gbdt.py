@@ -15,7 +15,7 @@ from features.blocks import join_blocks
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
 from pipeline.config import Config
-from pipeline.io import read_json, read_parquet, write_json, write_parquet
+from pipeline.io import read_json, read_parquet, read_skipped, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ def load_member_data(ctx: RunContext, blocks: list[str]):
 def sample_selection_mask(ctx: RunContext, blocks: list[str], n: int) -> np.ndarray | None:
     """The paper's trick: fit only on the posts with the lowest pretext loss (prototype.sample_selection)."""
     keep = ctx.config.prototype.sample_selection
-    if keep >= 1.0 or "proto" not in blocks:
-        return None
+    if keep >= 1.0 or "proto" not in blocks or read_skipped(ctx.feature_block("proto", "train")):
+        return None  # an empty proto block (skipped) has no pretext losses: every post is kept
     loss = read_parquet(ctx.feature_block("proto", "train"), columns=["_pretext_loss"])["_pretext_loss"].to_numpy()
     if len(loss) != n:
         raise ValueError("proto block and train posts differ in length")

@@ -31,8 +31,27 @@ def _empty(ax, message: str) -> None:
     ax.set_yticks([])
 
 
+MAX_TIME_BINS = 400  # a figure's time axis gets at most this many bins, whatever the range of dates
+
+
 def _dates(unix_seconds) -> np.ndarray:
-    return pd.to_datetime(np.asarray(unix_seconds, dtype=np.int64), unit="s").to_numpy()
+    """datetime64[s] of Unix seconds; INT64_MIN (a missing date) becomes NaT. Numpy's range is
+    unbounded for any int64, where pandas' nanosecond timestamps end in 2262."""
+    return np.asarray(unix_seconds, dtype=np.int64).astype("datetime64[s]")
+
+
+def time_bin_edges(dates: np.ndarray, max_bins: int = MAX_TIME_BINS) -> tuple[np.ndarray, int]:
+    """Bin edges over the finite `dates` (datetime64[s], NaT ignored), and the bin width in weeks:
+    weekly, or a whole number of weeks so that there are at most `max_bins` bins (a date in the
+    year 5000 must not ask for 160,000 weekly bins)."""
+    week = 7 * DAY
+    seconds = dates[~np.isnat(dates)].astype(np.int64)
+    low = (int(seconds.min()) // DAY) * DAY
+    span_weeks = (int(seconds.max()) - low) // week + 1
+    weeks = max(1, -(-span_weeks // max_bins))
+    n_bins = -(-span_weeks // weeks)
+    edges = low + np.arange(n_bins + 1, dtype=np.int64) * weeks * week
+    return edges.astype("datetime64[s]"), weeks
 
 
 # --- data ----------------------------------------------------------------------------
@@ -120,28 +139,38 @@ def user_share(uids) -> Figure:
 
 
 def post_period(train_dates, test_dates, train_labels=None) -> Figure:
-    """Posts per week of train and test, and the weekly mean train label."""
+    """Posts per week (or per few weeks, for a long range) of train and test, and the mean train
+    label per bin. Posts without a date (NaT) are left out and counted in the title."""
     train_d, test_d = _dates(train_dates), _dates(test_dates)
     fig, (ax,) = new_figure(width=8.5)
     both = np.concatenate([train_d, test_d])
-    if len(both) == 0:
-        _empty(ax, "no posts")
+    undated = int(np.isnat(both).sum())
+    if undated == len(both):
+        _empty(ax, "no dated posts")
         return fig
-    edges = pd.date_range(pd.Timestamp(both.min()).floor("D"), pd.Timestamp(both.max()).ceil("D") + pd.Timedelta(days=7),
-                          freq="7D").to_numpy()
-    ax.hist([train_d, test_d], bins=edges, stacked=True, color=[TRAIN_COLOUR, TEST_COLOUR],
-            label=[f"train ({len(train_d):,})", f"test ({len(test_d):,})"])
-    ax.set_xlabel("post date (weekly bins)")
-    ax.set_ylabel("posts per week")
+    edges, weeks = time_bin_edges(both)
+    unit = "week" if weeks == 1 else f"{weeks} weeks"
+    counts = [np.histogram(d[~np.isnat(d)].astype(np.int64), bins=edges.astype(np.int64))[0] for d in (train_d, test_d)]
+    left, width = edges[:-1], np.diff(edges)
+    ax.bar(left, counts[0], width=width, align="edge", color=TRAIN_COLOUR, label=f"train ({len(train_d):,})")
+    ax.bar(left, counts[1], width=width, align="edge", bottom=counts[0], color=TEST_COLOUR,
+           label=f"test ({len(test_d):,})")
+    ax.set_xlabel(f"post date (bins of one {unit})" if weeks == 1 else f"post date (bins of {unit})")
+    ax.set_ylabel(f"posts per {unit}")
     if train_labels is not None and len(train_d):
-        weekly = pd.Series(np.asarray(train_labels, dtype=np.float64), index=pd.DatetimeIndex(train_d)).resample("7D").mean()
+        labels = np.asarray(train_labels, dtype=np.float64)
+        dated = ~np.isnat(train_d) & np.isfinite(labels)
+        seconds = train_d[dated].astype(np.int64)
+        sums = np.histogram(seconds, bins=edges.astype(np.int64), weights=labels[dated])[0]
+        n = np.histogram(seconds, bins=edges.astype(np.int64))[0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = np.where(n > 0, sums / n, np.nan)
         labels_ax = ax.twinx()
-        labels_ax.plot(weekly.index + pd.Timedelta(days=3.5), weekly.to_numpy(), color="black", linewidth=1.2,
-                       label="mean train label")
+        labels_ax.plot(left + width // 2, means, color="black", linewidth=1.2, label="mean train label")
         labels_ax.set_ylabel("mean train label", color="black")
         labels_ax.legend(loc="upper right")
     ax.legend(loc="upper left")
-    ax.set_title("Train and test periods")
+    ax.set_title("Train and test periods" + (f" ({undated:,} posts without a date left out)" if undated else ""))
     fig.autofmt_xdate()
     return fig
 

@@ -25,3 +25,10 @@ def test_src_is_rank_based():
 def test_metrics_reject_bad_input(y, p):
     with pytest.raises(ValueError):
         score(y, p)
+
+
+def test_src_of_a_constant_prediction_or_label_is_zero_not_nan():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    assert src(y, np.full(4, 6.4)) == 0.0
+    assert src(np.full(4, 6.4), y) == 0.0
+    assert score(y, np.full(4, 6.4))["src"] == 0.0

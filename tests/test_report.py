@@ -155,3 +155,23 @@ def test_figures_of_empty_inputs_say_so():
                 rf.param_importance({}), rf.training_curves(pd.DataFrame(columns=["epoch"]))):
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
         assert any(t.startswith("no ") for t in texts), texts
+
+
+def test_post_period_bounds_its_bins_for_absurd_dates_and_skips_missing_ones():
+    """A post dated in the year 5138 (Postdate 99999999999) once asked for 160,000 weekly bins and
+    hung the report; a date stored as INT64_MIN (NaT) broke the figure."""
+    rng = np.random.default_rng(0)
+    train = 1_450_000_000 + rng.integers(0, 3e7, 200)
+    far_future, missing = 99_999_999_999, np.iinfo(np.int64).min
+    fig = rf.post_period(np.r_[train, far_future, missing], train[:50] + 40_000_000, rng.normal(6, 2, 202))
+    ax = fig.axes[0]
+    assert len(ax.patches) <= 2 * rf.MAX_TIME_BINS  # train and test bars
+    assert sum(p.get_height() for p in ax.patches) == 251  # every dated post counted once, the undated one not
+    assert "1 posts without a date left out" in ax.get_title() and "weeks" in ax.get_xlabel()
+    edges, weeks = rf.time_bin_edges(rf._dates(np.r_[train, far_future]))
+    assert len(edges) - 1 <= rf.MAX_TIME_BINS and edges[0] <= rf._dates(train).min()
+    assert edges[-1] > rf._dates([far_future])[0]
+    weekly = rf.post_period(train, train[:10] + 3_000_000)
+    assert weekly.axes[0].get_xlabel() == "post date (bins of one week)"
+    texts = [t.get_text() for t in rf.post_period([missing], [missing]).axes[0].texts]
+    assert texts == ["no dated posts"]

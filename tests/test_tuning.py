@@ -195,3 +195,28 @@ def test_pruning_stops_a_hopeless_trial_early(tmp_path):
     model = LightGBMRegressor({"learning_rate": 0.05}, 400, 400, 1, callbacks=[tuning.PruningCallback(trial, "mse")])
     with pytest.raises(optuna.TrialPruned):
         model.fit(X.iloc[:900], rng.permutation(y[:900]), X.iloc[900:], y[900:])
+
+
+def test_trials_with_constant_predictions_complete_with_src_zero(tmp_path):
+    """A leaf needs more posts than a fold has: every tree is a single leaf and the prediction a constant,
+    whose Spearman correlation scipy calls NaN (Optuna: 'The value nan is not acceptable')."""
+    from pipeline.tune import prepare, write_results
+    space = {"num_leaves": [4, 8], "min_data_in_leaf": [500, 600]}
+    make_work_dir(tmp_path, n=200, overrides={"tuning": {**TINY["tuning"], "n_trials": 3, "search_space": space}})
+    ctx = context(tmp_path)
+    study, objective, url, first = prepare(ctx)
+    ran = tuning.run_worker(study, objective, 3, lock_path=tuning.budget_lock_path(url), first_params=first)
+    trials = study.get_trials()
+    assert ran == 3 and [t.state.name for t in trials] == ["COMPLETE"] * 3
+    assert [t.value for t in trials] == [0.0] * 3
+    assert write_results(ctx, study, url, 1.0)["best_value"] == 0.0
+
+
+def test_a_worker_whose_trials_all_fail_stops_instead_of_retrying_for_ever(tmp_path):
+    url = f"journal:{tmp_path / 'study.journal'}"
+    study = tuning.open_study(url, "s", "src", seed=0, startup_trials=1)
+    space = tuning.search_space({"x": [0.0, 1.0]})
+    with pytest.raises(RuntimeError, match="the last 3 trials failed"):
+        tuning.run_worker(study, lambda t: float("nan") * tuning.suggest(t, space)["x"], 2,
+                          lock_path=tuning.budget_lock_path(url))
+    assert [t.state.name for t in study.get_trials()] == ["FAIL"] * 3

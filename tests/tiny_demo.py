@@ -6,6 +6,7 @@ encoders and the prototype network on (cheap settings), when the pipeline has th
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from functools import lru_cache
@@ -65,3 +66,54 @@ def set_line(path: Path, row: int, text: str) -> None:
     lines = Path(path).read_text().splitlines()
     lines[row] = text
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+# --- degenerate variants of the demo data set (tests/test_degenerate.py) --------------------------
+def _rewrite_records(data: Path, split: str, kind: str, change) -> None:
+    path = data / f"{split}_{kind}.json"
+    records = load_records(path)
+    for record in records:
+        change(record)
+    dump_records(path, records)
+
+
+def _no_images(data: Path) -> None:
+    for split in ("train", "test"):  # the image lists stay; every file they name is gone
+        shutil.rmtree(data / split)
+
+
+def _no_text(data: Path) -> None:
+    for split in ("train", "test"):
+        _rewrite_records(data, split, "text", lambda r: r.update(Title="", Alltags=""))
+
+
+def _one_category(data: Path) -> None:
+    for split in ("train", "test"):
+        _rewrite_records(data, split, "category",
+                         lambda r: r.update(Category="Food", Subcategory="Coffee", Concept="coffee"))
+
+
+def _unseen_users(data: Path) -> None:
+    for kind in ("category", "text", "temporalspatial_information", "user_data", "additional_information"):
+        _rewrite_records(data, "test", kind, lambda r: r.update(Uid=f"new-{r['Uid']}"))
+
+
+def _all_video(data: Path) -> None:
+    for split in ("train", "test"):
+        _rewrite_records(data, split, "text", lambda r: r.update(Mediatype="video"))
+
+
+DEGENERATE = {"no_images": _no_images, "no_text": _no_text, "one_category": _one_category,
+              "unseen_users": _unseen_users, "all_video": _all_video, "tiny": lambda data: None}
+
+
+def degenerate_data(root: Path, variant: str, n_train: int = 120, n_test: int = 40, seed: int = 5) -> Path:
+    """A small demo data set changed into one of the DEGENERATE variants (`tiny`: 60 train posts), written
+    as a user's own data set would be (no demo marker); the test labels go to root/test_labels.txt."""
+    from features.demo import MARKER, make_demo
+    data = Path(root) / "data"
+    make_demo(data, Path(root) / "test_labels.txt", n_train=60 if variant == "tiny" else n_train, n_test=n_test,
+              n_users=20, image_size=16, seed=seed)
+    (data / MARKER).unlink()
+    DEGENERATE[variant](data)
+    return data
