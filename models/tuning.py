@@ -243,7 +243,9 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
             trial.set_user_attr(key, value)
         trial.set_user_attr("best_iterations", result.best_iterations)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
-        return float(result.score[metric])
+        value = float(result.score[metric])
+        # a constant prediction ranks nothing: 0, as in the pruning callback (a NaN would fail the trial)
+        return 0.0 if metric == "src" and math.isnan(value) else value
 
     return objective
 
