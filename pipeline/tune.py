@@ -155,7 +155,8 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
 def run(ctx: RunContext) -> None:
     t = ctx.config.tuning
     started = time.perf_counter()
-    write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
+    # keys in their order: the order of tuning.search_space is the order of the draws, which must match
+    write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     study, objective, url, first = prepare(ctx)
     log.info("tuning study %s in %s: %d trials over %d worker(s)", study.study_name, tuning.redact(url),
              t.n_trials, t.workers)
