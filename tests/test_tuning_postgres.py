@@ -77,41 +77,42 @@ def assert_exact_budget(trials: list, n_trials: int) -> None:
 
 
 # --- the budget lock under contention -------------------------------------------------------------------
-def contending_worker(url: str, n_trials: int, name: str, start, results) -> None:
-    """A worker process (forked: no second import) that starts on the barrier, with 20 ms trials."""
-    study = tuning.open_study(url, "contended", "mse", seed=0, startup_trials=3)
+def contending_worker(url: str, rounds: int, n_trials: int, name: str, start, results) -> None:
+    """A worker process (forked: no second import) that joins each round's study on the barrier."""
     space = tuning.search_space({"x": [-2.0, 2.0]})
 
     def objective(trial):
         time.sleep(0.02)
         return (tuning.suggest(trial, space)["x"] - 0.5) ** 2
 
-    start.wait(timeout=120)
-    results.put((name, tuning.run_worker(study, objective, n_trials, storage_url=url, worker=name,
-                                         progress=False, poll_s=0.05)))
+    for round_ in range(rounds):
+        study = tuning.open_study(url, f"contended-{round_}", "mse", seed=0, startup_trials=3)
+        start.wait(timeout=120)
+        results.put((round_, name, tuning.run_worker(study, objective, n_trials, storage_url=url, worker=name,
+                                                     progress=False, poll_s=0.05)))
 
 
 def test_contending_workers_run_exactly_the_budget(new_database):
-    """Workers that start at one instant on short trials: without the advisory lock, several take the
-    budget's last places at once and the study overshoots it."""
-    url, n_trials, names = new_database(), 24, ["w0", "w1", "w2"]
+    """More workers than places, starting at one instant: without the advisory lock they all see an
+    empty budget and the study overshoots it (with the lock taken out: 5 trials for a budget of 3)."""
+    url, rounds, n_trials, names = new_database(), 3, 3, ["w0", "w1", "w2", "w3", "w4"]
     fork = multiprocessing.get_context("fork")
     start, results = fork.Barrier(len(names)), fork.Queue()
-    workers = [fork.Process(target=contending_worker, args=(url, n_trials, name, start, results)) for name in names]
+    workers = [fork.Process(target=contending_worker, args=(url, rounds, n_trials, name, start, results))
+               for name in names]
     for w in workers:
         w.start()
-    ran = dict(results.get(timeout=240) for _ in names)
+    ran = [results.get(timeout=240) for _ in range(rounds * len(names))]
     for w in workers:
         w.join(timeout=60)
         assert w.exitcode == 0
 
-    trials = only_study(url).get_trials()
-    assert_exact_budget(trials, n_trials)
-    assert len(trials) == n_trials and sum(ran.values()) == n_trials
-    assert sorted(t.number for t in trials) == list(range(n_trials))
-    by_worker = pd.Series([t.user_attrs["worker"] for t in trials]).value_counts().to_dict()
-    assert by_worker == {name: count for name, count in ran.items() if count}
-    assert len(by_worker) == len(names), f"the workers did not overlap: {by_worker}"
+    for round_ in range(rounds):
+        trials = optuna.load_study(study_name=f"contended-{round_}", storage=url).get_trials()
+        assert_exact_budget(trials, n_trials)
+        assert sorted(t.number for t in trials) == list(range(n_trials))
+        by_worker = pd.Series([t.user_attrs["worker"] for t in trials]).value_counts().to_dict()
+        assert by_worker == {name: count for r, name, count in ran if r == round_ and count}
 
 
 # --- a worker killed in the middle of a trial --------------------------------------------------------------
