@@ -415,11 +415,17 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     first_params: the parameters of the study's first trial (e.g. `base_trial_params`).
     """
     lock = BudgetLock(storage_url, study.study_name)
+    taken_over = False  # the trial that just ran was failed by another worker while it ran
 
     def run_trial(trial: optuna.Trial) -> float:
+        nonlocal taken_over
         lock.release()  # the trial is RUNNING: the next worker may take a place
-        trial.set_user_attr("worker", worker)
-        return objective(trial)
+        try:
+            trial.set_user_attr("worker", worker)
+            return objective(trial)
+        finally:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            taken_over = trial.number not in {t.number for t in running}
 
     started = time.monotonic()
     ran = 0
@@ -428,14 +434,17 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             log.info("tuning worker %s: time budget of %.0f s used; stopping", worker, timeout_s)
             break
         lock.acquire()
+        taken_over = False
         try:
             action = _take_place(study, n_trials, first_params)
             if action == "run":
                 study.optimize(run_trial, n_trials=1, gc_after_trial=False, show_progress_bar=False, catch=())
-        except optuna.exceptions.UpdateFinishedTrialError as err:
-            # another worker failed this trial while it ran: its heartbeat came too late (a stalled machine)
-            log.warning("tuning worker %s: %s; another worker took it for dead and queued it again. "
-                        "On a machine this busy, raise tuning.heartbeat_s", worker, err)
+        except Exception as err:  # noqa: BLE001 - Optuna fails in several ways to tell a trial already failed
+            if not taken_over:
+                raise
+            # its heartbeat came later than the grace period (a stalled machine): the result is lost
+            log.warning("tuning worker %s: another worker took this worker's trial for dead and queued it again "
+                        "(%s: %s); on a machine this busy, raise tuning.heartbeat_s", worker, type(err).__name__, err)
             continue
         finally:
             lock.release()

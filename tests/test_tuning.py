@@ -70,6 +70,27 @@ def test_journal_storage_budget_and_redacted_urls(tmp_path):
     assert tuning.redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
 
 
+def test_a_trial_failed_by_another_worker_while_it_ran_is_not_a_crash(tmp_path, caplog):
+    """A heartbeat later than the grace period: another worker fails the trial (and queues it again)
+    while it still runs. This worker warns and goes on; the budget is still reached."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = tuning.open_study(url, "s", "mse", seed=0, startup_trials=2, heartbeat_s=1)
+    space = tuning.search_space({"x": [-2.0, 2.0]})
+
+    def objective(trial):
+        x = tuning.suggest(trial, space)["x"]
+        if trial.number == 1:  # what the other worker's fail_stale_trials does to a stalled trial
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+        return x ** 2
+
+    ran = tuning.run_worker(study, objective, 4, storage_url=url)
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"] and ran == 4
+    assert study.trials[2].params == study.trials[1].params  # the queued rerun
+    assert "raise tuning.heartbeat_s" in caplog.text
+
+
 class Interrupt(Exception):
     pass
 
