@@ -10,28 +10,32 @@ file): several worker processes, on one machine or several, tune one study, and
 an interrupted study resumes with its finished trials. Two details keep that
 exact and reproducible:
 - the trial budget counts finished and running trials over all workers, checked
-  under a file lock (file storages), so workers on one machine run exactly
-  `n_trials` between them;
+  under a lock that is held until the new trial is RUNNING (a file lock for file
+  storages, an advisory lock on a PostgreSQL server), so the workers run exactly
+  `n_trials` between them; a worker that died mid-trial is noticed by its missing
+  heartbeat, and its trial is failed and queued once more for the others;
 - the sampler's random state is a function of (seed, trial number), not of the
   process: a resumed study or a second worker never repeats another trial's draws,
   and one worker alone gives the same trials on every run.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
@@ -43,8 +47,6 @@ from models.metrics import mse, src
 log = logging.getLogger(__name__)
 
 METRICS = {"src": "maximize", "mse": "minimize"}
-# trials that use up the budget: finished ones, and the ones a worker is running or about to run
-BUDGET_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -241,7 +243,7 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
             trial.set_user_attr(key, value)
         trial.set_user_attr("best_iterations", result.best_iterations)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
-        return float(result.score[metric])
+        return float(result.score[metric])  # constant predictions score SRC 0 (models.metrics.src)
 
     return objective
 
@@ -251,7 +253,8 @@ def open_storage(url: str, heartbeat_s: int = 60) -> optuna.storages.BaseStorage
     """Optuna storage for an RDB URL, or `journal:<path>` for a journal file.
 
     RDB storages get a heartbeat: a trial whose worker died is marked failed after
-    twice the interval, which frees its place in the budget for another trial.
+    twice the interval (by the next worker that looks) and queued again with the same
+    parameters, once; a second death of the same parameters frees the place for new ones.
     """
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend
@@ -263,11 +266,11 @@ def open_storage(url: str, heartbeat_s: int = 60) -> optuna.storages.BaseStorage
         sqlite_file(url).parent.mkdir(parents=True, exist_ok=True)
         # wait for the other workers' writes instead of failing with "database is locked"
         engine_kwargs = {"connect_args": {"timeout": 120}}
-    import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s,
-                                          grace_period=2 * heartbeat_s)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
 
 
 def sqlite_file(url: str) -> Path:
@@ -281,6 +284,72 @@ def budget_lock_path(url: str) -> Path | None:
     if url.startswith("sqlite"):
         return Path(str(sqlite_file(url)) + ".budget.lock")
     return None
+
+
+def is_postgresql(url: str) -> bool:
+    return url.startswith(("postgresql:", "postgresql+", "postgres:"))
+
+
+@functools.lru_cache(maxsize=None)
+def _lock_engine(url: str) -> sqlalchemy.engine.Engine:
+    # one idle connection per worker process is kept for the lock; pre-ping survives a server restart
+    return sqlalchemy.create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
+class BudgetLock:
+    """Serialises taking a place in a study's trial budget over every worker of the study.
+
+    File storages (SQLite, journal): an flock on a file beside the storage. PostgreSQL:
+    a session-level advisory lock, keyed by `key` (the study name), on a connection of its
+    own; the server frees it when the worker's connection goes, so a killed worker never
+    holds it. Other servers (MySQL): no lock. `release` may be called more than once.
+    """
+
+    def __init__(self, url: str | None, key: str):
+        self.path = budget_lock_path(url) if url else None
+        self.url = url if url and self.path is None and is_postgresql(url) else None
+        digest = hashlib.sha256(f"smp-pipeline tuning:{key}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)  # advisory locks take a bigint
+        self._held: Any = None
+
+    @property
+    def locks(self) -> bool:
+        return self.path is not None or self.url is not None
+
+    def acquire(self) -> None:
+        if self._held is not None:
+            raise RuntimeError("BudgetLock is not reentrant")
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            self._held = handle
+        elif self.url is not None:
+            connection = _lock_engine(self.url).connect()
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
+            connection.commit()
+            self._held = connection
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        if self.path is not None:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            held.close()
+            return
+        try:
+            held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})
+            held.commit()
+        finally:
+            held.close()
+
+    def __enter__(self) -> BudgetLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def redact(url: str) -> str:
@@ -297,34 +366,28 @@ def open_study(url: str, name: str, metric: str, seed: int, startup_trials: int 
     """Create the study, or load it when another worker (or an earlier run) created it.
 
     Workers starting together would race to create the storage's tables: file storages
-    do it under the budget lock; database servers get a few retries.
+    and PostgreSQL do it under a lock; other database servers get a few retries.
     """
+    lock = BudgetLock(url, "create tables and study")  # one key per database: the tables are shared
     for attempt in range(5):
         try:
-            with _file_lock(budget_lock_path(url)):
+            with lock:
                 return optuna.create_study(storage=open_storage(url, heartbeat_s), study_name=name,
                                            direction=METRICS[metric], load_if_exists=True,
                                            sampler=TrialSeededTPESampler(seed, startup_trials), pruner=pruner)
         except Exception as err:  # noqa: BLE001 - schema creation raced with another worker
-            if attempt == 4 or budget_lock_path(url) is not None:
+            if attempt == 4 or lock.locks:
                 raise
             log.warning("opening study %s failed (%s); retrying", name, err)
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose worker's heartbeat stopped (RDB storages), and queue them again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
@@ -332,17 +395,34 @@ def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
 
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
-               timeout_s: float = 0.0, lock_path: Path | None = None, worker: str = "0",
-               first_params: dict[str, Any] | None = None, progress: bool = True) -> int:
-    """Run trials until the study holds `n_trials` finished or running trials; returns how many ran here.
+               timeout_s: float = 0.0, storage_url: str | None = None, worker: str = "0",
+               first_params: dict[str, Any] | None = None, progress: bool = True, poll_s: float = 1.0) -> int:
+    """Run trials until the study holds `n_trials` finished ones; returns how many ran here.
 
-    Each trial's place in the budget is taken under the lock (a WAITING trial) and
-    then run by `study.optimize`, which pops a waiting trial and keeps Optuna's
-    heartbeat and bookkeeping. With a database server and no shared lock file, two
+    A place in the budget is taken under the study's `BudgetLock` (for `storage_url`),
+    which is held until `study.optimize` (Optuna's heartbeat and bookkeeping) has made the
+    trial RUNNING: no two workers can take the last place. With a lock (file storages,
+    PostgreSQL) the workers run exactly `n_trials` between them; without one (MySQL) two
     workers checking at the same instant can run one trial too many each.
+    When every place is taken by running trials, the worker waits instead of leaving: a
+    running trial whose worker died is failed after the heartbeat's grace period and
+    queued again (or, after a second death, its place freed), and this worker runs it.
     `timeout_s` > 0 stops taking new trials after that many seconds in this process.
     first_params: the parameters of the study's first trial (e.g. `base_trial_params`).
     """
+    lock = BudgetLock(storage_url, study.study_name)
+    taken_over = False  # the trial that just ran was failed by another worker while it ran
+
+    def run_trial(trial: optuna.Trial) -> float:
+        nonlocal taken_over
+        lock.release()  # the trial is RUNNING: the next worker may take a place
+        try:
+            trial.set_user_attr("worker", worker)
+            return objective(trial)
+        finally:
+            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            taken_over = trial.number not in {t.number for t in running}
+
     started = time.monotonic()
     ran = failed_in_a_row = 0
     states: list[TrialState] = []
@@ -350,13 +430,27 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if timeout_s > 0 and time.monotonic() - started >= timeout_s:
             log.info("tuning worker %s: time budget of %.0f s used; stopping", worker, timeout_s)
             break
-        with _file_lock(lock_path):
-            if count_trials(study, BUDGET_STATES) >= n_trials:
-                break
-            first = first_params is not None and not study.get_trials(deepcopy=False)
-            study.enqueue_trial(first_params if first else {}, user_attrs={"worker": worker, "base": first})
-        study.optimize(objective, n_trials=1, gc_after_trial=False, show_progress_bar=False,
-                       catch=(), callbacks=[lambda _, trial: states.append(trial.state)])
+        lock.acquire()
+        taken_over = False
+        try:
+            action = _take_place(study, n_trials, first_params)
+            if action == "run":
+                study.optimize(run_trial, n_trials=1, gc_after_trial=False, show_progress_bar=False, catch=(),
+                               callbacks=[lambda _, trial: states.append(trial.state)])
+        except Exception as err:  # noqa: BLE001 - Optuna fails in several ways to tell a trial already failed
+            if not taken_over:
+                raise
+            # its heartbeat came later than the grace period (a stalled machine): the result is lost
+            log.warning("tuning worker %s: another worker took this worker's trial for dead and queued it again "
+                        "(%s: %s); on a machine this busy, raise tuning.heartbeat_s", worker, type(err).__name__, err)
+            continue
+        finally:
+            lock.release()
+        if action == "done":
+            break
+        if action == "wait":
+            time.sleep(poll_s)
+            continue
         ran += 1
         # a failed trial (e.g. a NaN objective) frees its place in the budget: without this stop, an
         # objective that always fails would be retried for ever
@@ -365,11 +459,27 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             raise RuntimeError(f"tuning worker {worker}: the last {failed_in_a_row} trials failed (the objective "
                                "returned NaN or infinity; see the warnings above); stopping")
         if progress:
-            finished = count_trials(study, FINISHED_STATES)
             best = _best_value(study)
-            log.info("tuning worker %s: %d/%d trials finished; best %s", worker, finished, n_trials,
-                     "-" if best is None else f"{best:.4f}")
+            log.info("tuning worker %s: %d/%d trials finished; best %s", worker,
+                     count_trials(study, FINISHED_STATES), n_trials, "-" if best is None else f"{best:.4f}")
     return ran
+
+
+def _take_place(study: optuna.Study, n_trials: int, first_params: dict[str, Any] | None) -> str:
+    """Under the budget lock: "done" (budget finished), "wait" (every place running) or "run",
+    with a WAITING trial in the queue for `study.optimize` to pop."""
+    fail_stale_trials(study)
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    finished = sum(s in FINISHED_STATES for s in states)
+    if finished >= n_trials:
+        return "done"
+    if finished + states.count(TrialState.RUNNING) >= n_trials:
+        return "wait"
+    if TrialState.WAITING not in states:  # else the queue holds a retried (or unstarted) trial: run that
+        first = first_params is not None and not trials
+        study.enqueue_trial(first_params if first else {}, user_attrs={"base": first})
+    return "run"
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -161,7 +161,7 @@ class TuningConfig:
     prune_warmup_rounds: int = 100  # boosting rounds before a trial can be pruned
     prune_percentile: float = 25.0  # prune a trial below this percentile of finished trials (50: median)
     report_interval: int = 10  # boosting rounds between pruning checks
-    heartbeat_s: int = 60  # RDB storages: a trial whose worker is silent 2x this long is failed
+    heartbeat_s: int = 60  # RDB storages: a trial whose worker is silent 2x this long is failed and rerun
     base_first: bool = True  # trial 0 evaluates gbdt.params, so tuning never ends below the untuned model
     search_space: dict[str, list] = field(default_factory=lambda: {
         "num_leaves": [7, 255, "log"],

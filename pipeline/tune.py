@@ -6,12 +6,17 @@ study_summary.json (every trial, for the run's history plot). The study lives in
 tuning.storage (default: SQLite file work/<ds>/tuning/study.db), so rerunning an
 interrupted stage resumes it, and more workers can join it at any time:
 
-    python pipeline/tune.py --work-dir work/demo                     # one more worker, same machine
-    python pipeline/tune.py --work-dir work/smpd --set tuning.storage=postgresql://user:pw@host/db
+    python pipeline/tune.py --work-dir work/demo     # one more worker on the stage's study
+
+On another machine the same command joins a study in a database server
+(tuning.storage=postgresql://...) once work/<ds>/ has been copied there: the worker
+needs the posts, folds and features the study's objective is defined on.
 
 A worker reads the config the stage saved (work/<ds>/tuning/config.yaml) unless
-given --config; all workers share the trial budget tuning.n_trials. The stage
-itself starts tuning.workers - 1 extra processes and waits for every trial.
+given --config; all workers share the trial budget tuning.n_trials, and each stays
+until the budget is finished (a dead worker's trial is failed after 2 x
+tuning.heartbeat_s and rerun by another). The stage itself starts tuning.workers - 1
+extra processes and waits for every trial. README: "Tuning across machines".
 """
 from __future__ import annotations
 
@@ -126,7 +131,7 @@ def prepare(ctx: RunContext):
 def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
     """Wait until no trial is running (other workers' trials count toward the best)."""
     while tuning.count_trials(study, (optuna.trial.TrialState.RUNNING,)):
-        optuna.storages.fail_stale_trials(study)  # a dead worker's trial fails after the grace period
+        tuning.fail_stale_trials(study)  # a dead worker's trial fails after the grace period
         time.sleep(poll_s)
 
 
@@ -155,14 +160,15 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
 def run(ctx: RunContext) -> None:
     t = ctx.config.tuning
     started = time.perf_counter()
-    write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
+    # keys in their order: the order of tuning.search_space is the order of the draws, which must match
+    write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     study, objective, url, first = prepare(ctx)
     log.info("tuning study %s in %s: %d trials over %d worker(s)", study.study_name, tuning.redact(url),
              t.n_trials, t.workers)
     extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.work_dir),
                                "--worker", str(i)], cwd=REPO_ROOT) for i in range(1, t.workers)]
     try:
-        tuning.run_worker(study, objective, t.n_trials, t.timeout_s, tuning.budget_lock_path(url), worker="0",
+        tuning.run_worker(study, objective, t.n_trials, t.timeout_s, storage_url=url, worker="0",
                            first_params=first)
     finally:
         codes = [p.wait() for p in extra]
@@ -210,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     study, objective, url, first = prepare(ctx)
     log.info("worker %s joins study %s in %s", worker, study.study_name, tuning.redact(url))
     ran = tuning.run_worker(study, objective, cfg.tuning.n_trials, cfg.tuning.timeout_s,
-                            tuning.budget_lock_path(url), worker=worker, first_params=first)
+                            storage_url=url, worker=worker, first_params=first)
     log.info("worker %s ran %d trial(s)", worker, ran)
     return 0
 

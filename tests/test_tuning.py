@@ -8,63 +8,15 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-import yaml
 
 from models import tuning
 from models.gbdt import LightGBMRegressor
 from models.validation import make_folds
-from pipeline.config import load_config
-from pipeline.io import write_parquet, write_text
-from pipeline.stage import RunContext
 from pipeline.train_gbdt import tuned_params
+from tuning_work import TINY, context, make_work_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-# small and single-threaded: a busy 2-core machine makes OpenMP threads spin
-TINY = {
-    "seed": 0,
-    "validation": {"scheme": "time_holdout", "holdout_frac": 0.25},
-    "metadata": {"target_stat_keys": ["Uid"], "tag_target_stats": False},
-    "encoders": {"enabled": False},
-    "prototype": {"enabled": False},
-    "gbdt": {"params": {"learning_rate": 0.1}, "num_boost_round": 120, "early_stopping_rounds": 20,
-             "num_threads": 1, "feature_sets": {"meta": ["meta"]}},
-    "tuning": {"enabled": True, "n_trials": 6, "startup_trials": 3, "prune_startup_trials": 2,
-               "prune_warmup_rounds": 20, "report_interval": 10,
-               "search_space": {"num_leaves": [4, 32, "log"], "min_data_in_leaf": [5, 60, "log"],
-                                "feature_fraction": [0.5, 1.0]}},
-}
-
-
-def make_work_dir(work: Path, n: int = 800, seed: int = 0, overrides: dict | None = None) -> Path:
-    """Posts, folds and a `meta` feature block of a synthetic data set, and the config the workers read."""
-    rng = np.random.default_rng(seed)
-    n_test = 50
-    total = n + n_test
-    X = rng.normal(size=(total, 6))
-    uid = rng.integers(0, 40, total).astype(str)
-    label = 2 * X[:, 0] + np.sin(2 * X[:, 1]) + X[:, 2] * X[:, 3] + rng.normal(0, 0.7, total)
-    posts = pd.DataFrame({"Pid": [str(i) for i in range(total)], "Uid": uid, "Alltags": "",
-                          "Postdate": np.arange(total, dtype=np.int64), "label": label})
-    for split, rows in (("train", slice(0, n)), ("test", slice(n, total))):
-        part = posts.iloc[rows].reset_index(drop=True)
-        write_parquet(work / f"posts_{split}.parquet", part if split == "train" else part.drop(columns="label"))
-        meta = pd.DataFrame(X[rows], columns=[f"meta_x{j}" for j in range(X.shape[1])])
-        write_parquet(work / "features" / f"meta_{split}.parquet", pd.concat([part[["Pid"]], meta], axis=1))
-    config = {**TINY, **(overrides or {})}
-    cfg_path = work / "tuning" / "config.yaml"
-    write_text(cfg_path, yaml.safe_dump(config))
-    cfg = load_config(cfg_path)
-    v = cfg.validation
-    write_parquet(work / "folds.parquet", make_folds(posts.iloc[:n], v.scheme, v.n_folds, v.seed, v.holdout_frac))
-    return cfg_path
-
-
-def context(work: Path, *overrides: str) -> RunContext:
-    cfg = load_config(work / "tuning" / "config.yaml", list(overrides))
-    return RunContext(config=cfg, data_dir=work / "data", work_dir=work, run_name="test")
-
 
 def test_search_space_from_config():
     space = tuning.search_space({"num_leaves": [7, 255, "log"], "lambda_l2": [1e-3, 10.0, "log"],
@@ -109,13 +61,34 @@ def test_journal_storage_budget_and_redacted_urls(tmp_path):
     study = tuning.open_study(url, "s", "mse", seed=3, startup_trials=2)
     space = tuning.search_space({"x": [-2.0, 2.0]})
     ran = tuning.run_worker(study, lambda t: tuning.suggest(t, space)["x"] ** 2, 5,
-                            lock_path=tuning.budget_lock_path(url), first_params={"x": 1.5})
+                            storage_url=url, first_params={"x": 1.5})
     again = tuning.open_study(url, "s", "mse", seed=3, startup_trials=2)
     assert ran == 5 and len(again.trials) == 5 and again.trials[0].params == {"x": 1.5}
-    assert tuning.run_worker(again, lambda t: 0.0, 5, lock_path=tuning.budget_lock_path(url)) == 0
+    assert tuning.run_worker(again, lambda t: 0.0, 5, storage_url=url) == 0
     assert tuning.redact("postgresql://tuner:secret@db.example:5432/optuna") == \
         "postgresql://tuner:***@db.example:5432/optuna"
     assert tuning.redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+def test_a_trial_failed_by_another_worker_while_it_ran_is_not_a_crash(tmp_path, caplog):
+    """A heartbeat later than the grace period: another worker fails the trial (and queues it again)
+    while it still runs. This worker warns and goes on; the budget is still reached."""
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = tuning.open_study(url, "s", "mse", seed=0, startup_trials=2, heartbeat_s=1)
+    space = tuning.search_space({"x": [-2.0, 2.0]})
+
+    def objective(trial):
+        x = tuning.suggest(trial, space)["x"]
+        if trial.number == 1:  # what the other worker's fail_stale_trials does to a stalled trial
+            study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params)
+        return x ** 2
+
+    ran = tuning.run_worker(study, objective, 4, storage_url=url)
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE", "COMPLETE"] and ran == 4
+    assert study.trials[2].params == study.trials[1].params  # the queued rerun
+    assert "raise tuning.heartbeat_s" in caplog.text
 
 
 class Interrupt(Exception):
@@ -134,12 +107,12 @@ def test_an_interrupted_study_resumes_with_its_finished_trials(tmp_path):
         return objective(trial)
 
     with pytest.raises(Interrupt):
-        tuning.run_worker(study, interrupted, 6, lock_path=tuning.budget_lock_path(url), first_params=first)
+        tuning.run_worker(study, interrupted, 6, storage_url=url, first_params=first)
     before = {t.number: (t.params, t.value, t.state) for t in study.get_trials()}
     assert [s.name for _, _, s in before.values()].count("FAIL") == 1 and len(before) == 4
 
     study, objective, url, first = prepare(context(tmp_path))  # a new process would do the same
-    ran = tuning.run_worker(study, objective, 6, lock_path=tuning.budget_lock_path(url), first_params=first)
+    ran = tuning.run_worker(study, objective, 6, storage_url=url, first_params=first)
     after = study.get_trials()
     finished = [t for t in after if t.state.is_finished() and t.state.name != "FAIL"]
     assert ran == 3 and len(finished) == 6  # the failed trial's place went to a new one
@@ -160,7 +133,7 @@ def test_one_worker_is_reproducible_and_a_changed_objective_gets_its_own_study(t
     for name in ("one", "two"):
         make_work_dir(tmp_path / name, overrides={"tuning": {**TINY["tuning"], "n_trials": 4}})
         study, objective, url, first = prepare(context(tmp_path / name))
-        tuning.run_worker(study, objective, 4, lock_path=tuning.budget_lock_path(url), first_params=first)
+        tuning.run_worker(study, objective, 4, storage_url=url, first_params=first)
         values.append([(t.params, t.value, t.state) for t in study.get_trials()])
     assert values[0] == values[1]
     names = {prepare(context(tmp_path / "one", *o))[0].study_name

@@ -1,0 +1,55 @@
+"""A synthetic work folder for the tuning stage: posts, folds, a `meta` block and the config its workers read."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from models.validation import make_folds
+from pipeline.config import load_config
+from pipeline.io import write_parquet, write_text
+from pipeline.stage import RunContext
+
+# small and single-threaded: a busy 2-core machine makes OpenMP threads spin
+TINY = {
+    "seed": 0,
+    "validation": {"scheme": "time_holdout", "holdout_frac": 0.25},
+    "metadata": {"target_stat_keys": ["Uid"], "tag_target_stats": False},
+    "encoders": {"enabled": False},
+    "prototype": {"enabled": False},
+    "gbdt": {"params": {"learning_rate": 0.1}, "num_boost_round": 120, "early_stopping_rounds": 20,
+             "num_threads": 1, "feature_sets": {"meta": ["meta"]}},
+    "tuning": {"enabled": True, "n_trials": 6, "startup_trials": 3, "prune_startup_trials": 2,
+               "prune_warmup_rounds": 20, "report_interval": 10,
+               "search_space": {"num_leaves": [4, 32, "log"], "min_data_in_leaf": [5, 60, "log"],
+                                "feature_fraction": [0.5, 1.0]}},
+}
+
+
+def make_work_dir(work: Path, n: int = 800, seed: int = 0, overrides: dict | None = None) -> Path:
+    """Posts, folds and a `meta` feature block of a synthetic data set, and the config the workers read."""
+    rng = np.random.default_rng(seed)
+    n_test = 50
+    total = n + n_test
+    X = rng.normal(size=(total, 6))
+    uid = rng.integers(0, 40, total).astype(str)
+    label = 2 * X[:, 0] + np.sin(2 * X[:, 1]) + X[:, 2] * X[:, 3] + rng.normal(0, 0.7, total)
+    posts = pd.DataFrame({"Pid": [str(i) for i in range(total)], "Uid": uid, "Alltags": "",
+                          "Postdate": np.arange(total, dtype=np.int64), "label": label})
+    for split, rows in (("train", slice(0, n)), ("test", slice(n, total))):
+        part = posts.iloc[rows].reset_index(drop=True)
+        write_parquet(work / f"posts_{split}.parquet", part if split == "train" else part.drop(columns="label"))
+        meta = pd.DataFrame(X[rows], columns=[f"meta_x{j}" for j in range(X.shape[1])])
+        write_parquet(work / "features" / f"meta_{split}.parquet", pd.concat([part[["Pid"]], meta], axis=1))
+    config = {**TINY, **(overrides or {})}
+    cfg_path = work / "tuning" / "config.yaml"
+    write_text(cfg_path, yaml.safe_dump(config))
+    cfg = load_config(cfg_path)
+    v = cfg.validation
+    write_parquet(work / "folds.parquet", make_folds(posts.iloc[:n], v.scheme, v.n_folds, v.seed, v.holdout_frac))
+    return cfg_path
+
+
+def context(work: Path, *overrides: str) -> RunContext:
+    cfg = load_config(work / "tuning" / "config.yaml", list(overrides))
+    return RunContext(config=cfg, data_dir=work / "data", work_dir=work, run_name="test")
