@@ -178,7 +178,7 @@ def test_trials_with_constant_predictions_complete_with_src_zero(tmp_path):
     make_work_dir(tmp_path, n=200, overrides={"tuning": {**TINY["tuning"], "n_trials": 3, "search_space": space}})
     ctx = context(tmp_path)
     study, objective, url, first = prepare(ctx)
-    ran = tuning.run_worker(study, objective, 3, lock_path=tuning.budget_lock_path(url), first_params=first)
+    ran = tuning.run_worker(study, objective, 3, storage_url=url, first_params=first)
     trials = study.get_trials()
     assert ran == 3 and [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert [t.value for t in trials] == [0.0] * 3
@@ -191,5 +191,5 @@ def test_a_worker_whose_trials_all_fail_stops_instead_of_retrying_for_ever(tmp_p
     space = tuning.search_space({"x": [0.0, 1.0]})
     with pytest.raises(RuntimeError, match="the last 3 trials failed"):
         tuning.run_worker(study, lambda t: float("nan") * tuning.suggest(t, space)["x"], 2,
-                          lock_path=tuning.budget_lock_path(url))
+                          storage_url=url)
     assert [t.state.name for t in study.get_trials()] == ["FAIL"] * 3
