@@ -356,15 +356,26 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
                 break
             first = first_params is not None and not study.get_trials(deepcopy=False)
             study.enqueue_trial(first_params if first else {}, user_attrs={"worker": worker, "base": first})
+        callbacks = [lambda study, trial: log.info("%s", trial_line(study, trial, n_trials, worker))] if progress else []
         study.optimize(objective, n_trials=1, gc_after_trial=False, show_progress_bar=False,
-                       catch=())
+                       catch=(), callbacks=callbacks)
         ran += 1
-        if progress:
-            finished = count_trials(study, FINISHED_STATES)
-            best = _best_value(study)
-            log.info("tuning worker %s: %d/%d trials finished; best %s", worker, finished, n_trials,
-                     "-" if best is None else f"{best:.4f}")
     return ran
+
+
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, n_trials: int, worker: str = "0") -> str:
+    """The one log line of a finished trial: its state and scores, the budget used, the best so far."""
+    scores = " ".join(f"{m.upper()} {trial.user_attrs[m]:.4f}" for m in ("src", "mae", "mse") if m in trial.user_attrs)
+    state = trial.state.name.lower()
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        step = max(trial.intermediate_values)
+        state += f" at round {step} ({trial.intermediate_values[step]:.4f})"
+    elif trial.state == TrialState.FAIL:
+        state += " (its objective is not a number)" if trial.user_attrs else " (see the error above)"
+    best = _best_value(study)
+    return (f"tuning trial {trial.number} {state}" + (f": validation {scores}" if scores else "")
+            + f"; {count_trials(study, FINISHED_STATES)}/{n_trials} finished, best "
+            + ("-" if best is None else f"{best:.4f}") + (f" (worker {worker})" if worker != "0" else ""))
 
 
 def _best_value(study: optuna.Study) -> float | None:
