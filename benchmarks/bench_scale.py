@@ -115,7 +115,7 @@ def bench_config(rounds: int) -> dict:
 
 def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
     """Write the data set, the stand-in encoder arrays and the config of one size under `root`."""
-    from features.encoders import array_path, encoder_dir, image_encoder_name, pid_digest
+    from features.encoders import array_path, manifest_paths, pid_digest
     from pipeline.config import load_config
     started = time.perf_counter()
     data_dir, work_dir = root / "data", root / "work"
@@ -134,7 +134,8 @@ def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
         write_npy(array_path(work_dir, enc, split, "tokens"), np.zeros((n, 1, 1), dtype=np.float16))
         write_npy(array_path(work_dir, enc, split, "token_mask"), np.ones((n, 1), dtype=bool))
         manifest["splits"][split] = {"pid_digest": pid_digest(pids), "rows": n}
-    write_json(encoder_dir(work_dir, image_encoder_name(enc)) / "manifest.json", manifest)
+    for path in manifest_paths(work_dir, enc):  # CLIP: image and text folders (their settings differ)
+        write_json(path, manifest)
     (root / "hidden_test_labels.txt").write_text("".join(f"{v:.2f}\n" for v in info["test_labels"]))
     return {"n_train": n_train, "n_test": n_test, "n_users": info["n_users"],
             "generate_s": round(time.perf_counter() - started, 1)}
@@ -255,7 +256,7 @@ def bench_main(args: argparse.Namespace) -> int:
             total["peak_mib"] = max(total["peak_mib"], row["peak_mib"])
             print(f"  {stage:18s} {row['wall_s']:8.1f} s  peak {row['peak_mib']:7.0f} MiB", flush=True)
         results.append(total)
-        member = json.loads((size_root / "work" / "preds" / "meta_emb.json").read_text())
+        member = json.loads(next((size_root / "work").glob("config-*/preds/meta_emb.json")).read_text())
         sizes[-1]["best_iterations"] = member["best_iterations"]
         sizes[-1]["val_score"] = member["score"]
         if not args.keep:

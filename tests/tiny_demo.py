@@ -65,3 +65,10 @@ def set_line(path: Path, row: int, text: str) -> None:
     lines = Path(path).read_text().splitlines()
     lines[row] = text
     Path(path).write_text("\n".join(lines) + "\n")
+
+
+def config_dir(work: Path) -> Path:
+    """The one config folder (config-<digest>, beside the shared files) of a work folder a test run made."""
+    found = sorted(Path(work).glob("config-*"))
+    assert len(found) == 1, f"expected one config folder in {work}, found {found}"
+    return found[0]
