@@ -36,10 +36,11 @@ def copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)
 
 
-def importance_member(ctx: RunContext, weights: dict[str, float]) -> str:
+def importance_member(ctx: RunContext) -> str:
     """The LightGBM member that carries the blend: the largest blend weight among the LightGBM
     members (ridge members have no gain importance); ties and all-zero weights go to the best
     validation SRC."""
+    weights = read_json(ctx.final_preds.with_suffix(".json"))["weights"]
     members = list(active_members(ctx.config))
     scores = {m: read_json(ctx.member_preds(m).with_suffix(".json"))["score"]["src"] for m in members}
     return max(members, key=lambda m: (weights.get(m, 0.0), np.nan_to_num(scores[m], nan=-np.inf)))
@@ -54,7 +55,7 @@ def run(ctx: RunContext) -> None:
     save(figures.predicted_vs_true(val["label"], val["pred"], f"Validation: blend ({blend['method']}) against true"),
          run_dir / "predicted_vs_true.png")
 
-    member = importance_member(ctx, blend["weights"])
+    member = importance_member(ctx)
     gain = read_json(ctx.member_preds(member).with_suffix(".json")).get("feature_importance_gain", {})
     title = f"Feature importance (gain): {member}, blend weight {blend['weights'].get(member, 0.0):.2f}"
     save(figures.feature_importance(pd.Series(gain, dtype=np.float64), title=title), run_dir / "feature_importance.png")
