@@ -316,9 +316,9 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
             else:
                 test_sum[name] = test_sum.get(name, 0) + value.astype(np.float64)
     bar.close()
-    log.info("prototype network: %d of %d folds trained here (the others were done before)%s", len(last_loss),
-             len(folds), "; last-epoch loss " + ", ".join(f"fold {k} {v:.3f}" for k, v in last_loss.items())
-             if last_loss else "")
+    log.info("prototype network: %d of %d folds trained in this run%s%s", len(last_loss), len(folds),
+             " (the others were finished before)" if len(last_loss) < len(folds) else "",
+             "; last-epoch loss " + ", ".join(f"fold {k} {v:.3f}" for k, v in last_loss.items()) if last_loss else "")
     test_out = {name: (value / len(folds)).astype(np.float32) for name, value in test_sum.items()}
     return train_out, test_out
 
