@@ -3,7 +3,7 @@
 
     python pipeline/run_all.py                                       # built-in demo data set
     python pipeline/run_all.py --data-dir /data/smpd                 # the real SMPD (official layout)
-    python pipeline/run_all.py --stages train_gbdt,blend,submit --force
+    python pipeline/run_all.py --stages train_gbdt,blend,submit --force   # after a first run: redo the models
     python pipeline/run_all.py --set gbdt.num_boost_round=200 --run-name fewer-rounds
     python pipeline/run_all.py --list                                # the stages, in run order
 
@@ -72,7 +72,8 @@ def load_stages() -> list[Stage]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, help="SMPD directory in the official layout (default: the built-in demo)")
-    parser.add_argument("--work-dir", type=Path, help="where derived data goes (default: work/<data set name>)")
+    parser.add_argument("--work-dir", type=Path, help="the data set's folder for derived data (default: "
+                        "work/<data set name>); each config gets a config-<digest> folder inside it")
     parser.add_argument("--run-name", help="name of the run folder under submissions/ (default: <data set>-<UTC time>)")
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/demo.yaml or configs/smpd.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
