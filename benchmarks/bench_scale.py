@@ -60,7 +60,7 @@ def reduce_embeddings_run(ctx: RunContext) -> None:
 
     from features.encoders import load_encoded
     cfg = ctx.config.encoders
-    encoded = {s: load_encoded(ctx.work_dir, cfg, s) for s in ("train", "test")}
+    encoded = {s: load_encoded(ctx.shared_dir, cfg, s) for s in ("train", "test")}
     blocks = {s: {"Pid": read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].to_numpy()} for s in encoded}
     for modality in MODALITIES:
         pca = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=ctx.config.seed)
@@ -75,7 +75,7 @@ def reduce_embeddings_run(ctx: RunContext) -> None:
 
 def _encoder_arrays(ctx: RunContext) -> list[Path]:
     from features.encoders import output_paths
-    return output_paths(ctx.work_dir, ctx.config.encoders)
+    return output_paths(ctx.shared_dir, ctx.config.encoders)
 
 
 BENCH_REDUCE_STAGE = Stage(
