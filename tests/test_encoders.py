@@ -200,12 +200,14 @@ def test_clip_stage_outputs_follow_the_contract(clip_run, smpd_posts):
     # the token mask covers BOS + words + EOS of title + " " + tags, truncated to 12
     lengths = train.token_mask.sum(1)
     assert lengths.min() >= 2 and lengths.max() == 12 and (train.tokens[~train.token_mask] == 0).all()
-    manifest = json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "manifest.json")
-                          .read_text())
-    entry = manifest["splits"]["train"]
-    assert entry["n"] == n and entry["image"]["shapes"]["image"] == [n, dim]
-    assert entry["text"]["shapes"]["tokens"] == [n, 12, dim] and manifest["dtype"] == "float16"
-    assert entry["image"]["preprocessing"]["crop"] == 32
+    # one cache folder per modality and its settings (CLIP's two differ in their settings)
+    manifests = {kind: json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, kind))
+                                   / "manifest.json").read_text()) for kind in ("image", "text")}
+    image, text = (manifests[kind]["splits"]["train"] for kind in ("image", "text"))
+    assert image["n"] == text["n"] == n and image["image"]["shapes"]["image"] == [n, dim]
+    assert text["text"]["shapes"]["tokens"] == [n, 12, dim]
+    assert manifests["image"]["dtype"] == manifests["text"]["dtype"] == "float16"
+    assert image["image"]["preprocessing"]["crop"] == 32
     assert len(load_encoded(ctx.work_dir, ctx.config.encoders, "test")) == len(posts["test"])
 
 
@@ -426,8 +428,10 @@ def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
     assert train.tokens.shape[1:] == (12, 384) and np.asarray(train.has_image).sum() == 10
     manifests = {m["encoder"]: m for m in (json.loads(p.read_text())
                                            for p in ctx.work_dir.glob("features/encoders/*/manifest.json"))}
-    assert sorted(manifests) == ["efficientnet-lite0", "minilm"]
-    assert manifests["efficientnet-lite0"]["splits"]["train"]["image"]["preprocessing"]["crop"] == 128
+    # one folder per encoder, named after it and a digest of its settings
+    assert sorted(name.rsplit("-", 1)[0] for name in manifests) == ["efficientnet-lite0", "minilm"]
+    image_folder = encoder_folder(ctx.config.encoders, "image")
+    assert manifests[image_folder]["splits"]["train"]["image"]["preprocessing"]["crop"] == 128
 
 
 def test_clip_with_image_resolution_is_a_config_error(tiny_clip):
