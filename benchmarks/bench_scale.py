@@ -60,7 +60,7 @@ def reduce_embeddings_run(ctx: RunContext) -> None:
 
     from features.encoders import load_encoded
     cfg = ctx.config.encoders
-    encoded = {s: load_encoded(ctx.work_dir, cfg, s) for s in ("train", "test")}
+    encoded = {s: load_encoded(ctx.shared_dir, cfg, s) for s in ("train", "test")}
     blocks = {s: {"Pid": read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].to_numpy()} for s in encoded}
     for modality in MODALITIES:
         pca = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=ctx.config.seed)
@@ -75,7 +75,7 @@ def reduce_embeddings_run(ctx: RunContext) -> None:
 
 def _encoder_arrays(ctx: RunContext) -> list[Path]:
     from features.encoders import output_paths
-    return output_paths(ctx.work_dir, ctx.config.encoders)
+    return output_paths(ctx.shared_dir, ctx.config.encoders)
 
 
 BENCH_REDUCE_STAGE = Stage(
@@ -115,7 +115,7 @@ def bench_config(rounds: int) -> dict:
 
 def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
     """Write the data set, the stand-in encoder arrays and the config of one size under `root`."""
-    from features.encoders import array_path, encoder_dir, image_encoder_name, pid_digest
+    from features.encoders import array_path, manifest_paths, pid_digest
     from pipeline.config import load_config
     started = time.perf_counter()
     data_dir, work_dir = root / "data", root / "work"
@@ -134,7 +134,8 @@ def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
         write_npy(array_path(work_dir, enc, split, "tokens"), np.zeros((n, 1, 1), dtype=np.float16))
         write_npy(array_path(work_dir, enc, split, "token_mask"), np.ones((n, 1), dtype=bool))
         manifest["splits"][split] = {"pid_digest": pid_digest(pids), "rows": n}
-    write_json(encoder_dir(work_dir, image_encoder_name(enc)) / "manifest.json", manifest)
+    for path in manifest_paths(work_dir, enc):  # CLIP: image and text folders (their settings differ)
+        write_json(path, manifest)
     (root / "hidden_test_labels.txt").write_text("".join(f"{v:.2f}\n" for v in info["test_labels"]))
     return {"n_train": n_train, "n_test": n_test, "n_users": info["n_users"],
             "generate_s": round(time.perf_counter() - started, 1)}
@@ -255,7 +256,7 @@ def bench_main(args: argparse.Namespace) -> int:
             total["peak_mib"] = max(total["peak_mib"], row["peak_mib"])
             print(f"  {stage:18s} {row['wall_s']:8.1f} s  peak {row['peak_mib']:7.0f} MiB", flush=True)
         results.append(total)
-        member = json.loads((size_root / "work" / "preds" / "meta_emb.json").read_text())
+        member = json.loads(next((size_root / "work").glob("config-*/preds/meta_emb.json")).read_text())
         sizes[-1]["best_iterations"] = member["best_iterations"]
         sizes[-1]["val_score"] = member["score"]
         if not args.keep:

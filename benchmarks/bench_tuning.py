@@ -6,8 +6,8 @@
 
 Each variant is one `pipeline/run_all.py` run on the same work folder (the demo
 data, folds and features are built once), with its own run name; the tuned
-variants share one Optuna study, which starts empty (the tuning folder is
-cleared first) so that the tuning time is measured. Prints the three
+variants share one Optuna study (the data set's), which starts empty (the
+shared tuning folder is cleared first) so that the tuning time is measured. Prints the three
 leaderboard rows, the tuning time, and the blend's level-recalibration report,
 then one JSON line with the same figures.
 """
@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
 
 VARIANTS = {
     "untuned": ["--set", "tuning.enabled=false", "--set", "ensemble.method=best",
@@ -35,6 +37,12 @@ VARIANTS = {
     "blend": ["--set", "tuning.enabled=true", "--set", "ensemble.method=nnls", "--set", "gbdt.seeds=[0,1,2]",
               "--set", "ensemble.recalibrate_level=true"],
 }
+
+
+def config_dir(run_args: list[str]) -> Path:
+    """The config folder run_all.py uses for these arguments."""
+    from pipeline.run_all import make_context, parse_args
+    return make_context(parse_args(run_args)).work_dir
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: variant {variant} failed", file=sys.stderr)
             return 1
         print(f"{variant}: done in {seconds[variant]} s", file=sys.stderr)
-        if variant == "tuned":  # the blend run reuses the finished study (and rewrites the summary)
-            summary = json.loads((args.work_dir / "tuning" / "study_summary.json").read_text())
+        if variant == "tuned":  # the blend run reuses the finished study
+            summary = json.loads((config_dir(common + extra) / "tuning" / "study_summary.json").read_text())
+        final_preds = config_dir(common + extra) / "preds" / "final.parquet"
 
     board = pd.read_csv(args.submissions_dir / "leaderboard.csv")
     rows = board[board["run"].isin(runs.values())].set_index("run").loc[list(runs.values())]
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = args.work_dir / "hidden_test_labels.txt"
         if labels.is_file():  # the demo's hidden test labels: the same shift on the test period
             y = np.loadtxt(labels)
-            final = pd.read_parquet(args.work_dir / "preds" / "final.parquet")
+            final = pd.read_parquet(final_preds)
             pred = final.loc[final["split"] == "test", "pred"].to_numpy()
             recal["test_mae_without_shift"] = float(np.abs(y - (pred - recal["shift"])).mean())
             recal["test_mae_with_shift"] = float(np.abs(y - pred).mean())

@@ -1,22 +1,24 @@
 """Image and text embeddings of every post: where they live and how other stages read them.
 
-Layout (one folder per encoder, arrays in posts-table row order, float16):
+Layout (one folder per encoder and settings, arrays in posts-table row order, float16):
 
-    work/features/encoders/<image encoder>/{split}_image.npy        (N, D_img)
-                                          /{split}_has_image.npy    (N,) bool
-    work/features/encoders/<text encoder>/{split}_title.npy         (N, D_txt)
-                                         /{split}_tags.npy          (N, D_txt)
-                                         /{split}_tokens.npy        (N, T, D_txt)  title + " " + tags
-                                         /{split}_token_mask.npy    (N, T) bool
+    work/features/encoders/<image encoder>-<settings>/{split}_image.npy        (N, D_img)
+                                                     /{split}_has_image.npy    (N,) bool
+    work/features/encoders/<text encoder>-<settings>/{split}_title.npy         (N, D_txt)
+                                                    /{split}_tags.npy          (N, D_txt)
+                                                    /{split}_tokens.npy        (N, T, D_txt)  title + " " + tags
+                                                    /{split}_token_mask.npy    (N, T) bool
     each folder: manifest.json (model, preprocessing, shapes, dtype, digest of the Pid list)
 
-With CLIP for both modalities the two folders are the same one. The encoders
+<settings> is a digest of the encoder settings that change the arrays (`image_settings`,
+`text_settings`), so configs that differ in them keep their caches side by side. The encoders
 themselves live in `encoders_image.py` and `encoders_text.py`; the resumable,
 batched run that fills these folders is `encoders_run.py`.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,27 @@ def text_encoder_name(enc_cfg) -> str:
     raise EncoderLoadError(f"unknown text encoder {enc_cfg.text!r}; expected one of {TEXT_ENCODERS}")
 
 
+def image_settings(enc_cfg) -> dict:
+    """The encoder settings the image arrays depend on (cache folder and pass key)."""
+    return {"image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
+            "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
+            "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision}
+
+
+def text_settings(enc_cfg) -> dict:
+    """The encoder settings the text arrays depend on (cache folder and pass key)."""
+    return {"text": enc_cfg.text, "clip": enc_cfg.clip_model if enc_cfg.text == CLIP else "",
+            "rows": enc_cfg.batch_size, "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
+            "precision": enc_cfg.precision}
+
+
+def encoder_folder(enc_cfg, kind: str) -> str:
+    """The cache folder's name of the `image` or `text` encoder: its name and a settings digest."""
+    name, settings = ((image_encoder_name(enc_cfg), image_settings(enc_cfg)) if kind == "image"
+                      else (text_encoder_name(enc_cfg), text_settings(enc_cfg)))
+    return f"{name}-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
+
+
 def encoders_root(work_dir: Path) -> Path:
     return Path(work_dir) / "features" / "encoders"
 
@@ -60,16 +83,16 @@ def encoder_dir(work_dir: Path, name: str) -> Path:
 def array_path(work_dir: Path, enc_cfg, split: str, array: str) -> Path:
     """Path of one output array (`image`, `has_image`, `title`, `tags`, `tokens`, `token_mask`)."""
     if array in IMAGE_ARRAYS:
-        name = image_encoder_name(enc_cfg)
+        name = encoder_folder(enc_cfg, "image")
     elif array in TEXT_ARRAYS:
-        name = text_encoder_name(enc_cfg)
+        name = encoder_folder(enc_cfg, "text")
     else:
         raise KeyError(f"unknown encoder array {array!r}; expected one of {IMAGE_ARRAYS + TEXT_ARRAYS}")
     return encoder_dir(work_dir, name) / f"{split}_{array}.npy"
 
 
 def manifest_paths(work_dir: Path, enc_cfg) -> list[Path]:
-    names = dict.fromkeys([image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)])
+    names = dict.fromkeys([encoder_folder(enc_cfg, "image"), encoder_folder(enc_cfg, "text")])
     return [encoder_dir(work_dir, name) / "manifest.json" for name in names]
 
 
@@ -105,8 +128,8 @@ def load_encoded(work_dir: Path, enc_cfg, split: str) -> EncodedSplit:
     """Read the arrays the `encode` stage wrote for `split` (memory-mapped)."""
     image_name, text_name = image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)
     digests = {}
-    for name in dict.fromkeys([image_name, text_name]):
-        manifest = encoder_dir(work_dir, name) / "manifest.json"
+    for manifest in manifest_paths(work_dir, enc_cfg):
+        name = manifest.parent.name
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest} is missing: run the `encode` stage first "
                                     "(python pipeline/run_all.py --stages encode)")

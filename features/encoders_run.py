@@ -39,7 +39,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from features.encoders import (
-    CLIP, encoder_dir, encoders_root, image_encoder_name, pid_digest, text_encoder_name,
+    encoder_dir, encoder_folder, encoders_root, image_encoder_name, image_settings, pid_digest,
+    text_encoder_name, text_settings,
 )
 from features.encoders_image import PostImages, image_loader
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS
@@ -50,7 +51,6 @@ log = logging.getLogger("smp")
 
 # bump when a change of code changes the arrays, so old chunks are not reused
 FORMAT_VERSION = 2
-MAX_NAMED_BAD = 20  # bad images named in the log (all of them go to {split}_bad_images.json)
 
 
 @dataclass
@@ -111,15 +111,11 @@ def _key(parts: dict) -> str:
 
 
 def image_pass_key(enc_cfg, pids_digest: str) -> str:
-    return _key({"v": FORMAT_VERSION, "image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
-                 "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
-                 "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision, "pids": pids_digest})
+    return _key({"v": FORMAT_VERSION, **image_settings(enc_cfg), "pids": pids_digest})
 
 
 def text_pass_key(enc_cfg, pids_digest: str) -> str:
-    return _key({"v": FORMAT_VERSION, "text": enc_cfg.text, "clip": enc_cfg.clip_model if enc_cfg.text == CLIP else "",
-                 "rows": enc_cfg.batch_size, "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
-                 "precision": enc_cfg.precision, "pids": pids_digest})
+    return _key({"v": FORMAT_VERSION, **text_settings(enc_cfg), "pids": pids_digest})
 
 
 # --- chunk files ------------------------------------------------------------------------------
@@ -280,7 +276,7 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
                progress: bool = True) -> PassResult:
     """Image embeddings, has_image flags and image statistics of one split."""
     name = image_encoder_name(enc_cfg)
-    out_dir = encoder_dir(work_dir, name)
+    out_dir = encoder_dir(work_dir, encoder_folder(enc_cfg, "image"))
     pids_digest = pid_digest(inputs.pids)
     key = image_pass_key(enc_cfg, pids_digest)
     targets = {"image": out_dir / f"{split}_image.npy", "has_image": out_dir / f"{split}_has_image.npy",
@@ -339,10 +335,9 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
     write_json(bad_file, bad)
     _write_table(files_file, files)
     counts = Counter(_reason_kind(b["reason"]) for b in bad)
-    if bad:
-        named = ", ".join(f"{b['Pid']} ({b['reason']})" for b in bad[:MAX_NAMED_BAD])
-        log.warning("[encode] %s: %d of %d posts have no usable image %s: %s%s; full list in %s", split, len(bad),
-                    len(inputs), dict(counts), named, " ..." if len(bad) > MAX_NAMED_BAD else "", bad_file)
+    if bad:  # a count per reason; the posts, paths and reasons are in the file (real data sets miss thousands)
+        log.warning("[encode] %s: %d of %d posts have no usable image (%s); listed in %s", split, len(bad),
+                    len(inputs), ", ".join(f"{kind}: {n}" for kind, n in counts.most_common()), bad_file)
     if reuse:
         log.info("[encode] %s images: %d of %d batches encoded again (their files changed)", split,
                  len(chunks) - len(reuse), len(chunks))
@@ -377,7 +372,7 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enco
               progress: bool = True) -> PassResult:
     """Title and tag-string embeddings, and token features of title + " " + tags."""
     name = text_encoder_name(enc_cfg)
-    out_dir = encoder_dir(work_dir, name)
+    out_dir = encoder_dir(work_dir, encoder_folder(enc_cfg, "text"))
     pids_digest = pid_digest(inputs.pids)
     key = text_pass_key(enc_cfg, pids_digest)
     targets = {a: out_dir / f"{split}_{a}.npy" for a in ("title", "tags", "tokens", "token_mask")}

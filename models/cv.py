@@ -145,6 +145,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     validated = fold >= 0
     overall = score(y[validated], oof[validated])
     importance = pd.concat(importances, axis=1).mean(axis=1).sort_values(ascending=False) if importances else pd.Series(dtype=float)
-    log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f", name, overall["src"], overall["mae"], overall["mse"])
+    if progress:  # a tuning trial (progress off) reports its own one line
+        log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f", name, overall["src"], overall["mae"], overall["mse"])
     return CVResult(oof=oof, test=test_pred, fold_scores=fold_scores, score=overall,
                     best_iterations=best_iterations, feature_importance=importance)

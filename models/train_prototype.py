@@ -204,12 +204,14 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
 
 def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backbone, seed: int,
                 device: torch.device, ckpt_dir: Path | None = None, key: str = "", progress: bool = True,
-                max_steps: int | None = None) -> tuple[PrototypeNet, list[dict]]:
+                max_steps: int | None = None, bar=None) -> tuple[PrototypeNet, list[dict]]:
     """Train one network on `rows`; checkpoint after each epoch; resume from the last one.
 
     ckpt_dir: where `last.pt` goes (atomic); a checkpoint written under another `key`
     (other config or inputs) is ignored. max_steps: stop after that many steps in all
-    (benchmarks). Returns the model (eval mode) and the per-epoch mean losses.
+    (benchmarks). bar: a progress bar shared by several networks (fit_oof), advanced by one
+    per batch; without one, `progress` shows a bar per epoch. Returns the model (eval mode)
+    and the per-epoch mean losses.
     """
     if backbone is not None and hasattr(backbone, "to"):
         backbone.to(device)
@@ -227,6 +229,8 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
             optimizer.load_state_dict(state["optimizer"])
             start_epoch, history = state["epoch"], state["history"]
             log.info("resuming %s after epoch %d", ckpt_dir, start_epoch)
+    if bar is not None:
+        bar.update(start_epoch * -(-len(rows) // cfg.batch_size))  # the epochs a resumed run skips
     steps = 0
     with deterministic(device):
         for epoch in range(start_epoch, cfg.epochs):
@@ -235,7 +239,9 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
             sums: dict[str, float] = {}
             n_batches = 0
             batches = range(0, len(order), cfg.batch_size)
-            for start in tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress):
+            if bar is None:
+                batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+            for start in batches:
                 batch = data.batch(order[start:start + cfg.batch_size], device, stats)
                 with autocast(device):
                     out = model(batch)
@@ -249,6 +255,8 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
                 for name, value in terms.items():
                     sums[name] = sums.get(name, 0.0) + float(torch.nanmean(value.detach().float()))
                 steps += 1
+                if bar is not None:
+                    bar.update(1)
                 if max_steps is not None and steps >= max_steps:
                     break
             history.append({"epoch": epoch + 1, **{k: v / max(n_batches, 1) for k, v in sums.items()}})
@@ -309,18 +317,24 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
         raise ValueError(f"stat_fold must hold at least two folds 0..K-1, got {folds}")
     train_out: dict[str, np.ndarray] = {}
     test_sum: dict[str, np.ndarray] = {}
+    # one bar for the whole stage: folds x epochs x batches (a finished fold counts as done)
+    fold_steps = {k: cfg.epochs * -(-int((stat_fold != k).sum()) // cfg.batch_size) for k in folds}
+    bar = tqdm(total=sum(fold_steps.values()), unit="batch", disable=not progress,
+               desc=f"prototype network: {len(folds)} folds x {cfg.epochs} epochs")
+    last_loss: dict[int, float] = {}
     for k in folds:
         fold_dir = Path(work_dir) / f"fold_{k}" if work_dir is not None else None
         held_out = np.flatnonzero(stat_fold == k)
         outputs = _load_fold_outputs(fold_dir, key)
-        if outputs is None:
-            log.info("prototype network, fold %d (of 0..%d): training on %d posts", k, len(folds) - 1,
-                     len(train) - len(held_out))
+        if outputs is not None:
+            bar.update(fold_steps[k])
+        else:
+            bar.set_postfix_str(f"fold {k}")
             model, history = train_model(cfg, train, np.flatnonzero(stat_fold != k), vocab, backbone, seed, device,
-                                         fold_dir, key, progress)
-            for row in history:
-                log.info("fold %d epoch %d: %s", k, row["epoch"],
-                         ", ".join(f"{n}={v:.3f}" for n, v in row.items() if n != "epoch"))
+                                         fold_dir, key, progress, bar=bar)
+            if history:
+                last_loss[k] = history[-1]["loss"]
+                bar.set_postfix_str(f"fold {k} done, loss {last_loss[k]:.3f}")
             outputs = {f"oof_{n}": v for n, v in embed(model, train, held_out, device).items()}
             outputs.update({f"test_{n}": v for n, v in embed(model, test, np.arange(len(test)), device).items()})
             _save_fold_outputs(fold_dir, key, outputs)
@@ -332,6 +346,10 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
                 train_out[name][held_out] = value
             else:
                 test_sum[name] = test_sum.get(name, 0) + value.astype(np.float64)
+    bar.close()
+    log.info("prototype network: %d of %d folds trained in this run%s%s", len(last_loss), len(folds),
+             " (the others were finished before)" if len(last_loss) < len(folds) else "",
+             "; last-epoch loss " + ", ".join(f"fold {k} {v:.3f}" for k, v in last_loss.items()) if last_loss else "")
     test_out = {name: (value / len(folds)).astype(np.float32) for name, value in test_sum.items()}
     return train_out, test_out
 

@@ -423,9 +423,15 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
             taken_over = trial.number not in {t.number for t in running}
 
+    states: list[TrialState] = []
+
+    def finished(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        states.append(trial.state)
+        if progress:
+            log.info("%s", trial_line(study, trial, n_trials, worker))
+
     started = time.monotonic()
     ran = failed_in_a_row = 0
-    states: list[TrialState] = []
     while True:
         if timeout_s > 0 and time.monotonic() - started >= timeout_s:
             log.info("tuning worker %s: time budget of %.0f s used; stopping", worker, timeout_s)
@@ -436,7 +442,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
             action = _take_place(study, n_trials, first_params)
             if action == "run":
                 study.optimize(run_trial, n_trials=1, gc_after_trial=False, show_progress_bar=False, catch=(),
-                               callbacks=[lambda _, trial: states.append(trial.state)])
+                               callbacks=[finished])
         except Exception as err:  # noqa: BLE001 - Optuna fails in several ways to tell a trial already failed
             if not taken_over:
                 raise
@@ -458,10 +464,6 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if failed_in_a_row >= max(n_trials, 3):
             raise RuntimeError(f"tuning worker {worker}: the last {failed_in_a_row} trials failed (the objective "
                                "returned NaN or infinity; see the warnings above); stopping")
-        if progress:
-            best = _best_value(study)
-            log.info("tuning worker %s: %d/%d trials finished; best %s", worker,
-                     count_trials(study, FINISHED_STATES), n_trials, "-" if best is None else f"{best:.4f}")
     return ran
 
 
@@ -480,6 +482,21 @@ def _take_place(study: optuna.Study, n_trials: int, first_params: dict[str, Any]
         first = first_params is not None and not trials
         study.enqueue_trial(first_params if first else {}, user_attrs={"base": first})
     return "run"
+
+
+def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, n_trials: int, worker: str = "0") -> str:
+    """The one log line of a finished trial: its state and scores, the budget used, the best so far."""
+    scores = " ".join(f"{m.upper()} {trial.user_attrs[m]:.4f}" for m in ("src", "mae", "mse") if m in trial.user_attrs)
+    state = trial.state.name.lower()
+    if trial.state == TrialState.PRUNED and trial.intermediate_values:
+        step = max(trial.intermediate_values)
+        state += f" at round {step} ({trial.intermediate_values[step]:.4f})"
+    elif trial.state == TrialState.FAIL:
+        state += " (its objective is not a number)" if trial.user_attrs else " (see the error above)"
+    best = _best_value(study)
+    return (f"tuning trial {trial.number} {state}" + (f": validation {scores}" if scores else "")
+            + f"; {count_trials(study, FINISHED_STATES)}/{n_trials} finished, best "
+            + ("-" if best is None else f"{best:.4f}") + (f" (worker {worker})" if worker != "0" else ""))
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -223,6 +223,25 @@ class Config:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
+    def work_digest(self) -> str:
+        """Digest of what a config folder's results depend on (work/<data set>/config-<digest>/).
+
+        The demo section is left out (it is part of the demo data set's name), and so are the
+        settings that change how a run executes but not what it computes (EXECUTION_ONLY), so
+        that e.g. another number of DataLoader workers reuses the folder.
+        """
+        data = self.to_dict()
+        data.pop("demo")
+        for section, keys in EXECUTION_ONLY.items():
+            for key in keys:
+                data[section].pop(key)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# settings that change how a run executes, not its results (Config.work_digest leaves them out)
+EXECUTION_ONLY = {"encoders": ("num_workers", "shard"), "tuning": ("workers", "storage", "heartbeat_s")}
+
+
 class ConfigError(ValueError):
     pass
 

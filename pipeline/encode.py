@@ -33,7 +33,7 @@ if str(REPO_ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from features.encoders import CLIP, image_encoder_name, output_paths  # noqa: E402
+from features.encoders import CLIP, output_paths  # noqa: E402
 from features.encoders_image import load_image_encoder  # noqa: E402
 from features.encoders_run import (  # noqa: E402
     SplitInputs, copy_chunks, image_files_signature, image_pass, parse_shard, text_pass,
@@ -86,8 +86,8 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
     for split in SPLITS:
         posts = read_parquet(ctx.posts(split), columns=POST_COLUMNS)
         inputs = SplitInputs.from_posts(posts, ctx.data_dir)
-        for result in (image_pass(inputs, split, cfg, ctx.work_dir, models.image, shard, progress),
-                       text_pass(inputs, split, cfg, ctx.work_dir, models.text, shard, progress)):
+        for result in (image_pass(inputs, split, cfg, ctx.shared_dir, models.image, shard, progress),
+                       text_pass(inputs, split, cfg, ctx.shared_dir, models.text, shard, progress)):
             if not result.done:
                 complete = False
                 log.info("[encode] %s %s: encoded %d batches in this run; %d batches not finished yet (other "
@@ -107,8 +107,8 @@ def image_files(ctx: RunContext) -> str:
 
 
 def imgstats_array(ctx: RunContext, split: str) -> Path:
-    from features.encoders import encoder_dir
-    return encoder_dir(ctx.work_dir, image_encoder_name(ctx.config.encoders)) / f"{split}_imgstats.npy"
+    from features.encoders import encoder_dir, encoder_folder
+    return encoder_dir(ctx.shared_dir, encoder_folder(ctx.config.encoders, "image")) / f"{split}_imgstats.npy"
 
 
 def write_imgstats(ctx: RunContext) -> None:
@@ -134,7 +134,7 @@ def run(ctx: RunContext) -> None:
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return (output_paths(ctx.work_dir, ctx.config.encoders, SPLITS)
+    return (output_paths(ctx.shared_dir, ctx.config.encoders, SPLITS)
             + [imgstats_array(ctx, s) for s in SPLITS]
             + [ctx.feature_block("imgstats", s) for s in SPLITS])
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
               "(same --work-dir/--data-dir)", file=sys.stderr)
         return 2
     if args.merge_from:
-        log.info("[encode] copied %d chunk files from %s", copy_chunks(args.merge_from, ctx.work_dir),
+        log.info("[encode] copied %d chunk files from %s", copy_chunks(args.merge_from, ctx.shared_dir),
                  [str(p) for p in args.merge_from])
     complete = encode_posts(ctx, args.shard, progress=not args.no_progress)
     log.info("[encode] %s", "all arrays written" if complete else f"shard {args.shard} done")

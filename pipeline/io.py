@@ -2,7 +2,10 @@
 
 Every write is atomic: the data goes to a temporary file in the same folder,
 which is flushed and renamed over the target, so a crash never leaves a
-half-written file that a later run could mistake for a finished one.
+half-written file that a later run could mistake for a finished one. The file
+gets the permissions a plain `open(path, "w")` would give it (0666 less the
+umask: group-readable under the usual 022), not mkstemp's private 0600, so a
+team can share a work or run folder.
 """
 from __future__ import annotations
 
@@ -22,6 +25,15 @@ class WriteError(OSError):
     """A write that failed (disk full, no permission, file too large), naming the file it was writing."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # read once: os.umask can only be read by setting it
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` if the block succeeds.
@@ -39,6 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     except WriteError:
         raise

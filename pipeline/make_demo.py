@@ -49,6 +49,7 @@ STAGE = Stage(
     sections=("demo",),
     modules=("features.demo",),
     enabled=lambda ctx: ctx.is_demo,
+    shared=True,
     description="generate the synthetic SMPD-format demo data",
 )
 

@@ -2,7 +2,7 @@
 
 submissions/<run>/
   predicted_vs_true.png      out-of-fold blend prediction against the label (validation posts)
-  feature_importance.png     gain importance of the tuned LightGBM member (or the best one)
+  feature_importance.png     gain importance of the LightGBM member that carries the blend (largest weight)
   optimisation_history.png   Optuna trials and best-so-far (when tuning is on)
   blend.json                 blend method, weights, scores, members, level recalibration
   tuning_best_params.json, tuning_study_summary.json   (when tuning is on)
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def save(fig, path: Path) -> None:
+    figures.wrap_titles(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
 
@@ -36,12 +37,13 @@ def copy(src: Path, dst: Path) -> None:
 
 
 def importance_member(ctx: RunContext) -> str:
-    """The tuned feature set when tuning is on, else the LightGBM member with the best validation SRC."""
+    """The LightGBM member that carries the blend: the largest blend weight among the LightGBM
+    members (ridge members have no gain importance); ties and all-zero weights go to the best
+    validation SRC."""
+    weights = read_json(ctx.final_preds.with_suffix(".json"))["weights"]
     members = list(active_members(ctx.config))
-    if ctx.config.tuning.enabled and ctx.config.tuning.feature_set in members:
-        return ctx.config.tuning.feature_set
     scores = {m: read_json(ctx.member_preds(m).with_suffix(".json"))["score"]["src"] for m in members}
-    return max(scores, key=scores.get)
+    return max(members, key=lambda m: (weights.get(m, 0.0), np.nan_to_num(scores[m], nan=-np.inf)))
 
 
 def run(ctx: RunContext) -> None:
@@ -55,8 +57,8 @@ def run(ctx: RunContext) -> None:
 
     member = importance_member(ctx)
     gain = read_json(ctx.member_preds(member).with_suffix(".json")).get("feature_importance_gain", {})
-    save(figures.feature_importance(pd.Series(gain, dtype=np.float64), title=f"Feature importance (gain): {member}"),
-         run_dir / "feature_importance.png")
+    title = f"Feature importance (gain): {member}, blend weight {blend['weights'].get(member, 0.0):.2f}"
+    save(figures.feature_importance(pd.Series(gain, dtype=np.float64), title=title), run_dir / "feature_importance.png")
     copy(ctx.final_preds.with_suffix(".json"), run_dir / "blend.json")
 
     if ctx.config.tuning.enabled:

@@ -2,8 +2,10 @@
 
 Reads the posts tables, the folds and the cached encoder outputs; trains one network
 per fold of `stat_fold` (models/train_prototype.py) with per-epoch checkpoints under
-work/<ds>/prototype/fold_<k>/ (an interrupted run resumes from the last finished
-epoch, a finished fold is not redone); writes proto_{train,test}.parquet.
+work/<ds>/prototype/<run key>/fold_<k>/ (an interrupted run resumes from the last finished
+epoch, a finished fold is not redone); writes proto_{train,test}.parquet. The networks
+live in the data set's shared folder, keyed by `run_key`, so configs that differ
+elsewhere (gbdt, tuning, ensemble, ...) reuse them instead of training them again.
 """
 from __future__ import annotations
 
@@ -25,16 +27,25 @@ POST_COLUMNS = ["Pid", "Uid", "Postdate", "Category", "Subcategory", "Concept"]
 
 
 def prototype_dir(ctx: RunContext) -> Path:
+    """This config's prototype folder (summary.json)."""
     return ctx.work_dir / "prototype"
+
+
+def networks_dir(ctx: RunContext, cfg=None) -> Path:
+    """Where the K networks of prototype config `cfg` (default: the run's) are kept: one folder
+    per run key in the data set's shared folder (fold_<k>/last.pt, outputs.npz)."""
+    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
+    return ctx.shared_dir / "prototype" / run_key(ctx, cfg or ctx.config.prototype, stat_fold)
 
 
 def uses_backbone(cfg) -> bool:
     return cfg.use_prompts_global or cfg.use_prompts_local
 
 
-def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True):
+def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progress: bool = True):
     """Train the K out-of-fold networks of config `cfg` (a PrototypeConfig) and return the
-    (train, test) proto tables; checkpoints and per-fold outputs go under `out_dir`."""
+    (train, test) proto tables; checkpoints and per-fold outputs go under `out_dir`
+    (default: networks_dir)."""
     import torch
 
     from features.encoders import load_encoded, load_text_backbone
@@ -48,7 +59,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True
     if not np.array_equal(folds["Pid"].to_numpy(), posts["train"]["Pid"].to_numpy()):
         raise ValueError(f"{ctx.folds} does not list the train posts in order: rerun make_folds")
     vocab = ClassVocab.from_posts(posts["train"])
-    data = {s: make_data(load_encoded(ctx.work_dir, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
+    data = {s: make_data(load_encoded(ctx.shared_dir, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
     check_learnable(data["train"], vocab)
     unseen = int((data["test"].labels["sub"] < 0).sum())
     if unseen:
@@ -56,6 +67,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path, progress: bool = True
     backbone = load_text_backbone(enc_cfg) if uses_backbone(cfg) else None
     torch.manual_seed(ctx.config.seed)
     key = run_key(ctx, cfg, folds["stat_fold"].to_numpy())
+    out_dir = out_dir or ctx.shared_dir / "prototype" / key
     train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
                                   ctx.config.seed, resolve_device(cfg.device), out_dir, key, progress)
     return feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
@@ -91,7 +103,7 @@ def run(ctx: RunContext) -> None:
     from models.train_prototype import NothingToLearn
     cfg = ctx.config.prototype
     try:
-        train, test = build_proto_block(ctx, cfg, prototype_dir(ctx))
+        train, test = build_proto_block(ctx, cfg)
     except NothingToLearn as err:
         # an empty block: members that list it run without it, the report says why
         skipped = {"proto": str(err)}
@@ -113,7 +125,7 @@ def run(ctx: RunContext) -> None:
 def inputs(ctx: RunContext) -> list[Path]:
     from features.encoders import manifest_paths
     # the manifests carry the digests of the arrays they describe; hashing GBs of arrays is not needed
-    return [ctx.posts("train"), ctx.posts("test"), ctx.folds] + manifest_paths(ctx.work_dir, ctx.config.encoders)
+    return [ctx.posts("train"), ctx.posts("test"), ctx.folds] + manifest_paths(ctx.shared_dir, ctx.config.encoders)
 
 
 STAGE = Stage(

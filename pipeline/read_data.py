@@ -29,5 +29,6 @@ STAGE = Stage(
     inputs=lambda ctx: ctx.data_files("train") + ctx.data_files("test"),
     outputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.read_report],
     modules=("features.smpd",),
+    shared=True,
     description="read and check the official SMPD files into one table per split",
 )

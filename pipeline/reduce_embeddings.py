@@ -16,7 +16,7 @@ SPLITS = ("train", "test")
 def run(ctx: RunContext) -> None:
     cfg = ctx.config.encoders
     pids = {s: read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].astype(str).to_numpy() for s in SPLITS}
-    encoded = {s: load_encoded(ctx.work_dir, cfg, s) for s in SPLITS}
+    encoded = {s: load_encoded(ctx.shared_dir, cfg, s) for s in SPLITS}
     train, test, summary = embedding_features(encoded["train"], encoded["test"], pids["train"], pids["test"],
                                               cfg.pca_dim)
     skipped = summary.pop("skipped")
@@ -28,9 +28,9 @@ def run(ctx: RunContext) -> None:
 
 
 def inputs(ctx: RunContext):
-    arrays = [p for p in output_paths(ctx.work_dir, ctx.config.encoders, SPLITS)
+    arrays = [p for p in output_paths(ctx.shared_dir, ctx.config.encoders, SPLITS)
               if p.name.endswith(("_image.npy", "_has_image.npy", "_title.npy", "_tags.npy"))]
-    return [ctx.posts(s) for s in SPLITS] + arrays + manifest_paths(ctx.work_dir, ctx.config.encoders)
+    return [ctx.posts(s) for s in SPLITS] + arrays + manifest_paths(ctx.shared_dir, ctx.config.encoders)
 
 
 STAGE = Stage(

@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.io import read_json, read_parquet, write_text
 from pipeline.stage import RunContext, Stage
+from submissions.figures import wrap_titles
 from submissions.report import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ def notebook_context(argv: list[str] | None = None) -> RunContext:
 
 
 def dataset_name(ctx: RunContext) -> str:
-    """The data set's name as the leaderboard records it."""
-    return "demo" if ctx.is_demo else ctx.data_dir.name
+    """The data set's name as the leaderboard records it (RunContext.dataset)."""
+    return ctx.dataset
 
 
 def read_leaderboard(ctx: RunContext) -> pd.DataFrame | None:
@@ -115,10 +116,11 @@ def member_summaries(ctx: RunContext) -> dict[str, dict]:
 
 # --- prototype network ------------------------------------------------------------------------
 def prototype_fold_dirs(ctx: RunContext) -> dict[int, Path]:
-    """The folder of each fold's network of this config (work/<ds>/prototype/fold_<k>/)."""
-    from pipeline.prototype import prototype_dir
+    """The folder of each fold's network of this config (work/<ds>/prototype/<run key>/fold_<k>/)."""
+    from pipeline.prototype import networks_dir
     stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
-    return {int(k): prototype_dir(ctx) / f"fold_{k}" for k in np.unique(stat_fold)}
+    folder = networks_dir(ctx)
+    return {int(k): folder / f"fold_{k}" for k in np.unique(stat_fold)}
 
 
 def _check_key(ctx: RunContext, path: Path, key: str) -> None:
@@ -181,6 +183,7 @@ class FigureWriter:
         from pipeline.io import atomic_path
         try:
             fig = draw()
+            wrap_titles(fig)
             self.dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(self.dir / f"{name}.png") as tmp:
                 fig.savefig(tmp, format="png")
@@ -254,7 +257,7 @@ def error_figures(ctx: RunContext, out: FigureWriter) -> None:
 def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
     from features.encoders import load_encoded
     from submissions import report_figures as rf
-    encoded = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    encoded = load_encoded(ctx.shared_dir, ctx.config.encoders, "train")
     posts = read_parquet(ctx.posts("train"), columns=["Category", "label"])
     rows = sample_rows(np.flatnonzero(np.asarray(encoded.has_image, bool)), MAX_MAP_POINTS, ctx.config.seed)
     if len(rows) < 2:
@@ -311,7 +314,7 @@ def leaderboard_figures(ctx: RunContext, out: FigureWriter, board: pd.DataFrame 
         return
     rows = board[board["dataset"].astype(str) == dataset_name(ctx)]
     out.add("Leaderboard", "leaderboard", "SRC of every run on this data set",
-            lambda: rf.leaderboard_history(rows, ctx.run_name))
+            lambda: rf.leaderboard_history(rows, ctx.run_name, dataset_name(ctx)))
 
 
 def build_report(ctx: RunContext) -> RunReport:
@@ -368,7 +371,7 @@ def report_path(ctx: RunContext) -> Path:
 
 def run(ctx: RunContext) -> None:
     report = build_report(ctx)
-    write_text(report_path(ctx), render_report(report))
+    write_text(report_path(ctx), render_report(report, ctx.run_dir))
     position = f"{report.position[0]} of {report.position[1]}" if report.position else "not ranked"
     log.info("report: %s (%d figures; leaderboard position %s)", report_path(ctx), len(report.figures), position)
 

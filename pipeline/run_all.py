@@ -1,17 +1,26 @@
 #!/usr/bin/env python
 """Run every stage of the pipeline in order, skipping the ones that are up to date.
 
-    python pipeline/run_all.py                           # built-in demo data set
-    python pipeline/run_all.py --data-dir /data/smpd     # the real SMPD (official layout)
-    python pipeline/run_all.py --stages gbdt,submit --force
+    python pipeline/run_all.py                                       # built-in demo data set
+    python pipeline/run_all.py --data-dir /data/smpd                 # the real SMPD (official layout)
+    python pipeline/run_all.py --stages train_gbdt,blend,submit --force   # after a first run: redo the models
+    python pipeline/run_all.py --set gbdt.num_boost_round=200 --run-name fewer-rounds
+    python pipeline/run_all.py --list                                # the stages, in run order
 
 A stage is skipped when its lock entry matches (same config sections, input
-contents and code); `--force` reruns the selected stages. On failure the exit
-code is 1 and the log names the stage and the command that resumes.
+contents and code); `--force` reruns the selected stages. Each config has its own
+folder work/<data set>/config-<digest>/ beside the others (the encoder cache and the
+posts tables are shared), so a run with --set or --config never overwrites another
+config's results. The run starts with its plan (what runs, what is up to date, the
+time the last runs took) and ends with one line: scores, run folder, leaderboard
+position. On failure the exit code is 1 and the log names the stage; rerunning the
+same command resumes.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
+import hashlib
 import logging
 import os
 import sys
@@ -27,8 +36,12 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
 from pipeline.config import ConfigError, load_config  # noqa: E402
-from pipeline.stage import Lock, RunContext, Stage, stage_key  # noqa: E402
+from pipeline.io import read_json, write_text  # noqa: E402
+from pipeline.stage import Lock, RunContext, Stage, file_digest, stage_key  # noqa: E402
 
 log = logging.getLogger("smp")
 
@@ -59,7 +72,8 @@ def load_stages() -> list[Stage]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, help="SMPD directory in the official layout (default: the built-in demo)")
-    parser.add_argument("--work-dir", type=Path, help="where derived data goes (default: work/<data set name>)")
+    parser.add_argument("--work-dir", type=Path, help="the data set's folder for derived data (default: "
+                        "work/<data set name>); each config gets a config-<digest> folder inside it")
     parser.add_argument("--run-name", help="name of the run folder under submissions/ (default: <data set>-<UTC time>)")
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/demo.yaml or configs/smpd.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -72,33 +86,148 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def data_set_name(data_dir: Path) -> str:
+    """The data set's name in work/ and on the leaderboard: its folder's name and a digest of
+    the names and contents of its official files (not the images), so two data sets in folders
+    of the same name never share a work folder. A folder without the official files keeps its
+    bare name (read_data then says what is missing)."""
+    from features.smpd import SMPDFormatError, split_files
+    try:
+        files = sorted(path for split in ("train", "test") for path in split_files(data_dir, split).values())
+    except SMPDFormatError:
+        return data_dir.name
+    sha = hashlib.sha256()
+    cache: dict = {}
+    for path in files:
+        sha.update(f"{path.relative_to(data_dir).as_posix()}:{file_digest(path, cache)}\n".encode())
+    return f"{data_dir.name}-{sha.hexdigest()[:8]}"
+
+
 def make_context(args: argparse.Namespace) -> RunContext:
     is_demo = args.data_dir is None
     default_config = REPO_ROOT / "configs" / ("demo.yaml" if is_demo else "smpd.yaml")
     config = load_config(args.config or default_config, args.overrides)
     if is_demo:
-        work_dir = args.work_dir or REPO_ROOT / "work" / "demo"
-        data_dir = work_dir / "data"
-        test_labels = args.test_labels or work_dir / "hidden_test_labels.txt"
-        dataset = "demo"
+        # the demo data are made from the demo section: another section is another data set
+        dataset = f"demo-{config.digest('demo')[:8]}"
+        shared_dir = args.work_dir or REPO_ROOT / "work" / dataset
+        data_dir = shared_dir / "data"
+        test_labels = args.test_labels or shared_dir / "hidden_test_labels.txt"
     else:
         data_dir = args.data_dir.resolve()
         if not data_dir.is_dir():
             raise ConfigError(f"--data-dir {data_dir} is not a directory")
-        dataset = data_dir.name
-        work_dir = args.work_dir or REPO_ROOT / "work" / dataset
+        dataset = data_set_name(data_dir)
+        shared_dir = args.work_dir or REPO_ROOT / "work" / dataset
         test_labels = args.test_labels
     if test_labels is not None and not is_demo and not Path(test_labels).is_file():
         raise ConfigError(f"--test-labels {test_labels} is not a file")
     run_name = args.run_name or f"{dataset}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    return RunContext(config=config, data_dir=data_dir, work_dir=Path(work_dir).resolve(), run_name=run_name,
-                      submissions_dir=args.submissions_dir.resolve(),
-                      test_labels=Path(test_labels).resolve() if test_labels else None, is_demo=is_demo)
+    shared_dir = Path(shared_dir).resolve()
+    return RunContext(config=config, data_dir=data_dir, work_dir=shared_dir / f"config-{config.work_digest()}",
+                      run_name=run_name, submissions_dir=args.submissions_dir.resolve(),
+                      test_labels=Path(test_labels).resolve() if test_labels else None, is_demo=is_demo,
+                      shared_dir=shared_dir, dataset=dataset)
+
+
+def stage_locks(ctx: RunContext) -> dict[bool, Lock]:
+    """The lock of the config's stages (False) and of the shared stages (True); one when the
+    context keeps everything in one folder."""
+    own = Lock(ctx.lock_file)
+    return {False: own, True: own if ctx.shared_lock_file == ctx.lock_file else Lock(ctx.shared_lock_file)}
+
+
+# --- the plan printed before anything runs -----------------------------------------------------
+def _last_seconds(ctx: RunContext, stage: Stage, lock: Lock) -> tuple[float | None, str]:
+    """How long the stage took last time, and where: in this config folder (`here`), else in
+    another config folder of the same data set (the most recent lock first)."""
+    entry = lock.data["stages"].get(stage.name)
+    if entry and "seconds" in entry:
+        return float(entry["seconds"]), "here"
+    if stage.shared:
+        return None, ""
+    others = sorted(ctx.shared_dir.glob("config-*/stages.lock.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in others:
+        if path == ctx.lock_file:
+            continue
+        try:
+            entry = Lock(path).data["stages"].get(stage.name)
+        except (OSError, ValueError):
+            continue
+        if entry and "seconds" in entry:
+            return float(entry["seconds"]), path.parent.name
+    return None, ""
+
+
+def plan(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool,
+         locks: dict[bool, Lock]) -> list[dict]:
+    """What each selected stage will do: `off`, `up to date` or `run`, with the seconds it took last time.
+
+    `up to date` is said only when the stage's key matches now and no stage before it runs;
+    a stage listed as `run` may still find itself up to date once its inputs are rebuilt."""
+    rows, produced = [], set()
+    for stage in stages:
+        if selected is not None and stage.name not in selected:
+            continue
+        if not stage.enabled(ctx):
+            rows.append({"stage": stage.name, "status": "off"})
+            continue
+        lock = locks[stage.shared]
+        try:
+            inputs = stage.inputs(ctx)
+            current = (not force and not produced.intersection(inputs) and all(p.exists() for p in inputs)
+                       and lock.is_current(stage, ctx, stage_key(stage, ctx, lock.hashes)))
+        except Exception:  # noqa: BLE001 - the run itself reports it, in its stage
+            current = False
+        if current:
+            rows.append({"stage": stage.name, "status": "up to date"})
+            continue
+        try:
+            produced.update(stage.outputs(ctx))
+        except Exception:  # noqa: BLE001
+            pass
+        seconds, where = _last_seconds(ctx, stage, lock)
+        rows.append({"stage": stage.name, "status": "run", "seconds": seconds, "timed_in": where})
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def plan_text(ctx: RunContext, rows: list[dict]) -> str:
+    lines = [f"plan for data set {ctx.dataset}, config folder {ctx.work_dir}:"]
+    for row in rows:
+        status = row["status"]
+        if status == "run":
+            seconds = row["seconds"]
+            if seconds is None:
+                status += "   (no earlier timing)"
+            else:  # another config's time: an upper bound where the shared caches (encoders, networks) apply
+                status += f"   ~{_duration(seconds)} (" + ("last run" if row["timed_in"] == "here"
+                                                          else f"last run in {row['timed_in']}") + ")"
+        lines.append(f"  {row['stage']:16s} {status}")
+    to_run = [r for r in rows if r["status"] == "run"]
+    timed = [r["seconds"] for r in to_run if r["seconds"] is not None]
+    if not to_run:
+        lines.append("  nothing to run: every selected stage is up to date or off")
+    elif timed:
+        untimed = len(to_run) - len(timed)
+        lines.append(f"  estimate: about {_duration(sum(timed))} for {len(to_run)} stage(s), from their last runs"
+                     + (f"; {untimed} never timed here" if untimed else ""))
+    else:
+        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (none of them has run on this data set yet)")
+    return "\n".join(lines)
 
 
 def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool) -> None:
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
-    lock = Lock(ctx.lock_file)
+    config_text = yaml.safe_dump(ctx.config.to_dict(), sort_keys=True)
+    config_file = ctx.work_dir / "config.yaml"  # says which config a config-<digest> folder holds
+    if not config_file.is_file() or config_file.read_text() != config_text:
+        write_text(config_file, config_text)
+    locks = stage_locks(ctx)
+    log.info("%s", plan_text(ctx, plan(ctx, stages, selected, force, locks)))
     for stage in stages:
         if selected is not None and stage.name not in selected:
             continue
@@ -109,6 +238,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, 
         if missing:
             raise FileNotFoundError(f"stage {stage.name}: input {missing[0]} is missing; "
                                     "run the stages before it first")
+        lock = locks[stage.shared]
         key = stage_key(stage, ctx, lock.hashes)
         if not force and lock.is_current(stage, ctx, key):
             log.info("[%s] up to date, skipped", stage.name)
@@ -126,6 +256,51 @@ def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, 
         log.info("[%s] done in %.1f s", stage.name, seconds)
 
 
+# --- the last line -----------------------------------------------------------------------------
+def run_summary(ctx: RunContext, seconds: float) -> str:
+    """One line: the run's scores (validation, and test when labels were given), its leaderboard
+    position among the runs of this data set, and its folder."""
+    from submissions.report import leaderboard_position
+    parts = [f"done in {_duration(seconds)}"]
+    scores_file = ctx.run_dir / "scores.json"
+    if scores_file.is_file():
+        scores = read_json(scores_file)
+        for name in ("validation", "test"):
+            values = scores.get(name) or {}
+            if values:
+                parts.append(f"{name} SRC {values['src']:.4f} MAE {values['mae']:.4f}")
+        if not scores.get("test"):
+            parts.append("test: no labels")
+        board = pd.read_csv(ctx.leaderboard, dtype=str) if ctx.leaderboard.is_file() else None
+        position = leaderboard_position(board, ctx.run_name, ctx.dataset) if board is not None else None
+        parts.append(f"leaderboard {position[0]} of {position[1]} on {ctx.dataset}" if position
+                     else "not on the leaderboard")
+    else:
+        parts.append("no scores (stage submit has not run for this run name)")
+    report = ctx.run_dir / "report.html"
+    parts.append(f"run folder {ctx.run_dir}" + (" (report.html)" if report.is_file() else ""))
+    return "; ".join(parts)
+
+
+def unknown_stage_message(unknown: set[str], known: list[str]) -> str:
+    hints = []
+    for name in sorted(unknown):
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5) or [k for k in known if name in k][:1]
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+    return f"unknown stage(s) {', '.join(hints)}; known, in run order: {', '.join(known)}"
+
+
+def selected_stages(arg: str | None, stages: list[Stage]) -> set[str] | None:
+    """The stage names of --stages (None: every stage); ValueError names an unknown one."""
+    if not arg:
+        return None
+    selected = {s.strip() for s in arg.split(",") if s.strip()}
+    known = [s.name for s in stages]
+    if selected - set(known):
+        raise ValueError(unknown_stage_message(selected - set(known), known))
+    return selected
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args(argv)
@@ -134,13 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         for stage in stages:
             print(f"{stage.name:16s} {stage.description}")
         return 0
-    selected = None
-    if args.stages:
-        selected = {s.strip() for s in args.stages.split(",") if s.strip()}
-        unknown = selected - {s.name for s in stages}
-        if unknown:
-            print(f"error: unknown stage(s) {sorted(unknown)}; known: {[s.name for s in stages]}", file=sys.stderr)
-            return 2
+    try:
+        selected = selected_stages(args.stages, stages)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:
         ctx = make_context(args)
     except ConfigError as err:
@@ -153,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("pipeline failed: %s", err)
         print(f"\nerror: {err}\nFinished stages are kept; rerun the same command to resume.", file=sys.stderr)
         return 1
-    log.info("all stages done in %.1f s; run folder %s", time.perf_counter() - started, ctx.run_dir)
+    log.info("%s", run_summary(ctx, time.perf_counter() - started))
     return 0
 
 

@@ -2,10 +2,23 @@
 
 A stage is a thin wrapper: it reads its inputs, calls a pure function from
 `features/` or `models/`, and writes its outputs atomically. It is skipped
-when a lock entry (work_dir/stages.lock.json) records the same key: a digest
-of its config sections, the content of its input files and the source of the
-modules it runs, and its outputs are still the ones that run wrote. Like DVC,
-modification times are only used to avoid rehashing unchanged files.
+when a lock entry records the same key: a digest of its config sections, the
+content of its input files and the source of the modules it runs, and its
+outputs are still the ones that run wrote. Like DVC, modification times are
+only used to avoid rehashing unchanged files.
+
+Work folders: configs of one data set live side by side and share what does not
+depend on the config.
+
+    work/<data set>/              shared_dir: the demo data, posts tables, encoder cache
+                                  (features/encoders/<encoder>-<settings>/), trained prototype
+                                  networks (prototype/<run key>/), stages.lock.json of the
+                                  shared stages (make_demo, read_data)
+    work/<data set>/config-<d>/   work_dir: everything that depends on the config (folds,
+                                  feature blocks, tuning, predictions) and its own
+                                  stages.lock.json; <d> = Config.work_digest()
+
+A RunContext made by hand (tests, tools) without shared_dir keeps both in one folder.
 """
 from __future__ import annotations
 
@@ -35,14 +48,24 @@ class RunContext:
     test_labels: Path | None = None
     is_demo: bool = False
     extra: dict = field(default_factory=dict)
+    shared_dir: Path | None = None  # the data set's folder, shared by its configs (default: work_dir)
+    # the data set's name in work/ and the leaderboard (run_all.py: the folder's name and a digest
+    # of its files); default: the data folder's name
+    dataset: str = ""
+
+    def __post_init__(self):
+        if self.shared_dir is None:
+            self.shared_dir = self.work_dir
+        if not self.dataset:
+            self.dataset = Path(self.data_dir).name
 
     # --- the one place that names derived files -------------------------------------
     def posts(self, split: str) -> Path:
-        return self.work_dir / f"posts_{split}.parquet"
+        return self.shared_dir / f"posts_{split}.parquet"
 
     @property
     def read_report(self) -> Path:
-        return self.work_dir / "read_report.json"
+        return self.shared_dir / "read_report.json"
 
     @property
     def folds(self) -> Path:
@@ -77,7 +100,13 @@ class RunContext:
 
     @property
     def lock_file(self) -> Path:
+        """The lock of this config's stages."""
         return self.work_dir / "stages.lock.json"
+
+    @property
+    def shared_lock_file(self) -> Path:
+        """The lock of the stages every config of the data set shares (Stage.shared)."""
+        return self.shared_dir / "stages.lock.json"
 
     def data_files(self, split: str) -> list[Path]:
         from features.smpd import split_files
@@ -96,6 +125,8 @@ class Stage:
     modules: modules whose source is part of its cache key.
     per_run: the stage writes into the run folder, so each run name reruns it.
     fingerprint: a cheap signature of inputs that are not files of `inputs` (the image files), part of the key.
+    shared: its outputs do not depend on the config (only on the data): they live in
+    ctx.shared_dir and its lock entry in ctx.shared_lock_file.
     """
     name: str
     run: Callable[[RunContext], None]
@@ -107,6 +138,7 @@ class Stage:
     per_run: bool = False
     description: str = ""
     fingerprint: Callable[[RunContext], str] | None = None
+    shared: bool = False
 
 
 # --- cache keys ------------------------------------------------------------------------

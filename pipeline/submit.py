@@ -68,7 +68,7 @@ def run(ctx: RunContext) -> None:
         "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "commit": git_commit(),
         "config_digest": ctx.config.digest(),
-        "dataset": "demo" if ctx.is_demo else ctx.data_dir.name,
+        "dataset": ctx.dataset,
         "scheme": ctx.config.validation.scheme,
         "member": f"blend:{blend['method']}",
         "val_src": round(blend["score"]["src"], 5), "val_mae": round(blend["score"]["mae"], 5),

@@ -1,22 +1,19 @@
 #!/usr/bin/env python
 """Stage `tune`: Optuna tuning of LightGBM on one feature set (tuning.feature_set).
 
-Writes work/<ds>/tuning/best_params.json ({"params": ...}, read by train_gbdt) and
-study_summary.json (every trial, for the run's history plot). The study lives in
-tuning.storage (default: SQLite file work/<ds>/tuning/study.db), so rerunning an
+Writes tuning/best_params.json ({"params": ...}, read by train_gbdt) and
+study_summary.json (every trial, for the run's history plot) in the config folder.
+The study lives in tuning.storage (default: SQLite file work/<ds>/tuning/study.db,
+shared by the data set's configs), so rerunning an
 interrupted stage resumes it, and more workers can join it at any time:
 
-    python pipeline/tune.py --work-dir work/demo     # one more worker on the stage's study
+    python pipeline/tune.py --work-dir work/<ds>/config-<d>            # one more worker, same machine
+    python pipeline/tune.py --work-dir work/<ds>/config-<d> --set tuning.storage=postgresql://user:pw@host/db
 
-On another machine the same command joins a study in a database server
-(tuning.storage=postgresql://...) once work/<ds>/ has been copied there: the worker
-needs the posts, folds and features the study's objective is defined on.
-
-A worker reads the config the stage saved (work/<ds>/tuning/config.yaml) unless
-given --config; all workers share the trial budget tuning.n_trials, and each stays
-until the budget is finished (a dead worker's trial is failed after 2 x
-tuning.heartbeat_s and rerun by another). The stage itself starts tuning.workers - 1
-extra processes and waits for every trial. README: "Tuning across machines".
+--work-dir is the config folder the stage runs in (the stage's log names it). A
+worker reads the config the stage saved there (tuning/config.yaml) unless given
+--config; all workers share the trial budget tuning.n_trials. The stage itself
+starts tuning.workers - 1 extra processes and waits for every trial.
 """
 from __future__ import annotations
 
@@ -43,7 +40,7 @@ import yaml  # noqa: E402
 
 from models import tuning  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.io import write_json, write_text  # noqa: E402
+from pipeline.io import read_json, write_json, write_text  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
 from pipeline.train_gbdt import active_members, load_member_data, sample_selection_mask  # noqa: E402
 
@@ -67,8 +64,15 @@ def worker_config_path(work_dir: Path) -> Path:
     return work_dir / "tuning" / "config.yaml"
 
 
+def worker_context_path(work_dir: Path) -> Path:
+    """Where a worker finds the data set's shared folder (the posts tables), relative to work_dir."""
+    return work_dir / "tuning" / "context.json"
+
+
 def storage_url(ctx: RunContext) -> str:
-    return ctx.config.tuning.storage or f"sqlite:///{tuning_dir(ctx) / 'study.db'}"
+    """tuning.storage, else one SQLite file per data set (shared_dir): configs whose objective is the
+    same (same data, folds, search space, base parameters; see objective_digest) share its study."""
+    return ctx.config.tuning.storage or f"sqlite:///{ctx.shared_dir / 'tuning' / 'study.db'}"
 
 
 def tuned_blocks(cfg: Config) -> list[str]:
@@ -157,14 +161,21 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
 
 
 # --- stage ----------------------------------------------------------------------------------
+def quiet_optuna() -> None:
+    """Optuna's own line per trial off: run_worker logs one line per trial (models/tuning.trial_line)."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+
 def run(ctx: RunContext) -> None:
     t = ctx.config.tuning
+    quiet_optuna()
     started = time.perf_counter()
     # keys in their order: the order of tuning.search_space is the order of the draws, which must match
     write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
+    write_json(worker_context_path(ctx.work_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.work_dir)})
     study, objective, url, first = prepare(ctx)
-    log.info("tuning study %s in %s: %d trials over %d worker(s)", study.study_name, tuning.redact(url),
-             t.n_trials, t.workers)
+    log.info("tuning study %s in %s: %d trials over %d worker(s); more workers: python pipeline/tune.py "
+             "--work-dir %s", study.study_name, tuning.redact(url), t.n_trials, t.workers, ctx.work_dir)
     extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.work_dir),
                                "--worker", str(i)], cwd=REPO_ROOT) for i in range(1, t.workers)]
     try:
@@ -211,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
               "(python pipeline/run_all.py --stages tune) or pass --config", file=sys.stderr)
         return 2
     cfg = load_config(config_path, args.overrides)
-    ctx = RunContext(config=cfg, data_dir=work_dir / "data", work_dir=work_dir, run_name="tune-worker")
+    where = worker_context_path(work_dir)
+    shared_dir = (work_dir / read_json(where)["shared_dir"]).resolve() if where.is_file() else work_dir
+    ctx = RunContext(config=cfg, data_dir=shared_dir / "data", work_dir=work_dir, run_name="tune-worker",
+                     shared_dir=shared_dir)
+    quiet_optuna()
     worker = args.worker or f"{socket.gethostname()}:{os.getpid()}"
     study, objective, url, first = prepare(ctx)
     log.info("worker %s joins study %s in %s", worker, study.study_name, tuning.redact(url))

@@ -15,6 +15,13 @@ COLOURS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#7f7f7f"}
 ACCENT = "#d62728"
 
 
+def wrap_titles(fig: Figure) -> Figure:
+    """Break titles that are wider than the figure into lines instead of clipping them."""
+    for text in [ax.title for ax in fig.axes] + list(fig.texts):  # fig.texts: the suptitle
+        text.set_wrap(True)
+    return fig
+
+
 def _figure(width: float = 7.5, height: float = 4.2):
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     return fig, fig.subplots()

@@ -2,12 +2,15 @@
 figures, config), rendered from plain data by `render_report`.
 
 The stage `report` (pipeline/report.py) gathers a run's outputs into a `RunReport`
-and writes the figures as PNG files beside the page, which links them.
+and writes the figures as PNG files beside the page; the page embeds them (data:
+URIs), so it shows the same wherever it is copied, alone or with its run folder.
 """
 from __future__ import annotations
 
+import base64
 import html
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,7 +62,7 @@ def ranked_runs(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
     """The runs of `dataset`, best validation SRC first, with a `rank` column."""
     rows = runs_of(board, dataset).copy()
     rows["val_src"] = pd.to_numeric(rows["val_src"], errors="coerce")
-    rows["rank"] = rows["val_src"].rank(ascending=False, method="min")
+    rows["rank"] = rows["val_src"].rank(ascending=False, method="min").astype("Int64")  # 1, 2, ... (NA: no score)
     return rows.sort_values(["rank", "run"], kind="stable").reset_index(drop=True)
 
 
@@ -156,8 +159,18 @@ def _leaderboard_section(report: RunReport, max_rows: int = 15) -> str:
     return title + _table(columns, rows, numeric=numeric, highlight=highlight)
 
 
-def render_report(report: RunReport) -> str:
-    """The report page as HTML text (figures linked by their relative paths)."""
+def image_src(file: str, base_dir: Path | None) -> str:
+    """The <img> source of a figure: its PNG embedded as a data: URI when `base_dir` (the page's
+    folder) holds it, else its path relative to the page."""
+    path = Path(base_dir) / file if base_dir is not None else None
+    if path is None or not path.is_file():
+        return file
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_report(report: RunReport, base_dir: Path | None = None) -> str:
+    """The report page as HTML text; figures embedded from `base_dir` (the folder of the page),
+    or linked by their relative paths without one."""
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Run {_e(report.run)}</title>"
              f"<style>{STYLE}</style></head><body>",
              f"<h1>Run {_e(report.run)}</h1>",
@@ -173,7 +186,7 @@ def render_report(report: RunReport) -> str:
     for section in sections:
         parts.append(f"<h2>{_e(section)}</h2>")
         for fig in (f for f in report.figures if f.section == section):
-            parts.append(f'<figure><img src="{_e(fig.file)}" alt="{_e(fig.title)}">'
+            parts.append(f'<figure><img src="{_e(image_src(fig.file, base_dir))}" alt="{_e(fig.title)}">'
                          f"<figcaption><b>{_e(fig.title)}</b>{'. ' + _e(fig.caption) if fig.caption else ''}"
                          "</figcaption></figure>")
     if report.config_yaml:

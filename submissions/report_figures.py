@@ -320,10 +320,17 @@ def image_grid(images: list, captions: list[str], title: str = "", ncols: int = 
 
 
 # --- prototype network -----------------------------------------------------------------
-def training_curves(history: pd.DataFrame) -> Figure:
-    """Per-epoch mean losses (columns other than `epoch` and `fold`), one line per fold."""
+def training_curves(history: pd.DataFrame, ncols: int = 3) -> Figure:
+    """Per-epoch mean losses (columns other than `epoch` and `fold`), one line per fold, one panel
+    per loss term in rows of `ncols` (wide enough to read on a page), one legend for the folds."""
     terms = [c for c in history.columns if c not in ("epoch", "fold")]
-    fig, axes = new_figure(width=min(4.0 * max(len(terms), 1), 16), height=3.6, ncols=max(len(terms), 1))
+    ncols = max(1, min(ncols, len(terms)))
+    nrows = max(1, -(-len(terms) // ncols))
+    fig = Figure(figsize=(3.3 * ncols + 0.4, 2.9 * nrows + 0.6), dpi=100, layout="constrained")
+    grid = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in grid[max(len(terms), 1):]:
+        ax.set_visible(False)
+    axes = list(grid[:max(len(terms), 1)])
     if history.empty or not terms:
         _empty(axes[0], "no training history")
         return fig
@@ -338,8 +345,9 @@ def training_curves(history: pd.DataFrame) -> Figure:
         ax.set_ylabel(f"mean {name} loss")
         ax.set_title(f"{name} loss")
     if folds != [None]:
-        axes[0].legend(fontsize=8)
-    fig.suptitle("Prototype network: training losses per epoch")
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(len(folds), 8),
+                   fontsize=9)
+    fig.suptitle(f"Prototype network: mean training losses per epoch ({len(folds)} inner-fold networks)")
     return fig
 
 
@@ -482,8 +490,9 @@ def prediction_histogram(train_labels, test_preds) -> Figure:
     return fig
 
 
-def leaderboard_history(board: pd.DataFrame, current_run: str | None = None) -> Figure:
-    """Validation (and test, where known) SRC of each leaderboard row in time order; this run marked."""
+def leaderboard_history(board: pd.DataFrame, current_run: str | None = None, dataset: str = "") -> Figure:
+    """Validation (and test, where known) SRC of each leaderboard row in the order the rows were
+    appended (oldest first); this run marked."""
     board = board.reset_index(drop=True)
     fig, (ax,) = new_figure(width=8.0)
     if board.empty:
@@ -505,8 +514,8 @@ def leaderboard_history(board: pd.DataFrame, current_run: str | None = None) -> 
     step = max(1, len(board) // 20)
     ax.set_xticks(x[::step])
     ax.set_xticklabels(board["run"].astype(str).to_numpy()[::step], rotation=60, ha="right", fontsize=7)
-    ax.set_xlabel("run (leaderboard order)")
-    ax.set_ylabel("SRC")
-    ax.set_title("Leaderboard: SRC of every run")
+    ax.set_xlabel("run, in the order submitted (oldest left)" + (f"; one name every {step} runs" if step > 1 else ""))
+    ax.set_ylabel("SRC of the submitted blend")
+    ax.set_title(f"SRC of every run on {dataset}" if dataset else "SRC of every run")
     ax.legend(fontsize=8)
     return fig

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tiny_demo import config_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
@@ -35,10 +36,10 @@ def test_two_runs_with_the_same_seed_are_byte_identical(tmp_path):
     for name in ("submission.csv", "submission.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
     # bit for bit before the submission's rounding to 6 decimals, too, member by member
-    members = sorted((tmp_path / "a" / "preds").glob("*.parquet"))
+    members = sorted((config_dir(tmp_path / "a") / "preds").glob("*.parquet"))
     assert len(members) >= 3  # LightGBM, ridge, the blend
     for path in members:
-        a, b = pd.read_parquet(path), pd.read_parquet(tmp_path / "b" / "preds" / path.name)
+        a, b = pd.read_parquet(path), pd.read_parquet(config_dir(tmp_path / "b") / "preds" / path.name)
         assert np.array_equal(a["pred"].to_numpy(), b["pred"].to_numpy(), equal_nan=True), path.name
     # the data itself is regenerated from the seed, byte for byte
     for path in sorted((tmp_path / "a" / "data").glob("*.json")):

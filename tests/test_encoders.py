@@ -17,7 +17,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from features.encoders import EncoderLoadError, load_encoded, load_text_backbone, output_paths
+from features.encoders import (EncoderLoadError, encoder_dir, encoder_folder, load_encoded, load_text_backbone,
+                               output_paths)
 from features.encoders_run import copy_chunks
 from features.encoders_text import make_tiny_clip
 from pipeline.config import Config, EncoderConfig
@@ -202,11 +203,14 @@ def test_clip_stage_outputs_follow_the_contract(clip_run, smpd_posts):
     # the token mask covers BOS + words + EOS of title + " " + tags, truncated to 12
     lengths = train.token_mask.sum(1)
     assert lengths.min() >= 2 and lengths.max() == 12 and (train.tokens[~train.token_mask] == 0).all()
-    manifest = json.loads((ctx.work_dir / "features/encoders" / train.image_encoder / "manifest.json").read_text())
-    entry = manifest["splits"]["train"]
-    assert entry["n"] == n and entry["image"]["shapes"]["image"] == [n, dim]
-    assert entry["text"]["shapes"]["tokens"] == [n, 12, dim] and manifest["dtype"] == "float16"
-    assert entry["image"]["preprocessing"]["crop"] == 32
+    # one cache folder per modality and its settings (CLIP's two differ in their settings)
+    manifests = {kind: json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, kind))
+                                   / "manifest.json").read_text()) for kind in ("image", "text")}
+    image, text = (manifests[kind]["splits"]["train"] for kind in ("image", "text"))
+    assert image["n"] == text["n"] == n and image["image"]["shapes"]["image"] == [n, dim]
+    assert text["text"]["shapes"]["tokens"] == [n, 12, dim]
+    assert manifests["image"]["dtype"] == manifests["text"]["dtype"] == "float16"
+    assert image["image"]["preprocessing"]["crop"] == 32
     assert len(load_encoded(ctx.work_dir, ctx.config.encoders, "test")) == len(posts["test"])
 
 
@@ -232,7 +236,8 @@ def test_bad_images_are_flagged_named_and_zero(clip_run, smpd_posts, caplog):
     expected_ok = np.array([k not in BAD for k in kinds])
     assert np.array_equal(np.asarray(train.has_image), expected_ok)
     assert (train.image[~expected_ok] == 0).all() and (np.abs(train.image[expected_ok]).sum(1) > 0).all()
-    bad = json.loads((ctx.work_dir / "features/encoders" / train.image_encoder / "train_bad_images.json").read_text())
+    bad = json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json")
+                     .read_text())
     assert {b["Pid"]: b["reason"].split(" (")[0] for b in bad} == {
         posts["train"]["Pid"][kinds.index(kind)]: reason for kind, reason in BAD.items()}
     stats = pd.read_parquet(ctx.feature_block("imgstats", "train"))
@@ -244,15 +249,19 @@ def test_bad_images_are_flagged_named_and_zero(clip_run, smpd_posts, caplog):
     assert np.asarray(test.has_image).tolist() == [True] * len(GOOD) + [False]
 
 
-def test_bad_images_are_logged_by_pid(smpd_posts, tmp_path, tiny_clip, caplog):
+def test_bad_images_are_counted_in_the_log_and_listed_by_pid_in_a_file(smpd_posts, tmp_path, tiny_clip, caplog):
     from pipeline.encode import encode_posts
     ctx = make_ctx(tmp_path, smpd_posts, **clip_settings(tiny_clip))
     with caplog.at_level(logging.WARNING, logger="smp"):
         encode_posts(ctx, progress=False)
-    text = caplog.text
     _, posts = smpd_posts
     truncated = posts["train"]["Pid"][(GOOD + list(BAD)).index("truncated")]
-    assert "6 of 16 posts have no usable image" in text and f"{truncated} (unreadable" in text
+    listing = encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json"
+    line = next(r.getMessage() for r in caplog.records if "train: 6 of 16 posts have no usable image" in r.getMessage())
+    # one line a count per reason and the file, however many posts: no Pid in the log
+    assert "unreadable: " in line and str(listing) in line and truncated not in line
+    entry = [b for b in json.loads(listing.read_text()) if b["Pid"] == truncated]
+    assert len(entry) == 1 and entry[0]["reason"].startswith("unreadable")
 
 
 def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, tmp_path, tiny_clip, monkeypatch):
@@ -422,8 +431,10 @@ def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
     assert train.tokens.shape[1:] == (12, 384) and np.asarray(train.has_image).sum() == 10
     manifests = {m["encoder"]: m for m in (json.loads(p.read_text())
                                            for p in ctx.work_dir.glob("features/encoders/*/manifest.json"))}
-    assert sorted(manifests) == ["efficientnet-lite0", "minilm"]
-    assert manifests["efficientnet-lite0"]["splits"]["train"]["image"]["preprocessing"]["crop"] == 128
+    # one folder per encoder, named after it and a digest of its settings
+    assert sorted(name.rsplit("-", 1)[0] for name in manifests) == ["efficientnet-lite0", "minilm"]
+    image_folder = encoder_folder(ctx.config.encoders, "image")
+    assert manifests[image_folder]["splits"]["train"]["image"]["preprocessing"]["crop"] == 128
 
 
 def test_clip_with_image_resolution_is_a_config_error(tiny_clip):

@@ -327,12 +327,11 @@ def test_cross_modal_attention_equals_full_self_attention_per_post():
 
 # --- the stage ----------------------------------------------------------------------------------------
 def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_path):
-    from features.encoders import IMAGE_ARRAYS, TEXT_ARRAYS, array_path, image_encoder_name, pid_digest, \
-        text_encoder_name
+    from features.encoders import IMAGE_ARRAYS, TEXT_ARRAYS, array_path, manifest_paths, pid_digest
     from models.validation import make_folds
     from pipeline.config import Config
     from pipeline.io import read_json, read_parquet, write_json, write_npy, write_parquet
-    from pipeline.prototype import STAGE, prototype_dir
+    from pipeline.prototype import STAGE, networks_dir
     from pipeline.run_all import run_stages
     from pipeline.stage import RunContext
 
@@ -348,8 +347,7 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
             write_parquet(ctx.folds, make_folds(posts, "kfold", 2, 0))
         for name in IMAGE_ARRAYS + TEXT_ARRAYS:
             write_npy(array_path(ctx.work_dir, config.encoders, split, name), arrays[name])
-        for encoder in (image_encoder_name(config.encoders), text_encoder_name(config.encoders)):
-            manifest = ctx.features_dir / "encoders" / encoder / "manifest.json"
+        for manifest in manifest_paths(ctx.work_dir, config.encoders):
             info = read_json(manifest) if manifest.is_file() else {"splits": {}}
             info["splits"][split] = {"pid_digest": pid_digest(posts["Pid"])}
             write_json(manifest, info)
@@ -358,7 +356,7 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     test = read_parquet(ctx.feature_block("proto", "test"))
     assert list(train["Pid"]) == list(read_parquet(ctx.posts("train"))["Pid"]) and len(test) == 40
     assert list(train.columns) == list(test.columns) and "_pretext_loss" in train
-    assert all((prototype_dir(ctx) / f"fold_{k}" / "last.pt").is_file() for k in (0, 1))
+    assert all((networks_dir(ctx) / f"fold_{k}" / "last.pt").is_file() for k in (0, 1))
     stamp = ctx.feature_block("proto", "train").stat().st_mtime_ns
     run_stages(ctx, [STAGE], None, False)  # up to date: skipped
     assert ctx.feature_block("proto", "train").stat().st_mtime_ns == stamp

@@ -2,8 +2,10 @@
 leaderboard position right, optional stages that are off named, every figure labelled."""
 from __future__ import annotations
 
+import base64
 import io
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -21,30 +23,57 @@ def runs(tmp_path_factory):
     return tiny_runs(tmp_path_factory)[0]
 
 
-def figure_files(page: str) -> list[str]:
+def figure_sources(page: str) -> list[str]:
     return re.findall(r'<img src="([^"]+)"', page)
+
+
+def image_bytes(src: str, page_dir) -> bytes:
+    """The image an <img src> shows: a data: URI's payload, or the file it names relative to the page."""
+    if src.startswith("data:"):
+        header, payload = src.split(",", 1)
+        assert header == "data:image/png;base64", header
+        return base64.b64decode(payload)
+    assert not re.match(r"^(/|[a-z]+:)", src), f"{src[:80]} is neither relative nor data:"
+    path = page_dir / src
+    assert path.is_file(), f"{src} is linked but missing"
+    return path.read_bytes()
 
 
 @pytest.mark.parametrize("run", ["base", "full"])
 def test_report_is_written_with_its_figures(runs, run):
     run_dir = runs / run
     page = (run_dir / "report.html").read_text()
-    files = figure_files(page)
+    sources = figure_sources(page)
     # at least: predicted vs true, feature importance, error by category and time, label distribution,
     # train/test periods, leaderboard; with the optional stages: two embedding maps, training curves, confusion
-    assert len(files) >= (11 if run == "full" and has_optional_stages() else 7), files
-    for name in files:
-        path = run_dir / name
-        assert path.is_file(), f"{name} is linked but missing"
-        with Image.open(path) as img:
-            assert img.format == "PNG" and img.width >= 400 and img.height >= 250, (name, img.size)
+    assert len(sources) >= (11 if run == "full" and has_optional_stages() else 7), len(sources)
+    for i, src in enumerate(sources):
+        with Image.open(io.BytesIO(image_bytes(src, run_dir))) as img:
+            assert img.format == "PNG" and img.width >= 400 and img.height >= 250, (i, img.size)
             pixels = np.asarray(img.convert("L"), dtype=np.float64)
-        assert pixels.std() > 5, f"{name} looks empty"
+        assert pixels.std() > 5, f"figure {i} looks empty"
     assert "could not be drawn" not in page
     scores = read_json(run_dir / "scores.json")
     assert f"{scores['validation']['src']:.4f}" in page
     assert f"{scores['test']['mae']:.4f}" in page  # the demo has hidden test labels
     assert "n_train: 160" in page  # the config used
+
+
+def test_the_report_page_shows_its_figures_when_copied_elsewhere(runs, tmp_path):
+    """A run folder copied to another machine (or the page alone, mailed): every image still shows."""
+    copied = tmp_path / "elsewhere" / "full"
+    shutil.copytree(runs / "full", copied)
+    page = (copied / "report.html").read_text()
+    assert str(runs) not in page  # no absolute path to where it was made
+    sources = figure_sources(page)
+    assert sources
+    for src in sources:
+        image_bytes(src, copied)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(copied / "report.html", alone / "report.html")
+    for src in figure_sources((alone / "report.html").read_text()):
+        image_bytes(src, alone)
 
 
 def test_report_says_which_optional_stages_are_off(runs):
@@ -65,7 +94,7 @@ def test_leaderboard_position_of_each_run(runs):
     base = (runs / "base" / "report.html").read_text()
     full = (runs / "full" / "report.html").read_text()
     assert "Leaderboard position: <b>1</b> of 1 runs" in base  # written before the second run existed
-    rank, total = leaderboard_position(board, "full", "demo")
+    rank, total = leaderboard_position(board, "full", board["dataset"].iloc[-1])
     assert total == 2 and f"Leaderboard position: <b>{rank}</b> of 2 runs" in full
 
 

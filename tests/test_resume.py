@@ -26,6 +26,7 @@ from pipeline.config import Config
 from pipeline.io import write_text
 from pipeline.run_all import run_stages
 from pipeline.stage import Lock, RunContext, Stage
+from tiny_demo import config_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,7 +117,7 @@ def runs(tmp_path_factory, clip_dir):
         return len(list(work.glob("features/encoders/*/_chunks/train-image-*/*.npz"))) >= 10
 
     kill_when(cmd, log, encode_half_done, "the encode stage wrote 10 chunks")
-    attempts["after_encode_kill"] = json.loads((work / "stages.lock.json").read_text())["stages"]
+    attempts["after_encode_kill"] = json.loads((config_dir(work) / "stages.lock.json").read_text())["stages"]
 
     def tuning_trial_running() -> bool:
         # trial 0 finished and a later one running, its worker's heartbeat recorded (a trial killed before
@@ -127,7 +128,7 @@ def runs(tmp_path_factory, clip_dir):
     kill_when(cmd, log, tuning_trial_running, "a tuning trial after the first one running")
     text = log.read_text()
     attempts["second_log"] = text[text.rindex("[make_demo]"):]  # the second attempt's log
-    attempts["after_tune_kill"] = json.loads((work / "stages.lock.json").read_text())["stages"]
+    attempts["after_tune_kill"] = json.loads((config_dir(work) / "stages.lock.json").read_text())["stages"]
     text = run_to_end(cmd, log, timeout=180)
     attempts["last_log"] = text[text.rindex("[make_demo]"):]
     return tmp, attempts
@@ -143,7 +144,8 @@ def test_killed_in_the_clip_stage_resumes_where_it_stopped_and_ends_with_the_sam
     left = int(re.search(r"encode train images \(.*?\):\s+0%.*?\| 0/(\d+) ", second).group(1))
     assert left <= 80 - 10
     # every array and the `emb` block equal the uninterrupted run's, byte for byte
-    reference = sorted((tmp / "ref" / "features").rglob("*.npy")) + sorted((tmp / "ref" / "features").glob("emb_*"))
+    reference = (sorted((tmp / "ref" / "features").rglob("*.npy"))
+                 + sorted((config_dir(tmp / "ref") / "features").glob("emb_*")))
     assert len(reference) >= 12
     for path in reference:
         resumed = tmp / "crash" / path.relative_to(tmp / "ref")
@@ -175,7 +177,7 @@ def finished_trials(db: Path) -> dict[int, tuple]:
 def test_killed_in_encode_and_in_tune_ends_with_the_same_study_and_submission(runs):
     tmp, _ = runs
     assert finished_trials(tmp / "crash" / "tuning" / "study.db") == finished_trials(tmp / "ref" / "tuning" / "study.db")
-    best = [json.loads((tmp / name / "tuning" / "best_params.json").read_text()) for name in ("crash", "ref")]
+    best = [json.loads((config_dir(tmp / name) / "tuning" / "best_params.json").read_text()) for name in ("crash", "ref")]
     assert best[0]["params"] == best[1]["params"]
     for name in ("submission.csv", "submission.json"):
         assert (tmp / "subs_crash" / "run" / name).read_bytes() == (tmp / "subs_ref" / "run" / name).read_bytes()

@@ -68,6 +68,13 @@ def set_line(path: Path, row: int, text: str) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
+def config_dir(work: Path) -> Path:
+    """The one config folder (config-<digest>, beside the shared files) of a work folder a test run made."""
+    found = sorted(Path(work).glob("config-*"))
+    assert len(found) == 1, f"expected one config folder in {work}, found {found}"
+    return found[0]
+
+
 # --- degenerate variants of the demo data set (tests/test_degenerate.py) --------------------------
 def _rewrite_records(data: Path, split: str, kind: str, change) -> None:
     path = data / f"{split}_{kind}.json"
