@@ -104,6 +104,9 @@ class PrototypeConfig:
     # class probabilities in the feature block: `summary` (own-class prob per head and
     # level, top-1, entropy) or `full` (summary plus one column per subcategory)
     prob_features: str = "summary"
+    # torch.compile of the training forward on CUDA: off | default | reduce-overhead (CUDA graphs) |
+    # max-autotune; a CPU always runs eager (compiling costs more than it saves there, and eager is bit-stable)
+    compile: str = "off"
 
 
 @dataclass
