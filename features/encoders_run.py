@@ -90,9 +90,13 @@ def _key(parts: dict) -> str:
 
 
 def image_pass_key(enc_cfg, pids_digest: str) -> str:
+    # the GPU decoder's pixels and statistics differ slightly from Pillow's (features/gpu_decode.py);
+    # the default decoder adds nothing, so caches made before the option existed stay valid
+    decoder = {"decoder": enc_cfg.decoder} if enc_cfg.decoder != "pillow" else {}
     return _key({"v": FORMAT_VERSION, "image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
                  "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
-                 "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision, "pids": pids_digest})
+                 "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision, "pids": pids_digest,
+                 **decoder})
 
 
 def text_pass_key(enc_cfg, pids_digest: str) -> str:
@@ -182,9 +186,15 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
     encoder = None
     if pending:
         encoder = get_encoder()
-        dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels)
-        loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
-                              pin_memory=encoder.device.type == "cuda")
+        if enc_cfg.decoder == "pillow":
+            dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels)
+            loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
+                                  pin_memory=encoder.device.type == "cuda")
+        else:  # encoders.decoder nvjpeg: JPEGs decoded on the GPU, the rest on the CPU
+            from features.gpu_decode import check_decoder, gpu_image_batches
+            check_decoder(enc_cfg.decoder, encoder.device)
+            loader = gpu_image_batches(inputs.image_paths, [list(chunks[j]) for j in pending], encoder.prep,
+                                       enc_cfg.max_image_pixels, enc_cfg.num_workers, encoder.device)
         for idx, crops, ok, stats, reasons in tqdm(loader, total=len(pending), disable=not progress,
                                                    desc=f"encode {split} images ({name})", unit="batch"):
             ok = ok.numpy().astype(bool)

@@ -69,6 +69,9 @@ class EncoderConfig:
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
     image_resolution: int = 0  # efficientnet-lite0 input size (0: its own 224); e.g. 128 for small demo images
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also pays on CPUs with AVX512-BF16/AMX
+    # image decoding: `pillow` (CPU, in DataLoader workers) or `nvjpeg` (JPEGs on the CUDA GPU, the rest on
+    # the CPU; needs requirements-gpu.txt; features/gpu_decode.py)
+    decoder: str = "pillow"
 
 
 @dataclass
