@@ -42,6 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
+from features.encoders import array_path  # noqa: E402
 from features.encoders_image import ImageEncoder, ImagePreprocess, load_efficientnet_lite0  # noqa: E402
 from features.encoders_run import SplitInputs, image_file_digests, image_pass  # noqa: E402
 from pipeline.config import EncoderConfig  # noqa: E402
@@ -179,14 +180,26 @@ def run_clip_shapes(args, folder: Path) -> dict:
     result = {"mode": "clip-shapes", "device": name, "torch": torch.__version__,
               "n_images": len(paths), "size": [args.width, args.height], "jpeg_seconds": round(time.perf_counter() - started, 1),
               "workers": args.workers, "batch_size": args.batch_size, "archs": {}}
+    decoders = args.decoders.split(",")
     for arch in args.arch.split(","):
         encoder = clip_vision_encoder(arch, device)
         encoder.embed(torch.zeros((args.batch_size, 3, 224, 224), dtype=torch.uint8))  # CUDA/cuBLAS warm-up
-        enc_cfg = EncoderConfig(image="clip", clip_model=f"random-{arch}", batch_size=args.batch_size,
-                                num_workers=args.workers, device=args.device)
-        rate = {"precision": encoder.precision, **stage_rate(paths, encoder, enc_cfg, folder / f"work-{arch}")}
-        rate["hours_for_smpd_486k"] = round(SMPD_IMAGES / rate["images_per_s"] / 3600, 2)
-        result["archs"][arch] = rate
+        arrays = {}
+        for decoder in decoders:
+            enc_cfg = EncoderConfig(image="clip", clip_model=f"random-{arch}", batch_size=args.batch_size,
+                                    num_workers=args.workers, device=args.device, decoder=decoder)
+            work_dir = folder / f"work-{arch}-{decoder}"
+            rate = {"precision": encoder.precision, "decoder": decoder, **stage_rate(paths, encoder, enc_cfg, work_dir)}
+            rate["hours_for_smpd_486k"] = round(SMPD_IMAGES / rate["images_per_s"] / 3600, 2)
+            result["archs"][arch if len(decoders) == 1 else f"{arch}/{decoder}"] = rate
+            arrays[decoder] = np.load(array_path(work_dir, enc_cfg, "bench", "image")).astype(np.float32)
+        if len(arrays) > 1:  # agreement of each decoder's embeddings with the first one's, per image
+            first, *others = arrays
+            for other in others:
+                a, b = arrays[first], arrays[other]
+                cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+                result["archs"][f"{arch}/{other}"][f"cosine_to_{first}"] = {
+                    "mean": round(float(cos.mean()), 5), "min": round(float(cos.min()), 5)}
         del encoder
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -205,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="default: 32 (cpu), 256 (cuda)")
     parser.add_argument("--workers", type=int, help="DataLoader decoding processes; default: 2 (cpu), 12 (cuda)")
     parser.add_argument("--repeats", type=int, default=2, help="cpu mode: alternating runs of each; best counts")
+    parser.add_argument("--decoders", default="pillow",
+                        help="CLIP-shapes mode: image decoders to time, comma-separated, of pillow,nvjpeg "
+                             "(nvjpeg: CUDA and torchvision; the embeddings' cosine to the first is reported)")
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="cpu mode: stage precisions to time (bf16 needs AVX512-BF16/AMX to pay off)")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 
     python benchmarks/bench_prototype.py --device cuda            # H200: < 90 s in all
     python benchmarks/bench_prototype.py --device cpu --steps 3   # a quick look on a laptop
+    python benchmarks/bench_prototype.py --device cuda --set compile=reduce-overhead   # CUDA graphs
 
 Shapes of the real run with ViT-B/32 features: image 512, text 512, 32 text tokens,
 77 subcategories (11 categories, 668 concepts with `hierarchical`), batch 128, and a
@@ -133,6 +134,7 @@ def main(argv=None) -> int:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "batch_size": args.batch_size, "classes": args.classes,
         "hierarchical": cfg.hierarchical, "image_dim": args.image_dim, "text_dim": args.text_dim,
+        "compile": cfg.compile, "prompt_passes": "shared prefix per context (causal CLIP text tower)",
         "text_backbone": f"random CLIP text {args.layers}x{args.hidden}, {args.heads} heads",
         "step_ms": round(step_s * 1000, 2), "posts_per_s": round(posts_per_s, 1),
         "est_4_epochs_305k_posts_s": round(one_model_s, 1),

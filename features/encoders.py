@@ -55,7 +55,10 @@ def image_settings(enc_cfg) -> dict:
     """The encoder settings the image arrays depend on (cache folder and pass key)."""
     return {"image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
             "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
-            "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision}
+            "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision,
+            # the GPU decoder's pixels differ slightly from Pillow's (features/gpu_decode.py); the
+            # default decoder adds nothing, so caches made before the option existed stay valid
+            **({"decoder": enc_cfg.decoder} if enc_cfg.decoder != "pillow" else {})}
 
 
 def text_settings(enc_cfg) -> dict:

@@ -306,9 +306,16 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_enc
     encoder = None
     if pending:
         encoder = get_encoder()
-        dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems)
-        loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
-                              pin_memory=encoder.device.type == "cuda")
+        if enc_cfg.decoder == "pillow":
+            dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems)
+            loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
+                                  pin_memory=encoder.device.type == "cuda")
+        else:  # encoders.decoder nvjpeg: JPEGs decoded on the GPU, the rest on the CPU
+            from features.gpu_decode import check_decoder, gpu_image_batches
+            check_decoder(enc_cfg.decoder, encoder.device)
+            loader = gpu_image_batches(inputs.image_paths, [list(chunks[j]) for j in pending], encoder.prep,
+                                       enc_cfg.max_image_pixels, enc_cfg.num_workers, encoder.device,
+                                       problems=inputs.image_problems)
         for idx, crops, ok, stats, reasons in tqdm(loader, total=len(pending), disable=not progress,
                                                    desc=f"encode {split} images ({name})", unit="batch"):
             ok = ok.numpy().astype(bool)

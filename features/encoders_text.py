@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 CLIP = "clip"
@@ -170,6 +171,60 @@ class ClipTextBackbone(TextBackbone):
         eos = attention_mask.long().sum(dim=1) - 1
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos]
         return self.text_projection(pooled), self.text_projection(hidden)
+
+    def forward_prompts(self, contexts: list[torch.Tensor], name_embeds: torch.Tensor, name_mask: torch.Tensor
+                        ) -> list[torch.Tensor]:
+        """Pooled features (K, D) of the prompts [BOS, ctx_j, name_k, EOS] for each context j (n_j, W),
+        K class names (name_embeds (K, L, W) from [BOS, name, EOS, pad] ids, name_mask (K, L)).
+
+        The text tower is causal, so the prefix [BOS, ctx_j] does not depend on the class: it runs
+        once per context, and each class runs only its name tokens, attending to the shared
+        prefix's keys and values. The same function as `forward_embeds` on the full prompts
+        (up to float rounding), at a fraction of the work: the prefix is most of every prompt.
+        """
+        text = self.text_model
+        device, dtype = name_embeds.device, name_embeds.dtype
+        n_classes, n_ctx = name_embeds.shape[0], len(contexts)
+        lengths = torch.tensor([1 + c.shape[0] for c in contexts], device=device)
+        p = int(lengths.max())
+        s = name_embeds.shape[1] - 1  # the name's tokens after BOS: name, EOS, padding
+        positions = text.embeddings.position_embedding.weight
+        if p + s > positions.shape[0]:
+            raise ValueError(f"prompts of {p + s} tokens exceed the text model's {positions.shape[0]} positions")
+        bos = name_embeds[0, :1]  # every class's BOS embedding is the same token's
+        prefix = torch.stack([F.pad(torch.cat([bos, c.to(dtype)]), (0, 0, 0, p - 1 - c.shape[0])) for c in contexts])
+        hp = prefix + positions[:p]                                                           # (J, P, W)
+        suffix_pos = lengths[:, None] + torch.arange(s, device=device)                        # (J, S)
+        hs = (name_embeds[None, :, 1:] + positions[suffix_pos][:, None]).flatten(0, 1)        # (J*K, S, W)
+        owner = torch.arange(n_ctx, device=device).repeat_interleave(n_classes)               # context of each row
+        causal_p = torch.ones(p, p, dtype=torch.bool, device=device).tril()
+        # a name token sees its context's real prefix tokens (not the padding of a shorter context)
+        # and the name tokens up to itself; padding after EOS is never seen by a real token
+        sees_prefix = (torch.arange(p, device=device)[None] < lengths[:, None])[owner]        # (J*K, P)
+        causal_s = torch.ones(s, s, dtype=torch.bool, device=device).tril()
+        mask_s = torch.cat([sees_prefix[:, None, :].expand(-1, s, -1),
+                            causal_s.expand(len(owner), -1, -1)], dim=-1)[:, None]           # (J*K, 1, S, P+S)
+        for layer in text.encoder.layers:
+            attn = layer.self_attn
+            qp, kp, vp = _heads(attn, layer.layer_norm1(hp))
+            qs, ks, vs = _heads(attn, layer.layer_norm1(hs))
+            out_p = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=causal_p, scale=attn.scale)
+            out_s = F.scaled_dot_product_attention(qs, torch.cat([kp[owner], ks], 2), torch.cat([vp[owner], vs], 2),
+                                                   attn_mask=mask_s, scale=attn.scale)
+            hp = hp + attn.out_proj(out_p.transpose(1, 2).flatten(2))
+            hp = hp + layer.mlp(layer.layer_norm2(hp))
+            hs = hs + attn.out_proj(out_s.transpose(1, 2).flatten(2))
+            hs = hs + layer.mlp(layer.layer_norm2(hs))
+        eos = name_mask[:, 1:].long().sum(dim=1) - 1  # EOS is the last real token of each name
+        hs = hs.view(n_ctx, n_classes, s, -1)[:, torch.arange(n_classes, device=device), eos]  # (J, K, W)
+        pooled = self.text_projection(text.final_layer_norm(hs))
+        return list(pooled.unbind(0))
+
+
+def _heads(attn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Queries, keys and values (B, H, T, dh) of a CLIPAttention for inputs (B, T, W)."""
+    shape = (*x.shape[:-1], attn.num_heads, attn.head_dim)
+    return tuple(proj(x).view(shape).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
 
 
 def _causal_mask_cache_arg() -> str:

@@ -143,14 +143,47 @@ class PromptLearner(nn.Module):
         self.register_buffer("name_mask", name_mask.bool(), persistent=False)
         self.ctx = nn.Parameter(torch.randn(n_ctx, name_embeds.shape[-1]) * 0.02)
 
-    def forward(self) -> torch.Tensor:
+    def sequences(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K prompts as backbone input: embeddings (K, L, W) and mask (K, L)."""
         k = self.name_embeds.shape[0]
         ctx = self.ctx.unsqueeze(0).expand(k, -1, -1).to(self.name_embeds.dtype)
         embeds = torch.cat([self.name_embeds[:, :1], ctx, self.name_embeds[:, 1:]], dim=1)
         ctx_mask = torch.ones(k, self.ctx.shape[0], dtype=torch.bool, device=self.name_mask.device)
         mask = torch.cat([self.name_mask[:, :1], ctx_mask, self.name_mask[:, 1:]], dim=1)
-        pooled, _ = self.backbone.forward_embeds(embeds, mask)
-        return pooled.float()
+        return embeds, mask
+
+    def forward(self) -> torch.Tensor:
+        return prompt_passes([self])[0]
+
+
+def prompt_passes(learners: list[PromptLearner], fuse: bool | None = None) -> list[torch.Tensor]:
+    """Pooled features (K, D) of every learner's prompts, in as few backbone passes as pay.
+
+    A backbone with `forward_prompts(contexts, name_embeds, name_mask)` (a causal one: CLIP) runs
+    the class-independent prefix [first token, theta] once per learner instead of once per class.
+    Any other backbone gets the full prompts: on a GPU the learners go in one padded batch (one
+    pass of kernel launches, not one per learner); on a CPU padding is compute, so one pass each
+    (`fuse` None); `fuse` True or False forces either way.
+    """
+    first = learners[0]
+    for other in learners[1:]:
+        if other.backbone is not first.backbone or other.name_embeds.shape != first.name_embeds.shape:
+            raise ValueError("prompt learners run together must share the backbone and the class names")
+    backbone = first.backbone
+    shared_prefix = getattr(backbone, "forward_prompts", None)
+    if shared_prefix is not None:
+        pooled = shared_prefix([p.ctx for p in learners], first.name_embeds, first.name_mask)
+        return [p.float() for p in pooled]
+    if fuse is None:
+        fuse = first.name_embeds.device.type == "cuda"
+    if not fuse or len(learners) == 1:
+        return [backbone.forward_embeds(*p.sequences())[0].float() for p in learners]
+    prompts = [p.sequences() for p in learners]
+    length = max(embeds.shape[1] for embeds, _ in prompts)
+    embeds = torch.cat([F.pad(e, (0, 0, 0, length - e.shape[1])) for e, _ in prompts])
+    mask = torch.cat([F.pad(m, (0, length - m.shape[1])) for _, m in prompts])  # right padding, masked out
+    pooled, _ = backbone.forward_embeds(embeds, mask)
+    return list(pooled.float().split([e.shape[0] for e, _ in prompts]))
 
 
 # --- cross-modal attention ---------------------------------------------------------------
@@ -290,13 +323,11 @@ class PrototypeNet(nn.Module):
                 getattr(self, f"{level}_valid"))
 
     def prompt_features(self) -> dict[str, torch.Tensor]:
-        """G (K, D) and L (K, D): the prompts of every subcategory, one backbone pass each."""
-        out = {}
-        if self.global_prompts is not None:
-            out["G"] = self.global_prompts()
-        if self.local_prompts is not None:
-            out["L"] = self.local_prompts()
-        return out
+        """G (K, D) and L (K, D): the prompts of every subcategory (`prompt_passes`)."""
+        learners = {name: p for name, p in (("G", self.global_prompts), ("L", self.local_prompts)) if p is not None}
+        if not learners:
+            return {}
+        return dict(zip(learners, prompt_passes(list(learners.values()))))
 
     # -- forward ----------------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], prompts: dict[str, torch.Tensor] | None = None

@@ -72,8 +72,13 @@ class ProtoData:
         return len(self.has_image)
 
     def batch(self, rows: np.ndarray, device: torch.device, target_stats: tuple[float, float]) -> dict:
+        pin = device.type == "cuda"
+
         def t(a):
-            return torch.from_numpy(np.ascontiguousarray(a[rows])).to(device)
+            # on CUDA: a pinned copy goes over without blocking the host (no sync per step); the
+            # float16 arrays travel as float16 and are widened on the device
+            host = torch.from_numpy(np.ascontiguousarray(a[rows]))
+            return host.pin_memory().to(device, non_blocking=True) if pin else host
         mean, std = target_stats
         batch = {"image": t(self.image).float(), "has_image": t(self.has_image), "text": t(self.text).float(),
                  "tokens": t(self.tokens).float(), "token_mask": t(self.token_mask),
@@ -128,14 +133,22 @@ def resolve_device(name: str) -> torch.device:
 
 @contextlib.contextmanager
 def deterministic(device: torch.device):
-    """Deterministic kernels on CPU (bit-for-bit repeatable runs); GPU runs are only seeded."""
+    """Deterministic kernels on CPU (bit-for-bit repeatable runs); GPU runs are only seeded.
+
+    Deterministic mode also fills every new tensor with NaN by default, a debugging aid that cost
+    about an eighth of a training step here (aten::fill_ on every activation of the frozen text
+    backbone); no kernel reads memory before writing it, so switching the fill off changes no result.
+    """
     previous = torch.are_deterministic_algorithms_enabled()
+    previous_fill = torch.utils.deterministic.fill_uninitialized_memory
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(previous)
+        torch.utils.deterministic.fill_uninitialized_memory = previous_fill
 
 
 def autocast(device: torch.device):
@@ -177,6 +190,20 @@ def build_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
                         torch.from_numpy(vocab.sub_to_cat))
 
 
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+
+
+def compiled_forward(model: PrototypeNet, mode: str, device: torch.device):
+    """The network's training forward, through torch.compile when `prototype.compile` asks for it on CUDA."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"prototype.compile {mode!r}: expected one of {COMPILE_MODES}")
+    if mode == "off" or device.type != "cuda":
+        if mode != "off":
+            log.info("prototype.compile %s applies on CUDA only; running eager on %s", mode, device)
+        return model
+    return torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)
+
+
 def target_stats(data: ProtoData, rows: np.ndarray) -> tuple[float, float]:
     """Mean and std of the popularity over the training rows (the auxiliary head's scale)."""
     y = data.target[rows]
@@ -216,6 +243,7 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
     if backbone is not None and hasattr(backbone, "to"):
         backbone.to(device)
     model = build_model(cfg, data, rows, vocab, backbone, seed).to(device)
+    forward = compiled_forward(model, cfg.compile, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stats = target_stats(data, rows)
@@ -236,7 +264,8 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             order = np.random.default_rng([seed, epoch]).permutation(rows)
-            sums: dict[str, float] = {}
+            # running sums stay on the device (float64, as Python floats would be): one host sync an epoch
+            sums: dict[str, torch.Tensor] = {}
             n_batches = 0
             batches = range(0, len(order), cfg.batch_size)
             if bar is None:
@@ -244,22 +273,24 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
             for start in batches:
                 batch = data.batch(order[start:start + cfg.batch_size], device, stats)
                 with autocast(device):
-                    out = model(batch)
+                    out = forward(batch)
                     terms = model.loss_terms(out, batch)
                     loss = total_loss(terms)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 n_batches += 1
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(torch.nanmean(value.detach().float()))
+                with torch.no_grad():
+                    for name, value in [("loss", loss), *((n, torch.nanmean(v.float())) for n, v in terms.items())]:
+                        value = value.detach().double()
+                        sums[name] = sums[name] + value if name in sums else value
                 steps += 1
                 if bar is not None:
                     bar.update(1)
                 if max_steps is not None and steps >= max_steps:
                     break
-            history.append({"epoch": epoch + 1, **{k: v / max(n_batches, 1) for k, v in sums.items()}})
+            history.append({"epoch": epoch + 1,
+                            **{k: float(v.item()) / max(n_batches, 1) for k, v in sums.items()}})
             if max_steps is not None and steps >= max_steps:
                 break
             if ckpt is not None:
@@ -271,15 +302,20 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
     return model, history
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def embed(model: PrototypeNet, data: ProtoData, rows: np.ndarray, device: torch.device,
-          batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Per-post outputs of a trained network: the parts of F, class probabilities and pretext loss."""
+          batch_size: int = 512, prompts: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+    """Per-post outputs of a trained network: the parts of F, class probabilities and pretext loss.
+
+    prompts: the frozen network's `prompt_features()`, when the caller embeds several sets of
+    posts with one network (the class prompts do not depend on the posts); computed when None.
+    """
     model.eval()
     stats = getattr(model, "target_stats", (0.0, 1.0))
-    prompts = model.prompt_features()
     collected: dict[str, list[np.ndarray]] = {}
     with deterministic(device):
+        if prompts is None:
+            prompts = model.prompt_features()
         for start in range(0, len(rows), batch_size):
             batch = data.batch(rows[start:start + batch_size], device, stats)
             with autocast(device):
@@ -322,6 +358,9 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
     bar = tqdm(total=sum(fold_steps.values()), unit="batch", disable=not progress,
                desc=f"prototype network: {len(folds)} folds x {cfg.epochs} epochs")
     last_loss: dict[int, float] = {}
+    # a frozen network's embedding is one forward per batch: on a GPU few large batches keep it busy
+    # (on a CPU the batch size is kept: it sets the order of float sums, hence the bits)
+    embed_batch = 4096 if device.type == "cuda" else 512
     for k in folds:
         fold_dir = Path(work_dir) / f"fold_{k}" if work_dir is not None else None
         held_out = np.flatnonzero(stat_fold == k)
@@ -335,8 +374,11 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
             if history:
                 last_loss[k] = history[-1]["loss"]
                 bar.set_postfix_str(f"fold {k} done, loss {last_loss[k]:.3f}")
-            outputs = {f"oof_{n}": v for n, v in embed(model, train, held_out, device).items()}
-            outputs.update({f"test_{n}": v for n, v in embed(model, test, np.arange(len(test)), device).items()})
+            with torch.inference_mode(), deterministic(device):
+                prompts = model.prompt_features()  # one pass of the class prompts for all posts
+            outputs = {f"oof_{n}": v for n, v in embed(model, train, held_out, device, embed_batch, prompts).items()}
+            outputs.update({f"test_{n}": v for n, v in
+                            embed(model, test, np.arange(len(test)), device, embed_batch, prompts).items()})
             _save_fold_outputs(fold_dir, key, outputs)
         for name, value in outputs.items():
             part, name = name.split("_", 1)

@@ -69,6 +69,9 @@ class EncoderConfig:
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
     image_resolution: int = 0  # efficientnet-lite0 input size (0: its own 224); e.g. 128 for small demo images
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU; bf16 also pays on CPUs with AVX512-BF16/AMX
+    # image decoding: `pillow` (CPU, in DataLoader workers) or `nvjpeg` (JPEGs on the CUDA GPU, the rest on
+    # the CPU; needs requirements-gpu.txt; features/gpu_decode.py)
+    decoder: str = "pillow"
 
 
 @dataclass
@@ -104,6 +107,9 @@ class PrototypeConfig:
     # class probabilities in the feature block: `summary` (own-class prob per head and
     # level, top-1, entropy) or `full` (summary plus one column per subcategory)
     prob_features: str = "summary"
+    # torch.compile of the training forward on CUDA: off | default | reduce-overhead (CUDA graphs) |
+    # max-autotune; a CPU always runs eager (compiling costs more than it saves there, and eager is bit-stable)
+    compile: str = "off"
 
 
 @dataclass

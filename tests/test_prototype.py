@@ -190,6 +190,56 @@ def test_prompt_vectors_receive_gradients(split, backbone):
     assert all(p.grad is None for p in backbone.parameters())
 
 
+class FullPromptsOnly:
+    """The tiny CLIP seen through the plain backbone contract (no shared-prefix `forward_prompts`)."""
+
+    def __init__(self, backbone):
+        self.inner = backbone
+
+    def token_embedding(self, ids):
+        return self.inner.token_embedding(ids)
+
+    def forward_embeds(self, embeds, mask):
+        return self.inner.forward_embeds(embeds, mask)
+
+    def parameters(self):
+        return self.inner.parameters()
+
+
+def test_shared_prefix_and_fused_prompt_passes_equal_one_full_pass_per_learner(backbone):
+    """CLIP's prefix-sharing pass and the fused (GPU-style) batch give the prompts' features and the
+    context vectors' gradients of plain full prompts run one learner at a time."""
+    from models.prototype import PromptLearner, prompt_passes, tokenize_class_names
+    names = ["Dog", "Street Art", "Health Fitness Gym", "Tea"]  # names of different token lengths
+    ids, mask = tokenize_class_names(backbone.tokenizer, names)
+    assert len(set(mask.sum(1).tolist())) > 1
+    torch.manual_seed(0)
+    learners = [PromptLearner(backbone, ids, mask, 6), PromptLearner(backbone, ids, mask, 3)]
+    plain = FullPromptsOnly(backbone)
+    reference = [plain.forward_embeds(*p.sequences())[0] for p in learners]
+    shared = prompt_passes(learners)
+    for p in learners:
+        p.__dict__["backbone"] = plain
+    fused, separate = prompt_passes(learners, fuse=True), prompt_passes(learners, fuse=False)
+    ctx = [p.ctx for p in learners]
+    want_grads = torch.autograd.grad(sum((r * r).sum() for r in reference), ctx)
+    for got in (shared, fused, separate):
+        assert [g.shape for g in got] == [(len(names), backbone.dim)] * 2
+        for g, r in zip(got, reference):
+            torch.testing.assert_close(g, r, atol=1e-5, rtol=1e-5)
+        for g, r in zip(torch.autograd.grad(sum((g * g).sum() for g in got), ctx), want_grads):
+            torch.testing.assert_close(g, r, atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(a, b) for a, b in zip(separate, reference))  # the CPU default: the same passes
+
+
+def test_compile_is_checked_and_eager_on_a_cpu(split, backbone):
+    model = build(small_cfg(), split, backbone)
+    assert tp.compiled_forward(model, "off", CPU) is model
+    assert tp.compiled_forward(model, "reduce-overhead", CPU) is model  # a CPU runs eager: bit-stable
+    with pytest.raises(ValueError, match="prototype.compile 'fast'"):
+        tp.compiled_forward(model, "fast", CPU)
+
+
 # --- switches ------------------------------------------------------------------------------------
 def test_each_switch_removes_its_part(split, backbone):
     _, data, _ = split
