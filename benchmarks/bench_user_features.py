@@ -36,7 +36,10 @@ from pipeline.io import read_json, read_parquet  # noqa: E402
 # metadata members only (no post embeddings: the encode stage is the costly one on a shared CPU); the
 # user texts are still embedded by encoders.text, which the user_features stage loads itself
 BASE = ["tuning.enabled=false", "prototype.enabled=false", "gbdt.seeds=[0]", "gbdt.feature_sets={meta: [meta]}",
-        "ensemble.linear_members={ridge_meta: [meta]}", "catboost.feature_sets=[meta]"]
+        "ensemble.linear_members={ridge_meta: [meta]}", "catboost.feature_sets=[meta]",
+        # every switch off, whatever the config's defaults: each variant turns on its own
+        "users.text_dims=0", "users.mix=false", "users.timing=false", "users.trend=false",
+        "users.similar_users=false", "catboost.enabled=false", "catboost.params={max_ctr_complexity: 4}"]
 VARIANTS = {
     "base": [],
     "base_seed1": ["gbdt.seeds=[1]", "catboost.seeds=[1]"],  # seed noise: the same model, another seed
@@ -46,6 +49,11 @@ VARIANTS = {
     "trend": ["users.trend=true"],
     "similar": ["users.similar_users=true"],
     "catboost": ["catboost.enabled=true"],
+    "catboost_ctr1": ["catboost.enabled=true", "catboost.params={max_ctr_complexity: 1}"],  # no combinations: faster
+    "text_mix": ["users.text_dims=4", "users.mix=true"],
+    "text_catboost": ["users.text_dims=4", "catboost.enabled=true", "catboost.params={max_ctr_complexity: 1}"],
+    "text_mix_catboost": ["users.text_dims=4", "users.mix=true", "catboost.enabled=true",
+                          "catboost.params={max_ctr_complexity: 1}"],
     "users_all": ["users.text_dims=4", "users.mix=true", "users.timing=true", "users.trend=true",
                   "users.similar_users=true"],
 }
@@ -96,6 +104,29 @@ def evaluate(common: list[str], overrides: list[str], labels: Path, work: Path) 
                                 if any(o.startswith("users.") for o in overrides) else None)}
 
 
+def markdown(results: dict, metric: str) -> str:
+    """Rows: variants; columns: validation and hidden-test `metric` per data set (base absolute, the rest
+    as the difference to the mean of the two base seeds)."""
+    names = list(results)
+    head = ["variant"] + [f"{n} {part}" for n in names for part in ("val", "test")]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    variants = [v for v in VARIANTS if any(v in results[n] for n in names)]
+    for v in variants:
+        cells = [v]
+        for n in names:
+            base = [results[n][b] for b in ("base", "base_seed1") if b in results[n]]
+            for part in ("val", "test"):
+                key = f"{part}_{metric}"
+                if v not in results[n]:
+                    cells.append("")
+                elif v.startswith("base"):
+                    cells.append(f"{results[n][v][key]:.4f}")
+                else:
+                    cells.append(f"{results[n][v][key] - np.mean([b[key] for b in base]):+.4f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True, help="folder for the data sets and work folders")
@@ -103,8 +134,12 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--base-set", action="append", default=[], help="more overrides for every run")
     parser.add_argument("--out", type=Path, help="JSON file of the results (updated after every variant)")
+    parser.add_argument("--markdown", action="store_true", help="print the tables of --out and exit")
     args = parser.parse_args()
     results: dict = read_json(args.out) if args.out and args.out.is_file() else {}
+    if args.markdown:
+        print(markdown(results, "src") + "\n\n" + markdown(results, "mae"))
+        return 0
     for name in args.datasets.split(","):
         common, labels = prepare(name, args.root, BASE + args.base_set)
         for variant in args.variants.split(","):
