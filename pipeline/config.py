@@ -60,7 +60,7 @@ class UserFeatureConfig:
     `trend_half_life_days`, the latest `trend_max_lags` posts), `similar_users` (mean label of the
     other users of the post's k-means profile cluster; `n_clusters` 0: about sqrt(users / 4)).
     """
-    text_dims: int = 0
+    text_dims: int = 4
     mix: bool = False
     timing: bool = False
     trend: bool = False
@@ -172,6 +172,7 @@ class CatBoostConfig:
         "learning_rate": 0.08,
         "depth": 6,
         "l2_leaf_reg": 3.0,
+        "max_ctr_complexity": 1,  # no combinations of categorical features: about 2x faster, no worse here
     })
     iterations: int = 2000
     early_stopping_rounds: int = 100
