@@ -71,9 +71,10 @@ class UserFeatureConfig:
     n_clusters: int = 0
     max_categories: int = 16
 
-    def block_on(self) -> bool:
-        """Whether the label-free block `user` is built (the similar-user statistic needs its clusters)."""
-        return self.text_dims > 0 or self.mix or self.timing or self.similar_users
+    def block_on(self, encoders_enabled: bool) -> bool:
+        """Whether the label-free block `user` is built (the similar-user statistic needs its clusters;
+        the texts need the encoders)."""
+        return (self.text_dims > 0 and encoders_enabled) or self.mix or self.timing or self.similar_users
 
 
 @dataclass

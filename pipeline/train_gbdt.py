@@ -30,13 +30,13 @@ BLOCK_ENABLED = {
     "emb": lambda cfg: cfg.encoders.enabled,
     "imgstats": lambda cfg: cfg.encoders.enabled,
     "proto": lambda cfg: cfg.prototype.enabled,
-    "user": lambda cfg: cfg.users.block_on(),
+    "user": lambda cfg: cfg.users.block_on(cfg.encoders.enabled),
 }
 
 
 def with_user_block(cfg: Config, blocks: list[str]) -> list[str]:
     """A member's blocks plus the user block when it is built (users.*: it joins every member)."""
-    return blocks + ["user"] if cfg.users.block_on() and "user" not in blocks else list(blocks)
+    return blocks + ["user"] if cfg.users.block_on(cfg.encoders.enabled) and "user" not in blocks else list(blocks)
 
 
 def active_members(cfg: Config) -> dict[str, list[str]]:

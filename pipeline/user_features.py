@@ -51,6 +51,6 @@ STAGE = Stage(
     outputs=lambda ctx: [ctx.feature_block("user", s) for s in SPLITS],
     sections=("users", "encoders"),
     modules=("features.user_features", "features.encoders_reduce"),
-    enabled=lambda ctx: ctx.config.users.block_on(),
+    enabled=lambda ctx: ctx.config.users.block_on(ctx.config.encoders.enabled),
     description="user profile texts, post mix, posting rhythm and profile clusters -> block `user`",
 )
