@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from functools import partial
 
@@ -60,8 +61,7 @@ def stat_key_columns(cfg: Config) -> list[str]:
 
 def load_member_data(ctx: RunContext, blocks: list[str]):
     """Features of both splits, labels, folds and target-statistic keys for one member."""
-    key_cols = stat_key_columns(ctx.config) + [c for c in ctx.config.catboost.cat_features
-                                               if c not in stat_key_columns(ctx.config)]
+    key_cols = stat_key_columns(ctx.config)
     posts = {s: read_parquet(ctx.posts(s), columns=["Pid", *key_cols] + (["label"] if s == "train" else []))
              for s in ("train", "test")}
     X = {s: join_blocks({b: read_parquet(ctx.feature_block(b, s)) for b in blocks}, posts[s]["Pid"].to_numpy())
@@ -155,11 +155,13 @@ def run_catboost(ctx: RunContext, member: str, blocks: list[str]) -> None:
     every other key (their own for these keys would repeat what CatBoost does)."""
     c = ctx.config.catboost
     X, X_test, y, folds, stats, posts = load_member_data(ctx, blocks)
-    missing = [k for k in c.cat_features if k not in posts["train"].columns]
+    available = set(pq.read_schema(ctx.posts("train")).names)
+    missing = [k for k in c.cat_features if k not in available]
     if missing:
-        raise ValueError(f"catboost.cat_features: {missing} are not posts-table columns")
-    X = X.assign(**{f"cat_{k}": posts["train"][k].to_numpy() for k in c.cat_features})
-    X_test = X_test.assign(**{f"cat_{k}": posts["test"][k].to_numpy() for k in c.cat_features})
+        raise ValueError(f"catboost.cat_features: {missing} are not columns of {ctx.posts('train')}")
+    cats = {s: read_parquet(ctx.posts(s), columns=list(c.cat_features)) for s in ("train", "test")}
+    X = X.assign(**{f"cat_{k}": cats["train"][k].to_numpy() for k in c.cat_features})
+    X_test = X_test.assign(**{f"cat_{k}": cats["test"][k].to_numpy() for k in c.cat_features})
     stats.key_columns = [k for k in stats.key_columns if k not in c.cat_features]
     fit_mask = sample_selection_mask(ctx, blocks, len(y))
     result = cross_fit(catboost_factory(ctx.config), X, y, folds, X_test, seeds=c.seeds, target_stats=stats,
