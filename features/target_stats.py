@@ -83,6 +83,9 @@ def _tag_statistics(tags_fit: pd.Series, y: np.ndarray, inner_fold: np.ndarray, 
     """Per post: mean, max and min over its tags of the tags' smoothed out-of-fold mean label."""
     post_fit, tags_of_fit = tag_pairs(tags_fit)
     post_apply, tags_of_apply = tag_pairs(tags_apply)
+    if len(post_fit) == 0:  # no fit post has a tag: nothing is known of any tag
+        return tuple({f"te_tag_{s}": np.full(n, np.nan) for s in ("mean", "max", "min")}
+                     for n in (len(tags_fit), len(tags_apply)))
     encoded = pc.dictionary_encode(tags_of_fit)  # tag -> group id, in C
     codes_fit = encoded.indices.to_numpy().astype(np.int64)
     codes_apply = pc.index_in(tags_of_apply, value_set=encoded.dictionary).to_numpy(zero_copy_only=False)

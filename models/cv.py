@@ -45,6 +45,9 @@ class TargetStatSpec:
     smoothing: float = 10.0
     tags: bool = True
     tag_min_count: int = 1
+    # more out-of-fold statistics, each f(keys_fit, y_fit, inner_fold, keys_apply) -> (fit frame, apply frame)
+    # like `target_statistics` (e.g. features.user_features.user_trend_statistics)
+    extra: list[Callable] = field(default_factory=list)
     # statistics already computed, by digest of their rows and labels: every seed of a cross-fit and
     # every tuning trial needs the same ones (a spec copied with dataclasses.replace starts empty)
     cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
@@ -83,8 +86,14 @@ def _stats(spec: TargetStatSpec | None, fit_idx: np.ndarray, y: np.ndarray, inne
         apply_keys = pd.concat(parts, ignore_index=True)
         if len(spec.cache) >= spec.MAX_CACHED:
             spec.cache.pop(next(iter(spec.cache)))
-        spec.cache[key] = target_statistics(spec.keys_train.iloc[fit_idx], y[fit_idx], inner[fit_idx], apply_keys,
-                                            spec.key_columns, spec.smoothing, spec.tags, spec.tag_min_count)
+        keys_fit = spec.keys_train.iloc[fit_idx]
+        parts = [f(keys_fit, y[fit_idx], inner[fit_idx], apply_keys) for f in spec.extra]
+        if spec.key_columns or spec.tags:
+            parts.insert(0, target_statistics(keys_fit, y[fit_idx], inner[fit_idx], apply_keys, spec.key_columns,
+                                              spec.smoothing, spec.tags, spec.tag_min_count))
+        if not parts:
+            raise ValueError("a TargetStatSpec with no key columns, no tags and no extra statistics")
+        spec.cache[key] = tuple(pd.concat([p[i].reset_index(drop=True) for p in parts], axis=1) for i in (0, 1))
     return spec.cache[key]
 
 

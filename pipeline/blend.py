@@ -24,14 +24,15 @@ from models.metrics import score
 from models.validation import validation_folds
 from pipeline.io import read_json, read_parquet, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
-from pipeline.train_gbdt import active_members
+from pipeline.train_gbdt import active_catboost_members, active_members
 from pipeline.train_linear import active_linear_members
 
 log = logging.getLogger(__name__)
 
 
 def member_names(ctx: RunContext) -> list[str]:
-    return list(active_members(ctx.config)) + list(active_linear_members(ctx.config))
+    return (list(active_members(ctx.config)) + list(active_catboost_members(ctx.config))
+            + list(active_linear_members(ctx.config)))
 
 
 def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:

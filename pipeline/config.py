@@ -48,6 +48,36 @@ class MetadataConfig:
 
 
 @dataclass
+class UserFeatureConfig:
+    """User features beyond `meta_*` (features/user_features.py), each part behind its own switch.
+
+    Label-free, block `user` (stage `user_features`), joined to every LightGBM, CatBoost and ridge
+    member when any of its parts is on: `text_dims` PCA components of the user's description and of
+    their location text, embedded by `encoders.text` (0: off; needs encoders.enabled); `mix`: share
+    of videos and category mix of the user's posts; `timing`: days since the previous and to the
+    next post, posts in the last day and week. Label-based, out of fold inside every fit: `trend`
+    (recency-weighted mean label of the user's earlier posts, weights halving every
+    `trend_half_life_days`, the latest `trend_max_lags` posts), `similar_users` (mean label of the
+    other users of the post's k-means profile cluster; `n_clusters` 0: about sqrt(users / 4)).
+    """
+    text_dims: int = 4
+    mix: bool = False
+    timing: bool = False
+    trend: bool = False
+    trend_half_life_days: float = 30.0
+    trend_max_lags: int = 64
+    trend_smoothing: float = 1.0
+    similar_users: bool = False
+    n_clusters: int = 0
+    max_categories: int = 16
+
+    def block_on(self, encoders_enabled: bool) -> bool:
+        """Whether the label-free block `user` is built (the similar-user statistic needs its clusters;
+        the texts need the encoders)."""
+        return (self.text_dims > 0 and encoders_enabled) or self.mix or self.timing or self.similar_users
+
+
+@dataclass
 class EncoderConfig:
     """Image and text encoders (stage `encode`).
 
@@ -138,6 +168,25 @@ class GBDTConfig:
 
 
 @dataclass
+class CatBoostConfig:
+    """CatBoost members (models/catboost_member.py): ordered target statistics on `cat_features`
+    (posts-table columns) as categorical features, on the same folds as LightGBM; one member
+    `cb_<set>` per name in `feature_sets` (names of gbdt.feature_sets whose blocks it uses)."""
+    enabled: bool = False
+    feature_sets: list[str] = field(default_factory=lambda: ["meta_emb"])
+    cat_features: list[str] = field(default_factory=lambda: ["Uid", "Subcategory", "Concept"])
+    params: dict[str, Any] = field(default_factory=lambda: {
+        "learning_rate": 0.08,
+        "depth": 6,
+        "l2_leaf_reg": 3.0,
+        "max_ctr_complexity": 1,  # no combinations of categorical features: about 2x faster, no worse here
+    })
+    iterations: int = 2000
+    early_stopping_rounds: int = 100
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
 class TuningConfig:
     """Optuna tuning of LightGBM (stage `tune`), on the validation folds every model uses.
 
@@ -206,9 +255,11 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     metadata: MetadataConfig = field(default_factory=MetadataConfig)
+    users: UserFeatureConfig = field(default_factory=UserFeatureConfig)
     encoders: EncoderConfig = field(default_factory=EncoderConfig)
     prototype: PrototypeConfig = field(default_factory=PrototypeConfig)
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
+    catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 

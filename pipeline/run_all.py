@@ -53,6 +53,7 @@ STAGE_MODULES = [
     "pipeline.build_metadata",
     "pipeline.encode",
     "pipeline.reduce_embeddings",
+    "pipeline.user_features",
     "pipeline.prototype",
     "pipeline.tune",
     "pipeline.train_gbdt",

@@ -14,7 +14,7 @@ from models.linear import RidgeRegressor
 from pipeline.config import Config
 from pipeline.io import write_json, write_parquet
 from pipeline.stage import RunContext, Stage
-from pipeline.train_gbdt import BLOCK_ENABLED, load_member_data, member_frame, sample_selection_mask
+from pipeline.train_gbdt import BLOCK_ENABLED, load_member_data, member_frame, sample_selection_mask, with_user_block
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def active_linear_members(cfg: Config) -> dict[str, list[str]]:
         if member in cfg.gbdt.feature_sets:
             raise ValueError(f"ensemble.linear_members.{member}: the name is already a gbdt.feature_sets member")
         if all(BLOCK_ENABLED[b](cfg) for b in blocks):
-            members[member] = blocks
+            members[member] = with_user_block(cfg, blocks)
     return members
 
 
@@ -72,8 +72,8 @@ STAGE = Stage(
     run=run,
     inputs=inputs,
     outputs=outputs,
-    sections=("ensemble", "metadata", "prototype"),
-    modules=("models.cv", "models.linear", "features.target_stats", "features.blocks"),
+    sections=("ensemble", "metadata", "prototype", "users"),
+    modules=("models.cv", "models.linear", "features.target_stats", "features.blocks", "features.user_features"),
     enabled=lambda ctx: bool(active_linear_members(ctx.config)),
     description="ridge members on the same folds: out-of-fold and test predictions",
 )

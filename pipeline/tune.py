@@ -199,8 +199,9 @@ STAGE = Stage(
     run=run,
     inputs=inputs,
     outputs=lambda ctx: [best_params_path(ctx), summary_path(ctx)],
-    sections=("tuning", "gbdt", "metadata", "prototype"),
-    modules=("models.tuning", "models.cv", "models.gbdt", "features.target_stats", "features.blocks"),
+    sections=("tuning", "gbdt", "metadata", "prototype", "users"),
+    modules=("models.tuning", "models.cv", "models.gbdt", "features.target_stats", "features.blocks",
+             "features.user_features"),
     enabled=lambda ctx: ctx.config.tuning.enabled,
     description="Optuna tuning of LightGBM (persistent study, pruning, shared trial budget)",
 )
