@@ -41,7 +41,7 @@ class ValidationConfig:
     holdout_frac: float = 0.2
     seed: int = 0
     min_holdout_posts: int = 0
-    mirror_unseen: bool = False
+    mirror_unseen: bool = True
 
 
 @dataclass
