@@ -43,7 +43,7 @@ class TargetStatSpec:
     keys_train: pd.DataFrame
     keys_test: pd.DataFrame
     key_columns: list[str]
-    smoothing: float | str = 10.0  # features.target_stats: "auto" (empirical Bayes) or a number
+    smoothing: float | str = "auto"  # features.target_stats: "auto" (empirical Bayes) or a number
     tags: bool = True
     tag_min_count: int = 1
     # statistics already computed, by digest of their rows and labels: every seed of a cross-fit and

@@ -49,7 +49,7 @@ class MetadataConfig:
     """Metadata features and out-of-fold target statistics."""
     target_stat_keys: list[str] = field(default_factory=lambda: ["Uid", "Category", "Subcategory", "Concept"])
     # "auto": empirical Bayes per key from the fit rows (features/target_stats.py); or a fixed number
-    target_stat_smoothing: float | str = field(default=10.0, metadata={"or_auto": True})
+    target_stat_smoothing: float | str = field(default="auto", metadata={"or_auto": True})
     tag_target_stats: bool = True
     tag_min_count: int = 2
 

@@ -54,7 +54,35 @@ def test_auto_smoothing_shrinks_less_where_groups_differ():
 
 
 def test_config_takes_auto_or_a_number_for_the_smoothing():
-    assert load_config(None, ["metadata.target_stat_smoothing=auto"]).metadata.target_stat_smoothing == "auto"
+    assert load_config(None).metadata.target_stat_smoothing == "auto"
     assert load_config(None, ["metadata.target_stat_smoothing=10"]).metadata.target_stat_smoothing == 10.0
     with pytest.raises(ConfigError, match="'auto' or a number"):
         load_config(None, ["metadata.target_stat_smoothing=lots"])
+
+
+def test_kfold_refit_fits_every_post_with_the_folds_median_rounds():
+    from models.cv import cross_fit
+    from models.validation import make_folds
+    rng = np.random.default_rng(3)
+    n = 200
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n)})
+    y = X["a"].to_numpy() * 2 + rng.normal(0, 0.5, n)
+    posts = pd.DataFrame({"Pid": np.arange(n).astype(str), "Uid": rng.integers(0, 30, n).astype(str),
+                          "Postdate": np.arange(n)})
+    fits = []
+
+    class Recording(LightGBMRegressor):
+        def fit(self, X, y, X_val=None, y_val=None):
+            fits.append((len(X), X_val is None, self.num_boost_round))
+            return super().fit(X, y, X_val, y_val)
+
+    def make(seed, rounds):
+        return Recording({"objective": "regression", "learning_rate": 0.1}, rounds or 300, 20, 1, seed)
+
+    folds = make_folds(posts, "kfold", 4, 0)
+    result = cross_fit(make, X, y, folds, X.iloc[:10], seeds=[0], progress=False, refit_kfold=True,
+                       scale_refit_rounds=True)
+    assert len(fits) == 5 and all(not no_val for _, no_val, _ in fits[:4])
+    rows, no_val, rounds = fits[4]
+    assert rows == n and no_val  # one refit on every post, after the four fold models
+    assert rounds == sizing.refit_rounds(int(np.median(result.best_iterations)), 150, n)
