@@ -132,7 +132,7 @@ class GBDTConfig:
     seeds: list[int] = field(default_factory=lambda: [0])
     # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
     # (models/sizing.py); on thousands of posts the configured values stand
-    adapt_to_size: bool = False
+    adapt_to_size: bool = True
     # k-fold schemes: the test prediction from one refit on every train post (per seed, with the folds'
     # median best rounds, scaled to the extra rows) instead of the mean of the fold models
     refit_kfold: bool = False
@@ -161,7 +161,7 @@ class TuningConfig:
     """
     enabled: bool = False
     n_trials: int = 30
-    adapt_to_size: bool = False  # n_trials is a cap: at most validated posts / 20 trials, at least 5 (models/sizing.py)
+    adapt_to_size: bool = True  # n_trials is a cap: at most validated posts / 20 trials, at least 5 (models/sizing.py)
     timeout_s: float = 600.0
     storage: str = ""  # RDB URL; empty: a SQLite file in the work folder
     study_name: str = "lgbm"
