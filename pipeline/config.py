@@ -40,7 +40,7 @@ class ValidationConfig:
     n_folds: int = 5
     holdout_frac: float = 0.2
     seed: int = 0
-    min_holdout_posts: int = 0
+    min_holdout_posts: int = 500
     mirror_unseen: bool = True
 
 
@@ -135,7 +135,7 @@ class GBDTConfig:
     adapt_to_size: bool = True
     # k-fold schemes: the test prediction from one refit on every train post (per seed, with the folds'
     # median best rounds, scaled to the extra rows) instead of the mean of the fold models
-    refit_kfold: bool = False
+    refit_kfold: bool = True
     # member name -> the feature blocks it uses; blocks whose stage is off are skipped
     feature_sets: dict[str, list[str]] = field(default_factory=lambda: {
         "meta": ["meta"],

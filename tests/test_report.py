@@ -155,3 +155,22 @@ def test_figures_of_empty_inputs_say_so():
                 rf.param_importance({}), rf.training_curves(pd.DataFrame(columns=["epoch"]))):
         texts = [t.get_text() for ax in fig.axes for t in ax.texts]
         assert any(t.startswith("no ") for t in texts), texts
+
+
+def test_scores_leaderboard_and_report_split_seen_and_unseen_users(runs):
+    """The tiny demo (160 train posts): k-fold instead of a 32-post holdout, scores by kind of post."""
+    scores = read_json(runs / "base" / "scores.json")
+    assert scores["scheme"] == "kfold" and scores["folds"]["configured"] == "time_holdout"  # adapted to the size
+    val, test = scores["validation_by_kind"], scores["test_by_kind"]
+    assert val["n_seen"] + val["n_unseen"] == 160 and test["n_seen"] + test["n_unseen"] == 60
+    assert test["unseen_share"] > 0 and val["unseen_share"] == pytest.approx(test["unseen_share"], abs=0.1)
+    for part in (val, test):
+        assert set(part["seen"]) == {"src", "mae", "mse"} and set(part["unseen"]) == {"src", "mae", "mse"}
+    board = pd.read_csv(runs / "leaderboard.csv")
+    row = board[board["run"] == "base"].iloc[-1]
+    assert row["scheme"] == "kfold"
+    for column in ("val_src_seen", "val_src_unseen", "test_src_seen", "test_src_unseen", "test_mae_unseen"):
+        assert np.isfinite(row[column]), column
+    assert row["test_mae_unseen"] == pytest.approx(test["unseen"]["mae"], abs=1e-5)
+    page = (runs / "base" / "report.html").read_text()
+    assert "By kind of post" in page and f"{test['unseen']['mae']:.4f}" in page and "unseen users" in page
