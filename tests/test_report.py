@@ -164,12 +164,13 @@ def test_scores_leaderboard_and_report_split_seen_and_unseen_users(runs):
     val, test = scores["validation_by_kind"], scores["test_by_kind"]
     assert val["n_seen"] + val["n_unseen"] == 160 and test["n_seen"] + test["n_unseen"] == 60
     assert test["unseen_share"] > 0 and 0 <= val["unseen_share"] < 1  # both parts' shares of unseen users
-    for part in (val, test):
-        assert set(part["seen"]) == {"src", "mae", "mse"} and set(part["unseen"]) == {"src", "mae", "mse"}
+    assert set(test["seen"]) == {"src", "mae", "mse"} and set(test["unseen"]) == {"src", "mae", "mse"}
+    # a part of fewer than two posts has no scores rather than a made-up one
+    assert (val["unseen"] is None) == (val["n_unseen"] < 2) and set(val["seen"]) == {"src", "mae", "mse"}
     board = pd.read_csv(runs / "leaderboard.csv")
     row = board[board["run"] == "base"].iloc[-1]
-    assert row["scheme"] == "kfold"
-    for column in ("val_src_seen", "val_src_unseen", "test_src_seen", "test_src_unseen", "test_mae_unseen"):
+    assert row["scheme"] == "kfold" and row["val_unseen_share"] == pytest.approx(val["unseen_share"], abs=1e-4)
+    for column in ("val_src_seen", "test_src_seen", "test_src_unseen", "test_mae_unseen"):
         assert np.isfinite(row[column]), column
     assert row["test_mae_unseen"] == pytest.approx(test["unseen"]["mae"], abs=1e-5)
     page = (runs / "base" / "report.html").read_text()
