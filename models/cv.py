@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from features.target_stats import target_statistics
 from models.metrics import score
+from models.sizing import refit_rounds
 from models.validation import validation_folds
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class TargetStatSpec:
     keys_train: pd.DataFrame
     keys_test: pd.DataFrame
     key_columns: list[str]
-    smoothing: float = 10.0
+    smoothing: float | str = "auto"  # features.target_stats: "auto" (empirical Bayes) or a number
     tags: bool = True
     tag_min_count: int = 1
     # more out-of-fold statistics, each f(keys_fit, y_fit, inner_fold, keys_apply) -> (fit frame, apply frame)
@@ -100,11 +101,14 @@ def _stats(spec: TargetStatSpec | None, fit_idx: np.ndarray, y: np.ndarray, inne
 def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, X_test: pd.DataFrame,
               seeds: list[int] = (0,), target_stats: TargetStatSpec | None = None,
               fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model",
-              predict_test: bool = True) -> CVResult:
+              predict_test: bool = True, scale_refit_rounds: bool = False, refit_kfold: bool = False) -> CVResult:
     """Out-of-fold and test predictions of `make_model`, averaged over `seeds`.
 
     fit_mask: train posts a model may fit on (sample selection); validation always scores every post.
     predict_test: False skips the test predictions (and the holdout refit): tuning needs only validation.
+    scale_refit_rounds: the refit on all posts gets the best rounds scaled by its extra rows.
+    refit_kfold: with k folds too, the test prediction comes from a refit on every train post (per seed, with
+    the median of the folds' best rounds) instead of the mean of the fold models.
     """
     y = np.asarray(y, dtype=np.float64)
     if len(X) != len(y) or len(folds) != len(y):
@@ -123,6 +127,16 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     best_iterations: list[int] = []
     importances = []
     steps = [(s, v) for s in seeds for v in val_folds]
+    seed_best: list[int] = []
+    seed_fit_rows: list[int] = []
+
+    def refit_test(seed: int, best: int | None, n_fit: int, all_idx: np.ndarray) -> np.ndarray:
+        """Test prediction of a refit on the train posts `all_idx`, with the rounds validation chose."""
+        full_stats, test_stats = _stats(target_stats, all_idx, y, inner, None)
+        rounds = refit_rounds(best, n_fit, len(all_idx)) if scale_refit_rounds and best else best
+        refit = make_model(seed, rounds).fit(_with_stats(X.iloc[all_idx], full_stats), y[all_idx])
+        return refit.predict(_with_stats(X_test, test_stats))
+
     for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
         fit_idx = np.flatnonzero((fold != v) & fit_mask)
         val_idx = np.flatnonzero(fold == v)
@@ -143,9 +157,14 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         if holdout:
             # test prediction from a refit on every train post, with the rounds the holdout chose
             all_idx = np.flatnonzero(fit_mask | (fold == v))
-            full_stats, test_stats = _stats(target_stats, all_idx, y, inner, None)
-            refit = make_model(seed, best).fit(_with_stats(X.iloc[all_idx], full_stats), y[all_idx])
-            test_pred += refit.predict(_with_stats(X_test, test_stats)) / len(seeds)
+            test_pred += refit_test(seed, best, len(fit_idx), all_idx) / len(seeds)
+        elif refit_kfold:
+            seed_best.append(int(best) if best is not None else 0)
+            seed_fit_rows.append(len(fit_idx))
+            if v == val_folds[-1]:  # the seed's last fold: one refit with the folds' median rounds
+                median = int(np.median(seed_best)) or None
+                test_pred += refit_test(seed, median, int(np.mean(seed_fit_rows)), np.flatnonzero(fit_mask)) / len(seeds)
+                seed_best, seed_fit_rows = [], []
         else:
             test_pred += model.predict(X_tst) / (len(seeds) * len(val_folds))
     for v in val_folds:

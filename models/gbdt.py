@@ -7,16 +7,20 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.sizing import leaf_size
+
 
 class LightGBMRegressor:
     """Deterministic LightGBM (fixed seed and threads, row-wise histograms).
 
     With a validation set it stops early on it and keeps `best_iteration_`;
-    without one it trains exactly `num_boost_round` rounds.
+    without one it trains exactly `num_boost_round` rounds. adapt_to_size: cap
+    min_data_in_leaf by the number of fit rows (models/sizing.py).
     """
 
     def __init__(self, params: dict[str, Any], num_boost_round: int = 2000, early_stopping_rounds: int = 100,
-                 num_threads: int = 2, seed: int = 0, callbacks: list[Callable] | None = None):
+                 num_threads: int = 2, seed: int = 0, callbacks: list[Callable] | None = None,
+                 adapt_to_size: bool = False):
         self.params = {
             **params,
             "seed": seed,
@@ -28,12 +32,16 @@ class LightGBMRegressor:
         self.num_boost_round = num_boost_round
         self.early_stopping_rounds = early_stopping_rounds
         self.callbacks = list(callbacks or [])
+        self.adapt_to_size = adapt_to_size
         self.booster_: lgb.Booster | None = None
         self.best_iteration_: int | None = None
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame | None = None,
             y_val: np.ndarray | None = None) -> "LightGBMRegressor":
         _check_xy(X, y)
+        params = dict(self.params)
+        if self.adapt_to_size:
+            params["min_data_in_leaf"] = leaf_size(params.get("min_data_in_leaf", 20), len(X))
         train_set = lgb.Dataset(X, label=np.asarray(y, dtype=np.float64), free_raw_data=True)
         callbacks = list(self.callbacks)
         valid_sets = []
@@ -43,7 +51,7 @@ class LightGBMRegressor:
                 raise ValueError("validation features must have the training columns, in the same order")
             valid_sets = [lgb.Dataset(X_val, label=np.asarray(y_val, dtype=np.float64), reference=train_set)]
             callbacks.append(lgb.early_stopping(self.early_stopping_rounds, verbose=False))
-        self.booster_ = lgb.train(self.params, train_set, num_boost_round=self.num_boost_round,
+        self.booster_ = lgb.train(params, train_set, num_boost_round=self.num_boost_round,
                                   valid_sets=valid_sets, valid_names=["valid"][:len(valid_sets)], callbacks=callbacks)
         self.best_iteration_ = self.booster_.best_iteration or self.booster_.current_iteration()
         return self

@@ -42,3 +42,19 @@ def mse(y_true, y_pred) -> float:
 def score(y_true, y_pred) -> dict[str, float]:
     """All three metrics, keyed `src`, `mae`, `mse`."""
     return {"src": src(y_true, y_pred), "mae": mae(y_true, y_pred), "mse": mse(y_true, y_pred)}
+
+
+def score_by_kind(y_true, y_pred, seen) -> dict:
+    """Scores over all posts and split by kind: posts of users `seen` in the fit part, and unseen ones.
+
+    A part with fewer than two posts has no scores (None); `unseen_share` is its share of the posts.
+    """
+    y_true, y_pred = _check(y_true, y_pred)
+    seen = np.asarray(seen, dtype=bool)
+    if seen.shape != y_true.shape:
+        raise ValueError(f"one seen flag per post expected: {seen.shape} for {y_true.shape}")
+    parts = {"all": np.ones(len(seen), dtype=bool), "seen": seen, "unseen": ~seen}
+    out: dict = {k: score(y_true[rows], y_pred[rows]) if rows.sum() >= 2 else None for k, rows in parts.items()}
+    out["n_seen"], out["n_unseen"] = int(seen.sum()), int((~seen).sum())
+    out["unseen_share"] = float((~seen).mean())
+    return out

@@ -215,7 +215,8 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
                        base_params: dict[str, Any], metric: str = "src", target_stats: TargetStatSpec | None = None,
                        fit_mask: np.ndarray | None = None, num_boost_round: int = 2000,
                        early_stopping_rounds: int = 100, num_threads: int = 2, seed: int = 0,
-                       report_interval: int = 10, pruning: bool = True) -> Callable[[optuna.Trial], float]:
+                       report_interval: int = 10, pruning: bool = True,
+                       adapt_to_size: bool = False) -> Callable[[optuna.Trial], float]:
     """The validation `metric` of LightGBM with the trial's parameters, cross-fit on `folds`."""
     if metric not in METRICS:
         raise ValueError(f"tuning.metric must be one of {sorted(METRICS)}, got {metric!r}")
@@ -234,7 +235,7 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
                 callbacks.append(PruningCallback(trial, metric, fits * num_boost_round, report_interval))
                 fits += 1
             return LightGBMRegressor(params, rounds or num_boost_round, early_stopping_rounds, num_threads,
-                                     model_seed, callbacks=callbacks)
+                                     model_seed, callbacks=callbacks, adapt_to_size=adapt_to_size)
 
         started = time.perf_counter()
         result = cross_fit(make, X, y, folds, no_test, seeds=[seed], target_stats=target_stats,

@@ -5,8 +5,20 @@
   only ever trains (the early part of a time-ordered holdout);
 - `stat_fold`: 0..K-1, the fold used for out-of-fold target statistics inside the
   training part, so that no post's own label reaches its own features.
+
+Two things adapt the folds to the data (`fold_plan` decides, `make_folds` applies):
+- size: a time holdout of fewer than `min_holdout_posts` posts is too small to drive
+  early stopping, tuning and blend weights (on 200 posts it holds 40), so small data
+  sets get `n_folds`-fold cross-fitting instead, which validates on every train post;
+- unseen users: given the test posts' users, the validation part holds the same
+  share of posts by users with no post in the fit part as the test holds of users
+  not in train (`mirror_unseen`). A model then stops early, is tuned and blended on
+  the mix of posts it will predict, and the target-statistic folds train it on rows
+  whose user statistic is missing as often as it will be on test.
 """
 from __future__ import annotations
+
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,34 +26,150 @@ import pandas as pd
 SCHEMES = ("kfold", "group_kfold", "time_holdout")
 
 
-def make_folds(posts: pd.DataFrame, scheme: str, n_folds: int, seed: int, holdout_frac: float = 0.2) -> pd.DataFrame:
-    """Assign folds to the train posts (needs columns Pid, Uid, Postdate)."""
+@dataclass(frozen=True)
+class FoldPlan:
+    """What `make_folds` does with a data set: the scheme it applies and why."""
+    scheme: str            # the scheme applied (the configured one, or kfold for a small data set)
+    configured: str        # validation.scheme
+    n_holdout: int         # posts of the time holdout (0 for a k-fold scheme)
+    unseen_target: float | None  # share of validation posts by users unseen in the fit part (None: not mirrored)
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def test_unseen_share(train_uids: np.ndarray, test_uids: np.ndarray) -> float:
+    """Share of test posts whose user has no post in train."""
+    test_uids = np.asarray(test_uids)
+    return float((~np.isin(test_uids, np.asarray(train_uids))).mean()) if len(test_uids) else 0.0
+
+
+def fold_plan(n: int, scheme: str, n_folds: int, holdout_frac: float = 0.2, min_holdout_posts: int = 0,
+              unseen_share: float | None = None) -> FoldPlan:
+    """The scheme `make_folds` applies to `n` train posts (see the module docstring)."""
     if scheme not in SCHEMES:
         raise ValueError(f"validation.scheme must be one of {SCHEMES}, got {scheme!r}")
     if n_folds < 2:
         raise ValueError(f"validation.n_folds must be at least 2, got {n_folds}")
-    n = len(posts)
     if n < n_folds:
         raise ValueError(f"{n} train posts cannot be split into {n_folds} folds")
+    target = None if unseen_share is None else float(unseen_share)
+    if scheme != "time_holdout":
+        return FoldPlan(scheme, scheme, 0, target if scheme == "kfold" else None)
+    if not 0.0 < holdout_frac < 1.0:
+        raise ValueError(f"validation.holdout_frac must be in (0, 1), got {holdout_frac}")
+    n_holdout = max(1, int(round(n * holdout_frac)))
+    if n_holdout < min_holdout_posts:
+        return FoldPlan("kfold", scheme, 0, target,
+                        f"a time holdout of {n_holdout} posts is below validation.min_holdout_posts "
+                        f"({min_holdout_posts}): {n_folds}-fold cross-fitting validates on all {n} posts")
+    return FoldPlan("time_holdout", scheme, n_holdout, target)
+
+
+def make_folds(posts: pd.DataFrame, scheme: str, n_folds: int, seed: int, holdout_frac: float = 0.2,
+               min_holdout_posts: int = 0, test_uids: np.ndarray | None = None) -> pd.DataFrame:
+    """Assign folds to the train posts (needs columns Pid, Uid, Postdate).
+
+    test_uids: the test posts' users; given, the validation part mirrors the test's share of
+    unseen users (kfold and time_holdout; group_kfold holds out whole users anyway).
+    """
+    n = len(posts)
+    share = None if test_uids is None else test_unseen_share(posts["Uid"].to_numpy(), test_uids)
+    plan = fold_plan(n, scheme, n_folds, holdout_frac, min_holdout_posts, share)
     rng = np.random.default_rng(seed)
-    random_folds = rng.permutation(np.arange(n) % n_folds)
-    if scheme == "kfold":
-        fold = random_folds
-        stat_fold = fold
-    elif scheme == "group_kfold":
-        fold = _group_folds(posts["Uid"].to_numpy(), n_folds, rng)
-        stat_fold = fold
+    uids = posts["Uid"].to_numpy()
+    if plan.unseen_target is None:
+        random_folds = rng.permutation(np.arange(n) % n_folds)
     else:
-        if not 0.0 < holdout_frac < 1.0:
-            raise ValueError(f"validation.holdout_frac must be in (0, 1), got {holdout_frac}")
-        # stable sort: ties in time keep file order, so the split is reproducible
-        order = np.argsort(posts["Postdate"].to_numpy(), kind="stable")
-        n_holdout = max(1, int(round(n * holdout_frac)))
-        fold = np.full(n, -1, dtype=np.int64)
-        fold[order[n - n_holdout:]] = 0
+        random_folds = mirrored_folds(uids, n_folds, plan.unseen_target, rng)
+    if plan.scheme == "kfold":
+        fold = stat_fold = random_folds
+    elif plan.scheme == "group_kfold":
+        fold = stat_fold = _group_folds(uids, n_folds, rng)
+    else:
         stat_fold = random_folds
+        fold = np.full(n, -1, dtype=np.int64)
+        fold[_holdout_rows(posts, plan.n_holdout, plan.unseen_target)] = 0
     return pd.DataFrame({"Pid": posts["Pid"].to_numpy(), "fold": np.asarray(fold, dtype=np.int64),
                          "stat_fold": np.asarray(stat_fold, dtype=np.int64)})
+
+
+def _holdout_rows(posts: pd.DataFrame, n_holdout: int, unseen_target: float | None) -> np.ndarray:
+    """Rows of the time holdout: the latest posts; mirrored, a share of them by whole new users.
+
+    Mirrored: the users who arrived last (latest first post) give all their posts until those
+    make `unseen_target` of the holdout; the rest are the latest posts of the other users, each
+    user's first post staying in the fit part so that these users are seen.
+    """
+    n = len(posts)
+    time = posts["Postdate"].to_numpy()
+    order = np.argsort(time, kind="stable")  # ties in time keep file order: reproducible
+    if unseen_target is None:
+        return order[n - n_holdout:]
+    codes, uniques = pd.factorize(posts["Uid"].to_numpy())
+    sizes = np.bincount(codes)
+    first_time = np.full(len(uniques), np.inf)
+    np.minimum.at(first_time, codes, time.astype(np.float64))
+    want_unseen = int(round(unseen_target * n_holdout))
+    chosen = np.zeros(len(uniques), dtype=bool)
+    taken = 0
+    for user in np.argsort(-first_time, kind="stable"):  # newest arrivals first
+        if taken >= want_unseen:
+            break
+        if taken + sizes[user] <= want_unseen:
+            chosen[user] = True
+            taken += sizes[user]
+    first_post = np.zeros(n, dtype=bool)
+    first_post[order[np.unique(codes[order], return_index=True)[1]]] = True
+    in_holdout = chosen[codes].copy()
+    later_seen = order[~chosen[codes[order]] & ~first_post[order]]  # time order
+    in_holdout[later_seen[max(0, len(later_seen) - (n_holdout - int(in_holdout.sum()))):]] = True
+    # too few such posts (every user posted once, say): the latest remaining posts fill the holdout
+    rest = order[~in_holdout[order]]
+    in_holdout[rest[max(0, len(rest) - (n_holdout - int(in_holdout.sum()))):]] = True
+    return np.flatnonzero(in_holdout)
+
+
+def mirrored_folds(uids: np.ndarray, n_folds: int, unseen_share: float, rng: np.random.Generator) -> np.ndarray:
+    """Random folds in which about `unseen_share` of each fold's posts are by users with no post outside it.
+
+    Posts are dealt at random, as in plain k-fold; then whole users (random order, users of several
+    posts: a user of one post is unseen wherever it goes) are moved into one fold each until the
+    posts of unseen users reach the share. Fold sizes stay within a user's size of each other.
+    """
+    n = len(uids)
+    codes = pd.factorize(np.asarray(uids))[0]
+    sizes = np.bincount(codes)
+    fold = rng.permutation(np.arange(n) % n_folds)
+    order = rng.permutation(len(sizes))
+
+    def unseen_count(f: np.ndarray) -> int:
+        folds_of_user = np.zeros((len(sizes), n_folds), dtype=np.int64)
+        np.add.at(folds_of_user, (codes, f), 1)
+        return int(sizes[(folds_of_user > 0).sum(1) == 1].sum())
+
+    want = int(round(unseen_share * n))
+    have = unseen_count(fold)
+    whole = np.zeros(len(sizes), dtype=bool)
+    for user in order:
+        if have >= want:
+            break
+        if sizes[user] > 1 and sizes[user] <= n // n_folds:
+            whole[user] = True
+            have += sizes[user]  # an upper bound: some of its posts may have been alone already
+    if not whole.any():
+        return fold
+    # the chosen users' posts, whole, to the folds that keep the sizes even; the others keep their random fold
+    moved = whole[codes]
+    load = np.bincount(fold[~moved], minlength=n_folds)
+    user_fold = np.empty(len(sizes), dtype=np.int64)
+    for user in np.flatnonzero(whole)[np.argsort(-sizes[whole], kind="stable")]:
+        user_fold[user] = int(np.argmin(load))
+        load[user_fold[user]] += sizes[user]
+    fold = fold.copy()
+    fold[moved] = user_fold[codes[moved]]
+    return fold
 
 
 def _group_folds(groups: np.ndarray, n_folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -62,3 +190,19 @@ def _group_folds(groups: np.ndarray, n_folds: int, rng: np.random.Generator) -> 
 def validation_folds(folds: pd.DataFrame) -> list[int]:
     """The folds that validate a model (all but -1)."""
     return sorted(int(f) for f in np.unique(folds["fold"]) if f >= 0)
+
+
+def seen_in_fit(uids: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Per train post: does its user have a post among the rows that fit the model validating it?
+
+    A validated post (fold v >= 0) is `seen` when its user has a post outside fold v; posts that
+    never validate (fold -1) are False.
+    """
+    codes = pd.factorize(np.asarray(uids))[0]
+    fold = np.asarray(fold)
+    total = np.bincount(codes)
+    slot = np.where(fold >= 0, fold, 0)
+    per_fold = np.zeros((len(total), int(slot.max()) + 1), dtype=np.int64)
+    np.add.at(per_fold, (codes, slot), (fold >= 0).astype(np.int64))
+    outside = total[codes] - np.where(fold >= 0, per_fold[codes, slot], 0)
+    return (fold >= 0) & (outside > 0)

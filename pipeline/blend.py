@@ -93,9 +93,15 @@ def run(ctx: RunContext) -> None:
     if not np.array_equal(train_keys["Pid"].astype(str).to_numpy(), posts["Pid"].astype(str).to_numpy()):
         raise ValueError(f"member predictions do not list the train posts of {ctx.posts('train')}: rerun the members")
     e = ctx.config.ensemble
+    recalibrate = e.recalibrate_level
+    plan = read_json(ctx.folds_plan)
+    if recalibrate and plan["configured"] == "time_holdout" and plan["scheme"] != "time_holdout":
+        # a small data set got k-fold instead of the holdout (make_folds): the drift cannot be measured
+        log.warning("ensemble.recalibrate_level not applied: %s", plan["reason"])
+        recalibrate = False
     final, info = blend_frame(keys, preds, posts["label"].to_numpy(dtype=np.float64),
                               posts["Postdate"].to_numpy(dtype=np.float64), e.method, e.score_chunks,
-                              e.recalibrate_level)
+                              recalibrate)
     info["members"] = {m: s["score"] for m, s in summaries.items()}
     info["member_models"] = {m: s.get("model", "lightgbm") for m, s in summaries.items()}
     log.info("blend (%s): validation SRC %.4f MAE %.4f (cross-fitted; in-sample SRC %.4f); weights %s", e.method,
@@ -110,7 +116,7 @@ def run(ctx: RunContext) -> None:
 
 
 def inputs(ctx: RunContext) -> list[Path]:
-    paths = [ctx.posts("train")]
+    paths = [ctx.posts("train"), ctx.folds_plan]
     for m in member_names(ctx):
         paths += [ctx.member_preds(m), ctx.member_preds(m).with_suffix(".json")]
     return paths

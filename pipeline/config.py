@@ -31,18 +31,26 @@ class ValidationConfig:
 
     scheme: `kfold` (random), `group_kfold` (by user) or `time_holdout`
     (last `holdout_frac` of train by post time: closest to the leaderboard).
+    min_holdout_posts: a time holdout smaller than this (a small data set) is replaced by
+    `n_folds`-fold cross-fitting, so early stopping, tuning and the blend weights see every
+    train post (0: never). mirror_unseen: the validation part (and the target-statistic
+    folds) hold the test's share of posts by users unseen in train (models/validation.py);
+    off by default: on the panel (README) it hurt as often as it helped.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
     holdout_frac: float = 0.2
     seed: int = 0
+    min_holdout_posts: int = 500
+    mirror_unseen: bool = False
 
 
 @dataclass
 class MetadataConfig:
     """Metadata features and out-of-fold target statistics."""
     target_stat_keys: list[str] = field(default_factory=lambda: ["Uid", "Category", "Subcategory", "Concept"])
-    target_stat_smoothing: float = 10.0
+    # "auto": empirical Bayes per key from the fit rows (features/target_stats.py); or a fixed number
+    target_stat_smoothing: float | str = field(default="auto", metadata={"or_auto": True})
     tag_target_stats: bool = True
     tag_min_count: int = 2
 
@@ -159,6 +167,12 @@ class GBDTConfig:
     early_stopping_rounds: int = 100
     num_threads: int = 2
     seeds: list[int] = field(default_factory=lambda: [0])
+    # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
+    # (models/sizing.py); on thousands of posts the configured values stand
+    adapt_to_size: bool = True
+    # k-fold schemes: the test prediction from one refit on every train post (per seed, with the folds'
+    # median best rounds, scaled to the extra rows) instead of the mean of the fold models
+    refit_kfold: bool = True
     # member name -> the feature blocks it uses; blocks whose stage is off are skipped
     feature_sets: dict[str, list[str]] = field(default_factory=lambda: {
         "meta": ["meta"],
@@ -203,6 +217,7 @@ class TuningConfig:
     """
     enabled: bool = False
     n_trials: int = 30
+    adapt_to_size: bool = True  # n_trials is a cap: at most validated posts / 20 trials, at least 5 (models/sizing.py)
     timeout_s: float = 600.0
     storage: str = ""  # RDB URL; empty: a SQLite file in the work folder
     study_name: str = "lgbm"
@@ -317,9 +332,19 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         elif key == "params" and isinstance(value, dict):
             # model parameters: a config names only what it changes
             kwargs[key] = {**default, **value}
+        elif fields[key].metadata.get("or_auto"):
+            kwargs[key] = _auto_or_number(value, f"{where}.{key}")
         else:
             kwargs[key] = _coerce(value, default, f"{where}.{key}")
     return cls(**kwargs)
+
+
+def _auto_or_number(value: Any, where: str) -> Any:
+    if value == "auto":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ConfigError(f"{where}: expected 'auto' or a number, got {value!r}")
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

@@ -72,6 +72,11 @@ class RunContext:
         return self.work_dir / "folds.parquet"
 
     @property
+    def folds_plan(self) -> Path:
+        """What make_folds did: the scheme applied, and the shares of unseen users."""
+        return self.work_dir / "folds.json"
+
+    @property
     def features_dir(self) -> Path:
         return self.work_dir / "features"
 

@@ -3,6 +3,9 @@
 Writes submissions/<run>/submission.csv and submission.json (test file order),
 scores.json and config.yaml, and appends a row to submissions/leaderboard.csv.
 With hidden test labels (`--test-labels`), the row also gets the test scores.
+Scores are also split by kind of post: validation posts whose user has a post in the
+part that fit their model (`seen`) or not (`unseen`), and test posts whose user is in
+train or not; the share of unseen posts of each part goes beside them.
 """
 from __future__ import annotations
 
@@ -17,7 +20,8 @@ import pandas as pd
 import yaml
 
 from features.smpd import read_labels
-from models.metrics import score
+from models.metrics import score, score_by_kind
+from models.validation import seen_in_fit
 from pipeline.io import file_lock, read_json, read_parquet, write_json, write_text
 from pipeline.stage import REPO_ROOT, RunContext, Stage
 from submissions.format import append_leaderboard, check_submission, submission_csv, submission_json
@@ -43,6 +47,27 @@ def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.nda
     return test["pred"].to_numpy(dtype=np.float64)
 
 
+def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame) -> dict:
+    """Validation scores of the final (cross-fitted) predictions, split by posts of seen and unseen users."""
+    train = final[final["split"] == "train"]
+    if not np.array_equal(train["Pid"].astype(str).to_numpy(), posts["Pid"].astype(str).to_numpy()):
+        raise ValueError("final predictions do not list the train posts in order: rerun the blend")
+    fold = train["fold"].to_numpy()
+    seen = seen_in_fit(posts["Uid"].to_numpy(), fold)
+    rows = fold >= 0
+    return score_by_kind(posts["label"].to_numpy()[rows], train["pred"].to_numpy()[rows], seen[rows])
+
+
+def kind_columns(prefix: str, by_kind: dict) -> dict:
+    """Leaderboard columns of seen / unseen scores (SRC, MAE) and the unseen share."""
+    out = {f"{prefix}_unseen_share": round(by_kind["unseen_share"], 4)}
+    for kind in ("seen", "unseen"):
+        for metric in ("src", "mae"):
+            value = (by_kind.get(kind) or {}).get(metric)
+            out[f"{prefix}_{metric}_{kind}"] = None if value is None or not np.isfinite(value) else round(value, 5)
+    return out
+
+
 def run(ctx: RunContext) -> None:
     test_pids = read_parquet(ctx.posts("test"), columns=["Pid"])["Pid"].astype(str).to_numpy()
     final = read_parquet(ctx.final_preds)
@@ -54,13 +79,23 @@ def run(ctx: RunContext) -> None:
     write_text(run_dir / "submission.json", submission_json(test_pids, preds))
     write_text(run_dir / "config.yaml", yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
 
-    test_scores = {}
+    posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label"])
+    test_uids = read_parquet(ctx.posts("test"), columns=["Uid"])["Uid"].to_numpy()
+    test_seen = np.isin(test_uids, posts["Uid"].to_numpy())
+    val_by_kind = validation_by_kind(final, posts)
+    test_scores, test_by_kind = {}, {"unseen_share": float((~test_seen).mean()), "n_unseen": int((~test_seen).sum()),
+                                     "n_seen": int(test_seen.sum())}
     if ctx.test_labels is not None and Path(ctx.test_labels).is_file():
         labels = read_labels(ctx.test_labels, len(test_pids))
         test_scores = score(labels, preds)
+        test_by_kind = score_by_kind(labels, preds, test_seen)
         log.info("test: SRC %.4f MAE %.4f MSE %.4f", test_scores["src"], test_scores["mae"], test_scores["mse"])
+    plan = read_json(ctx.folds_plan)
+    log.info("posts by users unseen in the fit part: validation %.1f%%, test %.1f%% (scheme %s)",
+             100 * val_by_kind["unseen_share"], 100 * test_by_kind["unseen_share"], plan["scheme"])
     scores = {"validation": blend["score"], "test": test_scores, "members": blend["members"],
-              "weights": blend["weights"], "method": blend["method"]}
+              "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
+              "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
     write_json(run_dir / "scores.json", scores)
 
     row = {
@@ -69,7 +104,7 @@ def run(ctx: RunContext) -> None:
         "commit": git_commit(),
         "config_digest": ctx.config.digest(),
         "dataset": ctx.dataset,
-        "scheme": ctx.config.validation.scheme,
+        "scheme": plan["scheme"],
         "member": f"blend:{blend['method']}",
         "val_src": round(blend["score"]["src"], 5), "val_mae": round(blend["score"]["mae"], 5),
         "val_mse": round(blend["score"]["mse"], 5),
@@ -78,6 +113,7 @@ def run(ctx: RunContext) -> None:
         "test_mse": round(test_scores["mse"], 5) if test_scores else None,
         "members": "; ".join(f"{m}: src {s['src']:.4f} mae {s['mae']:.4f} mse {s['mse']:.4f}"
                              for m, s in blend["members"].items()),
+        **kind_columns("val", val_by_kind), **kind_columns("test", test_by_kind),
         "n_train": int((final["split"] == "train").sum()),
         "n_test": len(test_pids),
     }
@@ -102,10 +138,11 @@ def outputs(ctx: RunContext) -> list[Path]:
 STAGE = Stage(
     name="submit",
     run=run,
-    inputs=lambda ctx: [ctx.posts("test"), ctx.final_preds, ctx.final_preds.with_suffix(".json")]
+    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.folds_plan, ctx.final_preds,
+                        ctx.final_preds.with_suffix(".json")]
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("submissions.format", "models.metrics"),
+    modules=("submissions.format", "models.metrics", "models.validation"),
     description="write the checked submission files and a leaderboard row",
 )

@@ -109,7 +109,7 @@ def gbdt_factory(cfg: Config, params: dict | None = None):
 
     def make(seed: int, rounds: int | None) -> LightGBMRegressor:
         return LightGBMRegressor(params or g.params, rounds or g.num_boost_round, g.early_stopping_rounds,
-                                 g.num_threads, seed)
+                                 g.num_threads, seed, adapt_to_size=g.adapt_to_size)
     return make
 
 
@@ -182,7 +182,8 @@ def run(ctx: RunContext) -> None:
         X, X_test, y, folds, stats, posts = load_member_data(ctx, blocks)
         fit_mask = sample_selection_mask(ctx, blocks, len(y))
         result = cross_fit(gbdt_factory(ctx.config, params), X, y, folds, X_test, seeds=ctx.config.gbdt.seeds,
-                           target_stats=stats, fit_mask=fit_mask, name=member)
+                           target_stats=stats, fit_mask=fit_mask, name=member,
+                           scale_refit_rounds=ctx.config.gbdt.adapt_to_size, refit_kfold=ctx.config.gbdt.refit_kfold)
         write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
         write_json(ctx.member_preds(member).with_suffix(".json"), {
             "member": member, "model": "lightgbm", "blocks": blocks, "tuned": params is not None,
@@ -213,7 +214,7 @@ STAGE = Stage(
     inputs=inputs,
     outputs=outputs,
     sections=("gbdt", "metadata", "tuning", "prototype", "users", "catboost"),
-    modules=("models.cv", "models.gbdt", "models.catboost_member", "features.target_stats", "features.blocks",
-             "features.user_features"),
+    modules=("models.cv", "models.gbdt", "models.sizing", "models.catboost_member", "features.target_stats",
+             "features.blocks", "features.user_features"),
     description="LightGBM per feature set: out-of-fold and test predictions",
 )

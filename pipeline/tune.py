@@ -38,7 +38,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from models import tuning  # noqa: E402
+from models import sizing, tuning  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.io import read_json, write_json, write_text  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
@@ -100,7 +100,8 @@ def objective_digest(cfg: Config, blocks: list[str], X: pd.DataFrame, y: np.ndar
     parts = {
         "metric": t.metric, "search_space": t.search_space, "blocks": blocks,
         "gbdt": {"params": g.params, "num_boost_round": g.num_boost_round,
-                 "early_stopping_rounds": g.early_stopping_rounds, "seed": g.seeds[0]},
+                 "early_stopping_rounds": g.early_stopping_rounds, "seed": g.seeds[0],
+                 "adapt_to_size": g.adapt_to_size},
         "metadata": dataclasses.asdict(cfg.metadata), "sample_selection": cfg.prototype.sample_selection,
         "data": data.hexdigest(),
     }
@@ -122,14 +123,19 @@ def prepare(ctx: RunContext):
     objective = tuning.lightgbm_objective(
         X, y, folds, space, g.params, metric=t.metric, target_stats=stats, fit_mask=fit_mask,
         num_boost_round=g.num_boost_round, early_stopping_rounds=g.early_stopping_rounds,
-        num_threads=g.num_threads, seed=g.seeds[0], report_interval=t.report_interval, pruning=t.pruning)
+        num_threads=g.num_threads, seed=g.seeds[0], report_interval=t.report_interval, pruning=t.pruning,
+        adapt_to_size=g.adapt_to_size)
     url = storage_url(ctx)
     name = f"{t.study_name}-{objective_digest(cfg, blocks, X, y, folds)}"
     pruner = tuning.make_pruner(t.prune_startup_trials, t.prune_warmup_rounds, t.pruning, t.prune_percentile)
     study = tuning.open_study(url, name, t.metric, t.seed, t.startup_trials, pruner, t.heartbeat_s)
     study.set_user_attr("feature_set", t.feature_set)
     first = tuning.base_trial_params(g.params, space) if t.base_first else None
-    return study, objective, url, first
+    n_trials = sizing.tuning_trials(t.n_trials, int((folds["fold"] >= 0).sum())) if t.adapt_to_size else t.n_trials
+    if n_trials < t.n_trials:
+        log.info("tuning: %d trials (tuning.n_trials %d is the cap; %d validated posts)", n_trials, t.n_trials,
+                 int((folds["fold"] >= 0).sum()))
+    return study, objective, url, first, n_trials
 
 
 def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
@@ -139,13 +145,13 @@ def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
         time.sleep(poll_s)
 
 
-def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float) -> dict:
+def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float, n_trials: int) -> dict:
     t = ctx.config.tuning
     summary = tuning.study_summary(study, t.metric)
     if "best_params" not in summary:
         raise RuntimeError(f"study {study.study_name}: no trial completed ({summary['counts']}); "
                            "see the log above for failed trials, or raise tuning.n_trials")
-    summary.update({"storage": tuning.redact(url), "feature_set": t.feature_set, "n_trials": t.n_trials,
+    summary.update({"storage": tuning.redact(url), "feature_set": t.feature_set, "n_trials": n_trials,
                     "tuning_seconds": round(seconds, 1), "workers": t.workers,
                     "trial_seconds_total": round(sum(r["seconds"] or 0.0 for r in summary["trials"]), 1)})
     write_json(summary_path(ctx), summary)
@@ -173,20 +179,20 @@ def run(ctx: RunContext) -> None:
     # keys in their order: the order of tuning.search_space is the order of the draws, which must match
     write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     write_json(worker_context_path(ctx.work_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.work_dir)})
-    study, objective, url, first = prepare(ctx)
+    study, objective, url, first, n_trials = prepare(ctx)
     log.info("tuning study %s in %s: %d trials over %d worker(s); more workers: python pipeline/tune.py "
-             "--work-dir %s", study.study_name, tuning.redact(url), t.n_trials, t.workers, ctx.work_dir)
+             "--work-dir %s", study.study_name, tuning.redact(url), n_trials, t.workers, ctx.work_dir)
     extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.work_dir),
                                "--worker", str(i)], cwd=REPO_ROOT) for i in range(1, t.workers)]
     try:
-        tuning.run_worker(study, objective, t.n_trials, t.timeout_s, storage_url=url, worker="0",
-                           first_params=first)
+        tuning.run_worker(study, objective, n_trials, t.timeout_s, storage_url=url, worker="0",
+                          first_params=first)
     finally:
         codes = [p.wait() for p in extra]
     if any(codes):
         raise RuntimeError(f"tuning worker process(es) failed with exit codes {codes}; rerun to resume the study")
     wait_for_running(study)
-    write_results(ctx, study, url, time.perf_counter() - started)
+    write_results(ctx, study, url, time.perf_counter() - started, n_trials)
 
 
 def inputs(ctx: RunContext) -> list[Path]:
@@ -200,7 +206,7 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [best_params_path(ctx), summary_path(ctx)],
     sections=("tuning", "gbdt", "metadata", "prototype", "users"),
-    modules=("models.tuning", "models.cv", "models.gbdt", "features.target_stats", "features.blocks",
+    modules=("models.tuning", "models.cv", "models.gbdt", "models.sizing", "features.target_stats", "features.blocks",
              "features.user_features"),
     enabled=lambda ctx: ctx.config.tuning.enabled,
     description="Optuna tuning of LightGBM (persistent study, pruning, shared trial budget)",
@@ -229,9 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                      shared_dir=shared_dir)
     quiet_optuna()
     worker = args.worker or f"{socket.gethostname()}:{os.getpid()}"
-    study, objective, url, first = prepare(ctx)
+    study, objective, url, first, n_trials = prepare(ctx)
     log.info("worker %s joins study %s in %s", worker, study.study_name, tuning.redact(url))
-    ran = tuning.run_worker(study, objective, cfg.tuning.n_trials, cfg.tuning.timeout_s,
+    ran = tuning.run_worker(study, objective, n_trials, cfg.tuning.timeout_s,
                             storage_url=url, worker=worker, first_params=first)
     log.info("worker %s ran %d trial(s)", worker, ran)
     return 0

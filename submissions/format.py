@@ -10,7 +10,10 @@ import pandas as pd
 JSON_VERSION = "VERSION 1.2"
 LEADERBOARD_COLUMNS = ["run", "time", "commit", "config_digest", "dataset", "scheme", "member",
                        "val_src", "val_mae", "val_mse", "test_src", "test_mae", "test_mse", "members",
-                       "n_train", "n_test"]
+                       "n_train", "n_test",
+                       # by kind of post: users seen in the fit part (train, for test) or not
+                       "val_unseen_share", "val_src_seen", "val_mae_seen", "val_src_unseen", "val_mae_unseen",
+                       "test_unseen_share", "test_src_seen", "test_mae_seen", "test_src_unseen", "test_mae_unseen"]
 
 
 class SubmissionError(ValueError):

@@ -125,6 +125,7 @@ def _scores_section(report: RunReport) -> str:
     parts.append(_table(["", "SRC", "MAE", "MSE"], rows, numeric={1, 2, 3}))
     if not scores.get("test"):
         parts.append('<p class="muted">No test labels given (--test-labels): test scores unknown.</p>')
+    parts.append(_by_kind_section(scores))
     members = scores.get("members") or {}
     if members:
         weights = scores.get("weights") or {}
@@ -133,6 +134,28 @@ def _scores_section(report: RunReport) -> str:
                             [[m, _num(weights.get(m), 3)] + [_num(s.get(k)) for k in METRICS]
                              for m, s in members.items()], numeric={1, 2, 3, 4}))
     return "\n".join(parts)
+
+
+def _by_kind_section(scores: dict) -> str:
+    """Scores split by posts of users seen in the fit part (train, for test) and unseen ones."""
+    rows = []
+    for name in ("validation", "test"):
+        by_kind = scores.get(f"{name}_by_kind") or {}
+        for kind in ("seen", "unseen"):
+            if f"n_{kind}" not in by_kind:
+                continue
+            values = by_kind.get(kind) or {}
+            share = by_kind["unseen_share"] if kind == "unseen" else 1.0 - by_kind["unseen_share"]
+            rows.append([name, f"{kind} users", by_kind[f"n_{kind}"], f"{100 * share:.1f}%"]
+                        + [_num(values.get(m)) for m in METRICS])
+    if not rows:
+        return ""
+    scheme = scores.get("scheme", "")
+    return ("<h3>By kind of post</h3>"
+            f'<p class="muted">Seen: the post\'s user has posts in the part its model was fit on (validation: '
+            f"the other folds, scheme {_e(scheme)}; test: train). The validation part should hold about the "
+            "test's share of unseen users.</p>"
+            + _table(["part", "posts of", "posts", "share", "SRC", "MAE", "MSE"], rows, numeric={2, 3, 4, 5, 6}))
 
 
 def _leaderboard_section(report: RunReport, max_rows: int = 15) -> str:
@@ -144,7 +167,8 @@ def _leaderboard_section(report: RunReport, max_rows: int = 15) -> str:
     keep = list(range(min(max_rows, len(board))))
     if report.run in runs and runs.index(report.run) >= max_rows:
         keep.append(runs.index(report.run))
-    columns = [c for c in ("rank", "run", "member", "scheme", "val_src", "val_mae", "test_src", "test_mae", "commit")
+    columns = [c for c in ("rank", "run", "member", "scheme", "val_src", "val_mae", "val_src_unseen", "test_src",
+                           "test_mae", "test_src_seen", "test_src_unseen", "commit")
                if c in board.columns]
     rows = []
     highlight = None

@@ -129,7 +129,8 @@ def test_demo_tuned_blend_is_not_worse_than_the_untuned_single_model(tmp_path):
     common = ["--work-dir", str(tmp_path / "work"), "--submissions-dir", str(tmp_path / "subs"),
               "--set", "demo.n_train=1200", "--set", "demo.n_test=200", "--set", "demo.n_users=150",
               "--set", "demo.image_size=16", "--set", "gbdt.num_boost_round=300",
-              "--set", "gbdt.params.learning_rate=0.1", "--set", "gbdt.num_threads=1", *OPTIONAL_OFF]
+              "--set", "gbdt.params.learning_rate=0.1", "--set", "gbdt.num_threads=1", *OPTIONAL_OFF,
+              "--set", "validation.min_holdout_posts=0"]  # keep the time holdout (240 posts) and its recalibration
     untuned = ["--run-name", "untuned", "--set", "ensemble.method=best", "--set", "ensemble.linear_members={}"]
     tuned = ["--run-name", "tuned", "--set", "tuning.enabled=true", "--set", "tuning.n_trials=10",
              "--set", "tuning.startup_trials=5", "--set", "tuning.prune_startup_trials=3",

@@ -204,3 +204,23 @@ def test_post_period_bounds_its_bins_for_absurd_dates_and_skips_missing_ones():
     assert weekly.axes[0].get_xlabel() == "post date (bins of one week)"
     texts = [t.get_text() for t in rf.post_period([missing], [missing]).axes[0].texts]
     assert texts == ["no dated posts"]
+
+
+def test_scores_leaderboard_and_report_split_seen_and_unseen_users(runs):
+    """The tiny demo (160 train posts): k-fold instead of a 32-post holdout, scores by kind of post."""
+    scores = read_json(runs / "base" / "scores.json")
+    assert scores["scheme"] == "kfold" and scores["folds"]["configured"] == "time_holdout"  # adapted to the size
+    val, test = scores["validation_by_kind"], scores["test_by_kind"]
+    assert val["n_seen"] + val["n_unseen"] == 160 and test["n_seen"] + test["n_unseen"] == 60
+    assert test["unseen_share"] > 0 and 0 <= val["unseen_share"] < 1  # both parts' shares of unseen users
+    assert set(test["seen"]) == {"src", "mae", "mse"} and set(test["unseen"]) == {"src", "mae", "mse"}
+    # a part of fewer than two posts has no scores rather than a made-up one
+    assert (val["unseen"] is None) == (val["n_unseen"] < 2) and set(val["seen"]) == {"src", "mae", "mse"}
+    board = pd.read_csv(runs / "leaderboard.csv")
+    row = board[board["run"] == "base"].iloc[-1]
+    assert row["scheme"] == "kfold" and row["val_unseen_share"] == pytest.approx(val["unseen_share"], abs=1e-4)
+    for column in ("val_src_seen", "test_src_seen", "test_src_unseen", "test_mae_unseen"):
+        assert np.isfinite(row[column]), column
+    assert row["test_mae_unseen"] == pytest.approx(test["unseen"]["mae"], abs=1e-5)
+    page = (runs / "base" / "report.html").read_text()
+    assert "By kind of post" in page and f"{test['unseen']['mae']:.4f}" in page and "unseen users" in page

@@ -99,7 +99,7 @@ def test_an_interrupted_study_resumes_with_its_finished_trials(tmp_path):
     from pipeline.tune import prepare, write_results
     make_work_dir(tmp_path)
     ctx = context(tmp_path)
-    study, objective, url, first = prepare(ctx)
+    study, objective, url, first, _ = prepare(ctx)
 
     def interrupted(trial):
         if trial.number == 3:
@@ -111,7 +111,7 @@ def test_an_interrupted_study_resumes_with_its_finished_trials(tmp_path):
     before = {t.number: (t.params, t.value, t.state) for t in study.get_trials()}
     assert [s.name for _, _, s in before.values()].count("FAIL") == 1 and len(before) == 4
 
-    study, objective, url, first = prepare(context(tmp_path))  # a new process would do the same
+    study, objective, url, first, _ = prepare(context(tmp_path))  # a new process would do the same
     ran = tuning.run_worker(study, objective, 6, storage_url=url, first_params=first)
     after = study.get_trials()
     finished = [t for t in after if t.state.is_finished() and t.state.name != "FAIL"]
@@ -122,7 +122,7 @@ def test_an_interrupted_study_resumes_with_its_finished_trials(tmp_path):
     old = [tuple(sorted(p.items())) for p, _, _ in before.values()]
     assert not set(new) & set(old), "the resumed run repeated earlier draws"
 
-    write_results(ctx, study, url, 1.0)
+    write_results(ctx, study, url, 1.0, 6)
     params = tuned_params(ctx)
     assert params["learning_rate"] == 0.1 and params["num_leaves"] == study.best_params["num_leaves"]
 
@@ -132,7 +132,7 @@ def test_one_worker_is_reproducible_and_a_changed_objective_gets_its_own_study(t
     values = []
     for name in ("one", "two"):
         make_work_dir(tmp_path / name, overrides={"tuning": {**TINY["tuning"], "n_trials": 4}})
-        study, objective, url, first = prepare(context(tmp_path / name))
+        study, objective, url, first, _ = prepare(context(tmp_path / name))
         tuning.run_worker(study, objective, 4, storage_url=url, first_params=first)
         values.append([(t.params, t.value, t.state) for t in study.get_trials()])
     assert values[0] == values[1]
@@ -177,7 +177,7 @@ def test_trials_with_constant_predictions_complete_with_src_zero(tmp_path):
     space = {"num_leaves": [4, 8], "min_data_in_leaf": [500, 600]}
     make_work_dir(tmp_path, n=200, overrides={"tuning": {**TINY["tuning"], "n_trials": 3, "search_space": space}})
     ctx = context(tmp_path)
-    study, objective, url, first = prepare(ctx)
+    study, objective, url, first, _ = prepare(ctx)
     ran = tuning.run_worker(study, objective, 3, storage_url=url, first_params=first)
     trials = study.get_trials()
     assert ran == 3 and [t.state.name for t in trials] == ["COMPLETE"] * 3
