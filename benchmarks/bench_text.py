@@ -65,8 +65,9 @@ class Timer:
 
 def rate(n_texts: int, timer: Timer) -> dict:
     threads = torch.get_num_threads()
-    return {"texts_per_s": round(n_texts / timer.wall, 1), "texts_per_cpu_s_x_threads":
-            round(n_texts / timer.cpu * threads, 1), "seconds": round(timer.wall, 2), "cpu_seconds": round(timer.cpu, 2)}
+    return {"texts_per_s": round(n_texts / timer.wall, 1),
+            "texts_per_cpu_s_x_threads": round(n_texts / timer.cpu * threads, 1),
+            "seconds": round(timer.wall, 2), "cpu_seconds": round(timer.cpu, 2)}
 
 
 def run_stage(inputs: SplitInputs, encoder, enc_cfg: EncoderConfig, work_dir: Path) -> tuple[dict, dict]:
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         encoder = load_text_encoder(enc_cfg, torch.device("cpu"))
         runs = {"plain": [], "chunked": [], "stage": []}
         for repeat in range(args.repeats):
-            runs["plain"].append(run_plain(inputs, encoder, min(args.plain_posts, len(inputs)), enc_cfg.max_text_tokens))
+            n_plain = min(args.plain_posts, len(inputs))
+            runs["plain"].append(run_plain(inputs, encoder, n_plain, enc_cfg.max_text_tokens))
             chunked, chunked_arrays = run_chunked(inputs, encoder, enc_cfg.max_text_tokens)
             runs["chunked"].append(chunked)
             stage, stage_arrays = run_stage(inputs, encoder, enc_cfg, folder / f"work-{repeat}")

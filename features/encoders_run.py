@@ -1,6 +1,7 @@
 """The batched, resumable, shardable run that turns posts into encoder arrays.
 
-Image rows are cut into chunks of `batch_size` posts (texts: see `TextPlan`). Each chunk's outputs are written
+Image rows are cut into chunks of `batch_size` posts; texts into groups of
+distinct strings (`TextPlan`). Each chunk's or group's outputs are written
 atomically to its own file as soon as its batch is done; a rerun skips the
 chunks whose file exists, so an interrupted run resumes where it stopped and,
 since every chunk is computed from the same rows in the same batch, ends with

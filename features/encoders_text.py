@@ -338,7 +338,8 @@ class BackboneTextEncoder:
             for row, i in enumerate(group):
                 batch[row, :lengths[i]] = ids[i]
             mask = torch.from_numpy(np.arange(length)[None, :] < lengths[group][:, None]).long()
-            batch, mask = torch.from_numpy(batch).to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+            batch = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            mask = mask.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out_pooled, out_tokens = self.backbone.forward_embeds(self.backbone.token_embedding(batch), mask)
             pooled[group] = out_pooled.float().cpu().numpy()
