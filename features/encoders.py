@@ -64,8 +64,8 @@ def image_settings(enc_cfg) -> dict:
 def text_settings(enc_cfg) -> dict:
     """The encoder settings the text arrays depend on (cache folder and pass key)."""
     return {"text": enc_cfg.text, "clip": enc_cfg.clip_model if enc_cfg.text == CLIP else "",
-            "rows": enc_cfg.batch_size, "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
-            "precision": enc_cfg.precision}
+            "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
+            "group_tokens": enc_cfg.text_group_tokens, "precision": enc_cfg.precision}
 
 
 def encoder_folder(enc_cfg, kind: str) -> str:

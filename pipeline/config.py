@@ -102,6 +102,7 @@ class EncoderConfig:
     device: str = "auto"
     max_text_tokens: int = 32   # token features: title + " " + tags, first N tokens
     max_text_length: int = 77   # pooled title / tag-string embeddings: first N tokens (CLIP's own limit)
+    text_group_tokens: int = 0  # padded tokens per text batch (0: 1024 on a CPU, batch_size x 77 on a GPU)
     shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
     pca_dim: int = 32
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw
 
 from features.encoders import (EncoderLoadError, encoder_dir, encoder_folder, load_encoded, load_text_backbone,
                                output_paths)
-from features.encoders_run import copy_chunks
-from features.encoders_text import make_tiny_clip
+from features.encoders_run import SplitInputs, TextPlan, copy_chunks
+from features.encoders_text import length_groups, load_text_encoder, make_tiny_clip
 from pipeline.config import Config, EncoderConfig
 from pipeline.stage import RunContext
 
@@ -159,8 +159,9 @@ def smpd_posts(tmp_path_factory):
 def make_ctx(work_dir: Path, smpd_posts, **encoders) -> RunContext:
     data_dir, posts = smpd_posts
     config = Config()
+    # text batches of at most 48 padded tokens: several groups of texts even in these tiny splits
     settings = dict(enabled=True, batch_size=4, num_workers=0, device="cpu", max_text_tokens=12,
-                    max_image_pixels=MAX_PIXELS)
+                    max_image_pixels=MAX_PIXELS, text_group_tokens=48)
     for key, value in {**settings, **encoders}.items():
         setattr(config.encoders, key, value)
     ctx = RunContext(config=config, data_dir=Path(data_dir), work_dir=Path(work_dir), run_name="test")
@@ -226,6 +227,41 @@ def test_ragged_batches_equal_one_post_at_a_time(clip_run, smpd_posts, tmp_path,
             np.testing.assert_allclose(getattr(a, name).astype(np.float32), getattr(b, name).astype(np.float32),
                                        atol=2e-3, err_msg=f"{split} {name}")
         assert np.array_equal(a.token_mask, b.token_mask) and np.array_equal(a.has_image, b.has_image)
+
+
+def test_text_arrays_equal_a_plain_loop_one_text_at_a_time(clip_run, smpd_posts):
+    """Grouping distinct strings by length over the split changes no post's text features: each title, tag
+    string and token text run alone through the backbone (no padding, no batch) gives the same vectors."""
+    _, posts = smpd_posts
+    enc_cfg = clip_run.config.encoders
+    backbone = load_text_encoder(enc_cfg, torch.device("cpu")).backbone
+    for split in ("train", "test"):
+        inputs = SplitInputs.from_posts(posts[split], smpd_posts[0])
+        assert len(set(inputs.titles)) < len(inputs)  # repeated (empty) titles are in the data
+        arrays = load_encoded(clip_run.work_dir, enc_cfg, split)
+        for r in range(len(inputs)):
+            title, _, _ = backbone.encode([inputs.titles[r]], enc_cfg.max_text_length)
+            tags, _, _ = backbone.encode([inputs.tags[r]], enc_cfg.max_text_length)
+            _, tokens, mask = backbone.encode([inputs.token_texts()[r]], enc_cfg.max_text_tokens)
+            length = int(mask.sum())
+            np.testing.assert_allclose(arrays.title[r].astype(np.float32), title[0].numpy(), atol=2e-3)
+            np.testing.assert_allclose(arrays.tags[r].astype(np.float32), tags[0].numpy(), atol=2e-3)
+            assert arrays.token_mask[r].sum() == length and arrays.token_mask[r, :length].all()
+            np.testing.assert_allclose(arrays.tokens[r, :length].astype(np.float32), tokens[0].numpy(), atol=2e-3)
+            assert (arrays.tokens[r, length:] == 0).all()
+
+
+def test_length_groups_sort_and_bound_the_padded_size():
+    lengths = [5, 1, 9, 5, 2, 30, 2, 2, 7, 100]
+    groups = length_groups(lengths, tokens_per_group=12, max_rows=3)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))  # every index once
+    flat = [i for g in groups for i in g]
+    assert [(lengths[i], i) for i in flat] == sorted((n, i) for i, n in enumerate(lengths))
+    for group in groups:
+        longest = max(lengths[i] for i in group)
+        assert len(group) <= 3 and (len(group) == 1 or len(group) * longest <= 12)
+    assert [100] in [[lengths[i] for i in g] for g in groups]  # a text over the budget runs alone
+    assert length_groups([], 12) == []
 
 
 def test_bad_images_are_flagged_named_and_zero(clip_run, smpd_posts, caplog):
@@ -304,9 +340,28 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
     with pytest.raises(KeyboardInterrupt):
         encode_posts(ctx, progress=False)
     assert calls["image"] == 3 + 1  # the rerun encoded only the one missing train batch
-    assert len(list(ctx.work_dir.glob("features/encoders/*/_chunks/train-text-*/*.npz"))) == 2
-    monkeypatch.setattr(BackboneTextEncoder, "words", real_words)
+    text_chunks = list(ctx.work_dir.glob("features/encoders/*/_chunks/train-text-*/*.npz"))
+    text = ctx.config.encoders
+    plan = TextPlan.make(SplitInputs.from_posts(smpd_posts[1]["train"], smpd_posts[0]),
+                         load_text_encoder(text, torch.device("cpu")), text.max_text_tokens, text.text_group_tokens)
+    # every group of titles and tag strings, then two groups of token texts, were written before the kill
+    assert len(plan.token_groups) > 2 and len(text_chunks) == len(plan.sentence_groups) + 2
+    real_sentences, text_calls = BackboneTextEncoder.sentences, []
+
+    def counting(real):
+        def call(self, *args):
+            text_calls.append(len(args[0]))
+            return real(self, *args)
+        return call
+
+    monkeypatch.setattr(BackboneTextEncoder, "words", counting(real_words))
+    monkeypatch.setattr(BackboneTextEncoder, "sentences", counting(real_sentences))
     assert encode_posts(ctx, progress=False)
+    # the rerun encoded only the missing groups of train, then all of test
+    test_plan = TextPlan.make(SplitInputs.from_posts(smpd_posts[1]["test"], smpd_posts[0]),
+                              load_text_encoder(text, torch.device("cpu")), text.max_text_tokens,
+                              text.text_group_tokens)
+    assert len(text_calls) == plan.n_groups - len(text_chunks) + test_plan.n_groups
     resumed, reference = encoded_arrays(ctx), encoded_arrays(clip_run)
     assert resumed.keys() == reference.keys()
     for name, array in reference.items():
