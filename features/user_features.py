@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from features.encoders_reduce import PCA
+from features.target_stats import resolve_smoothing
 
 DAY = 86400.0
 TEXT_FIELDS = {"desc": "user_description", "loc": "location_description"}
@@ -231,8 +232,10 @@ def user_trend_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold:
 
 
 def similar_user_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.ndarray,
-                            keys_apply: pd.DataFrame, smoothing: float = 10.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                            keys_apply: pd.DataFrame, smoothing: float | str = 10.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Smoothed mean label of the OTHER users of the post's profile cluster (leave-user-out).
+
+    smoothing: a weight, or `auto` (features.target_stats: estimated from the clusters' labels).
 
     Fit rows: posts of the other inner folds, other users; apply rows: all fit posts of other users.
     Leaving the user out makes a seen user's value mean what it means for a new user at test time.
@@ -247,6 +250,7 @@ def similar_user_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fol
     c_fit = keys_fit[CLUSTER].to_numpy(np.int64)
     c_apply = keys_apply[CLUSTER].to_numpy(np.int64)
     n_users, n_clusters = len(uid_uniques), int(max(c_fit.max(initial=0), c_apply.max(initial=0))) + 1
+    smoothing = resolve_smoothing(smoothing, c_fit, y)
 
     def table(groups: np.ndarray, n_groups: int):
         flat = groups * n_folds + inner

@@ -562,7 +562,7 @@ def test_image_paths_outside_the_data_folder_are_never_opened(smpd_posts, tmp_pa
     encoded = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
     assert not np.asarray(encoded.has_image)[[climbing, absolute, fifo]].any()
     assert (encoded.image[[climbing, absolute, fifo]] == 0).all()
-    bad = {b["row"]: b for b in json.loads((ctx.work_dir / "features/encoders" / encoded.image_encoder
+    bad = {b["row"]: b for b in json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image"))
                                             / "train_bad_images.json").read_text())}
     assert bad[climbing]["reason"].startswith("image path climbs out of the data folder")
     assert bad[absolute]["reason"].startswith("absolute image path")
@@ -596,8 +596,7 @@ def test_a_replaced_image_is_encoded_again_and_only_its_batch(smpd_posts, tmp_pa
     run_stages(ctx, [STAGE], None, force=False)
     kinds = GOOD + list(BAD) + GOOD[:3]
     row = kinds.index("truncated")
-    bad_file = ctx.work_dir / "features/encoders" / load_encoded(ctx.work_dir, ctx.config.encoders,
-                                                                  "train").image_encoder / "train_bad_images.json"
+    bad_file = encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json"
     assert row in {b["row"] for b in json.loads(bad_file.read_text())}
 
     _write_image(data / posts["train"]["img_path"][row], "jpeg", np.random.default_rng(9))

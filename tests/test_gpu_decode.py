@@ -52,10 +52,15 @@ def files(tmp_path_factory) -> dict[str, Path | None]:
     return paths
 
 
+def problems(paths) -> list[str]:
+    """The reader's reason for each path it did not list (features.smpd.image_path_problem)."""
+    return ["no image path listed" if p is None else "" for p in paths]
+
+
 def loader_rows(paths, decode=pillow_as_nvjpeg, batch=5):
     batches = [list(range(i, min(i + batch, len(paths)))) for i in range(0, len(paths), batch)]
     counts: dict = {}
-    rows = list(gd.gpu_image_batches(paths, batches, PREP, MAX_PIXELS, 0, CPU, decode, counts))
+    rows = list(gd.gpu_image_batches(paths, batches, PREP, MAX_PIXELS, 0, CPU, decode, counts, problems(paths)))
     idx = torch.cat([r[0] for r in rows])
     crops, ok, stats = (torch.cat([r[i] for r in rows]) for i in (1, 2, 3))
     reasons = [x for r in rows for x in r[4]]
@@ -66,7 +71,7 @@ def test_same_bad_image_accounting_as_the_cpu_decoder(files):
     paths = list(files.values())
     idx, crops, ok, stats, reasons, counts = loader_rows(paths)
     assert idx.tolist() == list(range(len(paths)))
-    cpu = [PostImages(paths, PREP, MAX_PIXELS)[i] for i in range(len(paths))]
+    cpu = [PostImages(paths, PREP, MAX_PIXELS, problems(paths))[i] for i in range(len(paths))]
     assert ok.tolist() == [item[2] for item in cpu]
     assert [r.split(" (")[0] for r in reasons] == [item[4].split(" (")[0] for item in cpu]
     kinds = list(files)

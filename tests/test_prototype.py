@@ -422,19 +422,20 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_path):
+def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_path, monkeypatch):
     """Work folders travel: a last.pt holding a pickled callable is refused by both its readers, the resume
     in training and the report's training curves, and the callable never runs."""
     from pipeline.config import Config
     from pipeline.io import write_parquet
-    from pipeline.prototype import prototype_dir
     from pipeline.report import prototype_history
     from pipeline.stage import RunContext
     _, data, vocab = split
     marker = tmp_path / "payload_ran"
     ctx = RunContext(config=Config(), data_dir=tmp_path / "data", work_dir=tmp_path / "work", run_name="t")
     write_parquet(ctx.folds, pd.DataFrame({"Pid": ["1", "2"], "stat_fold": [0, 1]}))
-    fold_dir = prototype_dir(ctx) / "fold_0"
+    # the networks' folder is keyed by the posts and encoder manifests, which this test does not make
+    monkeypatch.setattr("pipeline.prototype.networks_dir", lambda ctx, cfg=None: tmp_path / "networks")
+    fold_dir = tmp_path / "networks" / "fold_0"
     fold_dir.mkdir(parents=True)
     torch.save({"key": "key", "epoch": 1, "history": [], "model": _Payload(marker)}, fold_dir / "last.pt")
     with pytest.raises(ValueError, match=r"fold_0/last.pt: not a checkpoint of this pipeline.*not loaded"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from tiny_demo import dump_records, load_records
+from tiny_demo import config_dir, dump_records, load_records
 
 from features.user_features import (CLUSTER, build_user_block, profile_text_features, similar_user_statistics,
                                     timing_features, user_trend_statistics)
@@ -167,9 +167,10 @@ def test_every_switch_on_with_no_text_one_class_and_only_new_test_users_gives_a_
     submission = pd.read_csv(tmp_path / "subs" / "run" / "submission.csv")
     assert len(submission) == len(load_records(data / "test_text.json"))
     assert np.isfinite(submission["popularity_score"]).all()
-    blend = json.loads((tmp_path / "work" / "preds" / "final.json").read_text())
+    config = config_dir(tmp_path / "work")
+    blend = json.loads((config / "preds" / "final.json").read_text())
     assert set(blend["weights"]) == {"meta", "cb_meta", "ridge_meta"}
-    summary = json.loads((tmp_path / "work" / "preds" / "cb_meta.json").read_text())
+    summary = json.loads((config / "preds" / "cb_meta.json").read_text())
     assert summary["model"] == "catboost" and np.isfinite(summary["score"]["mae"])
-    user = pd.read_parquet(tmp_path / "work" / "features" / "user_test.parquet")
+    user = pd.read_parquet(config / "features" / "user_test.parquet")
     assert "user_days_since_prev" in user and not [c for c in user if c.startswith("user_desc")]
