@@ -175,14 +175,16 @@ def test_trials_with_constant_predictions_complete_with_src_zero(tmp_path):
     whose Spearman correlation scipy calls NaN (Optuna: 'The value nan is not acceptable')."""
     from pipeline.tune import prepare, write_results
     space = {"num_leaves": [4, 8], "min_data_in_leaf": [500, 600]}
-    make_work_dir(tmp_path, n=200, overrides={"tuning": {**TINY["tuning"], "n_trials": 3, "search_space": space}})
+    # the size rules (gbdt.adapt_to_size) would cap the leaf size at a tenth of the fit rows: off here
+    make_work_dir(tmp_path, n=200, overrides={"tuning": {**TINY["tuning"], "n_trials": 3, "search_space": space},
+                                              "gbdt": {**TINY["gbdt"], "adapt_to_size": False}})
     ctx = context(tmp_path)
     study, objective, url, first, _ = prepare(ctx)
     ran = tuning.run_worker(study, objective, 3, storage_url=url, first_params=first)
     trials = study.get_trials()
     assert ran == 3 and [t.state.name for t in trials] == ["COMPLETE"] * 3
     assert [t.value for t in trials] == [0.0] * 3
-    assert write_results(ctx, study, url, 1.0)["best_value"] == 0.0
+    assert write_results(ctx, study, url, 1.0, 3)["best_value"] == 0.0
 
 
 def test_a_worker_whose_trials_all_fail_stops_instead_of_retrying_for_ever(tmp_path):

@@ -166,6 +166,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_and_the_budget_is_reached
 N_TRIALS, STARTUP = 20, 10
 RUN = [*TINY_DEMO, *OPTIONAL_OFF, "--set", "tuning.enabled=true", "--set", f"tuning.n_trials={N_TRIALS}",
        "--set", f"tuning.startup_trials={STARTUP}", "--set", "gbdt.num_threads=1",
+       "--set", "tuning.adapt_to_size=false",  # the tiny demo would cap the budget at a trial per 20 validated posts
        "--set", "gbdt.num_boost_round=80", "--set", "gbdt.early_stopping_rounds=20",
        "--set", "tuning.prune_warmup_rounds=20", "--set", "tuning.report_interval=20",
        "--stages", "make_demo,read_data,make_folds,build_metadata,tune,train_gbdt,train_linear,blend,submit"]
@@ -184,12 +185,15 @@ def one_and_three_workers(new_database, tmp_path_factory):
         runs[name] = {"url": url, "work": base / name,
                       "proc": subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                                                stderr=subprocess.STDOUT, text=True)}
-    # the extra worker joins once the stage has saved its config, as a worker on another machine would
-    config = base / "three" / "tuning" / "config.yaml"
+    # the extra worker joins once the stage has saved its config in the run's config folder
+    # (work/config-<digest>/tuning/config.yaml), as a worker on another machine would
     deadline = time.monotonic() + 300
-    while not config.is_file() and runs["three"]["proc"].poll() is None and time.monotonic() < deadline:
+    while (not (configs := list((base / "three").glob("config-*/tuning/config.yaml")))
+           and runs["three"]["proc"].poll() is None and time.monotonic() < deadline):
         time.sleep(0.1)
-    extra = subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(base / "three"),
+    assert configs, "the tune stage of the three-worker run never saved its config"
+    config_folder = configs[0].parent.parent
+    extra = subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(config_folder),
                               "--worker", "beside"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     for run in runs.values():
