@@ -8,7 +8,7 @@
 The clone is `git clone` of this repository's committed HEAD into a temporary folder (uncommitted
 changes are not in it); the run uses this Python (the venv the benchmark runs in), so package
 installation is not timed. Reported: the end-to-end wall time, each stage's seconds from
-`work/demo/stages.lock.json`, the validation and hidden-test scores from the run's `scores.json`, the
+the lock files under `work/`, the validation and hidden-test scores from the run's `scores.json`, the
 demo's size from `configs/demo.yaml`, and the load average before and after (on a shared machine the
 wall time is an upper bound: compare runs at similar load). Then `bench_text.py` and `bench_encode.py`
 (fp32) give the text and image encoders against their plain one-at-a-time loops. One JSON line.
@@ -45,8 +45,11 @@ def first_run(clone: Path, timeout_s: float) -> dict:
     if proc.returncode:
         result["log_tail"] = (clone / "first_run.log").read_text()[-3000:]
         return result
-    lock = json.loads((clone / "work" / "demo" / "stages.lock.json").read_text())
-    result["stage_seconds"] = {name: entry["seconds"] for name, entry in lock["stages"].items()}
+    # the data set's shared lock (work/demo-<d>/) and the config folder's (work/demo-<d>/config-<d>/)
+    work = clone / "work"
+    locks = sorted(work.glob("*/stages.lock.json")) + sorted(work.glob("*/config-*/stages.lock.json"))
+    result["stage_seconds"] = {name: entry["seconds"] for lock in locks
+                               for name, entry in json.loads(lock.read_text())["stages"].items()}
     scores = json.loads((clone / "submissions" / RUN_NAME / "scores.json").read_text())
     result["validation"] = scores.get("validation")
     result["test"] = scores.get("test")
