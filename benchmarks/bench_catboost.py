@@ -19,8 +19,6 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from benchmarks.synth_smpd import make_synthetic_smpd  # noqa: E402
 from models.cv import cross_fit  # noqa: E402

@@ -28,8 +28,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from features.encoders_text import ClipTextBackbone, TextBackbone  # noqa: E402
 from models.train_prototype import ClassVocab, ProtoData, resolve_device, train_model  # noqa: E402

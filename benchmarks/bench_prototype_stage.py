@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import dataclasses, json, sys, time
 tree, work, config, n_train, n_test, folds, epochs, out, overrides = sys.argv[1:10]
-sys.path.insert(0, tree)
 import numpy as np, torch
 from pipeline.config import load_config
 from pipeline.io import read_parquet

@@ -26,8 +26,6 @@ import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 VARIANTS = {
     "untuned": ["--set", "tuning.enabled=false", "--set", "ensemble.method=best",

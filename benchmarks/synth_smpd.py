@@ -14,15 +14,12 @@ realism of the label for speed: about a minute at full size.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from pipeline.io import atomic_path, write_text  # noqa: E402
 

@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 from features.demo import SPLITS, make_demo, split_file_names  # noqa: E402
 from pipeline.config import DemoConfig  # noqa: E402

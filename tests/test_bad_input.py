@@ -305,7 +305,7 @@ def test_image_paths_outside_the_data_folder_are_counted_and_never_looked_at(dat
 def test_a_write_that_fails_names_the_file(tmp_path):
     """A full disk (here: a file-size limit, which fails the same write call) names the file being written."""
     script = (
-        "import resource, signal, sys; sys.path.insert(0, sys.argv[1])\n"
+        "import resource, signal, sys\n"
         "import numpy as np, pandas as pd\n"
         "from pipeline.io import write_parquet\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
@@ -313,7 +313,7 @@ def test_a_write_that_fails_names_the_file(tmp_path):
         "write_parquet(sys.argv[2], pd.DataFrame({'x': np.random.default_rng(0).random(100000)}))\n")
     target = tmp_path / "features" / "meta_train.parquet"
     done = subprocess.run([sys.executable, "-c", script, str(ROOT), str(target)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=ROOT)
     assert done.returncode != 0
     assert f"cannot write {target}" in done.stderr and "File too large" in done.stderr
     assert not target.exists() and not list(target.parent.glob("*.tmp"))  # no half-written file left

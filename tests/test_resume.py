@@ -231,11 +231,11 @@ def test_atomic_writes_leave_the_old_file_or_none_never_a_partial_one(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name != "out.txt"]  # the temporary file is removed
     # a process killed outright (no cleanup) leaves only a hidden temporary, never the target
     child = subprocess.run([sys.executable, "-c", (
-        "import os, sys; sys.path.insert(0, %r)\n"
+        "import os, sys\n"
         "from pipeline.io import atomic_path\n"
         "with atomic_path(%r) as tmp:\n"
         "    tmp.write_text('partial')\n"
-        "    os.kill(os.getpid(), 9)\n") % (str(ROOT), str(tmp_path / "new.txt"))], cwd=ROOT)
+        "    os.kill(os.getpid(), 9)\n") % str(tmp_path / "new.txt")], cwd=ROOT)
     assert child.returncode == -signal.SIGKILL
     assert not (tmp_path / "new.txt").exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("out.txt",)]

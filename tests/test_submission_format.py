@@ -33,7 +33,6 @@ def test_bad_submissions_are_refused(pids, scores, message):
 APPENDER = r"""
 import sys, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[1])
 from pipeline.submit import add_leaderboard_row
 board, name, start = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 while not start.exists():  # every process appends at the same moment
@@ -52,7 +51,7 @@ def test_concurrent_submits_keep_every_leaderboard_row(tmp_path):
     import pandas as pd
     root = str(Path(__file__).resolve().parent.parent)
     board, start = tmp_path / "leaderboard.csv", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, root, str(board), f"p{k}", str(start), "20"])
+    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, root, str(board), f"p{k}", str(start), "20"], cwd=root)
              for k in range(4)]
     start.touch()
     assert all(p.wait(timeout=300) == 0 for p in procs)
