@@ -29,8 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from common.devices import resolve_device  # noqa: E402
 from features.encoders_text import ClipTextBackbone, TextBackbone  # noqa: E402
-from models.train_prototype import ClassVocab, ProtoData, resolve_device, train_model  # noqa: E402
+from models.train_prototype import ClassVocab, ProtoData, train_model  # noqa: E402
 from pipeline.config import PrototypeConfig  # noqa: E402
 
 

@@ -33,8 +33,8 @@ CHILD = r"""
 import dataclasses, json, sys, time
 tree, work, config, n_train, n_test, folds, epochs, out, overrides = sys.argv[1:10]
 import numpy as np, torch
+from common.io import read_parquet
 from pipeline.config import load_config
-from pipeline.io import read_parquet
 from features.encoders import load_encoded, load_text_backbone
 from models.train_prototype import ClassVocab, ProtoData, make_data, fit_oof
 from pathlib import Path

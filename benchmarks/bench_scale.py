@@ -40,8 +40,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from common.io import read_parquet, write_json, write_npy, write_parquet  # noqa: E402
 from benchmarks.synth_smpd import EMB_DIM, make_synthetic_smpd, write_embeddings  # noqa: E402
-from pipeline.io import read_parquet, write_json, write_npy, write_parquet  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
 
 STAGE_ORDER = ["read_data", "make_folds", "build_metadata", "reduce_embeddings", "train_gbdt", "train_linear",

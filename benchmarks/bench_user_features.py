@@ -27,9 +27,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 import numpy as np  # noqa: E402
 
+from common.io import read_json, read_parquet  # noqa: E402
 from models.metrics import score  # noqa: E402
 from pipeline import run_all  # noqa: E402
-from pipeline.io import read_json, read_parquet  # noqa: E402
 
 # metadata members only (no post embeddings: the encode stage is the costly one on a shared CPU); the
 # user texts are still embedded by encoders.text, which the user_features stage loads itself

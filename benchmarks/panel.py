@@ -89,7 +89,7 @@ def make_set(spec: PanelSet, root: Path) -> tuple[Path, Path]:
                   image_size=IMAGE_SIZE, seed=spec.seed)
     else:
         from benchmarks.synth_smpd import make_synthetic_smpd
-        from pipeline.io import write_text
+        from common.io import write_text
         info = make_synthetic_smpd(data_dir, spec.fraction, spec.seed)
         write_text(labels, "".join(f"{v:.2f}\n" for v in info["test_labels"]))
     return data_dir, labels

@@ -21,7 +21,7 @@ import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-from pipeline.io import atomic_path, write_text  # noqa: E402
+from common.io import atomic_path, write_text  # noqa: E402
 
 FULL_TRAIN, FULL_TEST = 305_613, 180_581
 FULL_USERS = 70_000

@@ -39,8 +39,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from tqdm import tqdm
 
+from common.io import atomic_path
 from features.smpd import JSON_FILES, SPLITS, official_file_names
-from pipeline.io import atomic_path
 
 # Fields of each official JSON file, in the order the real files list them (the reader's list).
 JSON_FIELDS: dict[str, list[str]] = {kind: ["Uid", "Pid", *fields] for kind, fields in JSON_FILES.items()}
@@ -640,7 +640,7 @@ def _claim_folder(out_dir: Path) -> None:
 def _replaced_folder(path: Path) -> Iterator[Path]:
     """Yield an empty staging folder; if the block succeeds, it replaces `path` as a whole.
 
-    The folder-level counterpart of pipeline.io.atomic_path for thousands of small files:
+    The folder-level counterpart of common.io.atomic_path for thousands of small files:
     `path` holds either the old complete set or the new one, never a mix, and no stale image
     of an earlier demo survives. (A fsync per file costs up to 8 ms on a busy disk, 30 s here.)
     """

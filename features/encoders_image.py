@@ -21,9 +21,9 @@ from PIL import Image, UnidentifiedImageError
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from features.encoders_text import (
-    CLIP, EncoderLoadError, clip_encoder_name, load_clip_model, resolve_device, resolve_precision,
-)
+from common.devices import resolve_device
+from features.encoders_clip import (CLIP, EncoderLoadError, clip_encoder_name, clip_image_processor_class,
+                                    clip_load_error, load_clip_model, resolve_precision)
 from features.image_stats import STATS_SIDE, image_stats, missing_stats
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
@@ -184,22 +184,11 @@ class _ClipImageTower(nn.Module):
         return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
 
 
-def clip_image_processor_class():
-    """The PIL-backed CLIP image processor (transformers >= 5.2x name), else the classic one."""
-    try:
-        from transformers import CLIPImageProcessorPil
-        return CLIPImageProcessorPil
-    except ImportError:
-        from transformers import CLIPImageProcessor
-        return CLIPImageProcessor
-
-
 def clip_preprocess(model_id: str) -> ImagePreprocess:
     """The checkpoint's own image preprocessing (size, crop, mean, std) from its processor config."""
     try:
         proc = clip_image_processor_class().from_pretrained(model_id)
     except Exception as err:
-        from features.encoders_text import clip_load_error
         raise clip_load_error(model_id, err) from err
     size = proc.size.get("shortest_edge") or min(proc.size.get("height", 224), proc.size.get("width", 224))
     crop = proc.crop_size["height"] if proc.do_center_crop else size

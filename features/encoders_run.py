@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from common.io import atomic_path, read_json, write_json
 from features.encoders import (
     encoder_dir, encoder_folder, encoders_root, image_encoder_name, image_settings, pid_digest,
     text_encoder_name, text_settings,
@@ -47,7 +48,6 @@ from features.encoders_image import PostImages, image_loader
 from features.encoders_text import length_groups
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS
 from features.smpd import data_image_path, image_path_problem
-from pipeline.io import atomic_path, read_json, write_json
 
 log = logging.getLogger("smp")
 

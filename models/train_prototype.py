@@ -19,9 +19,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from common.io import atomic_path, read_json, write_json
 from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
                               pretext_loss, tokenize_class_names, total_loss)
-from pipeline.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +125,6 @@ def check_learnable(train: ProtoData, vocab: ClassVocab) -> None:
 
 
 # --- one model --------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 @contextlib.contextmanager
 def deterministic(device: torch.device):

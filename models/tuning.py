@@ -21,7 +21,6 @@ exact and reproducible:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import logging
@@ -40,6 +39,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution, IntDistrib
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from common.locks import FileLock
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
 from models.metrics import mse, src
@@ -321,10 +321,8 @@ class BudgetLock:
         if self._held is not None:
             raise RuntimeError("BudgetLock is not reentrant")
         if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            self._held = handle
+            self._held = FileLock(self.path)
+            self._held.acquire()
         elif self.url is not None:
             connection = _lock_engine(self.url).connect()
             connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": self.key})
@@ -336,8 +334,7 @@ class BudgetLock:
         if held is None:
             return
         if self.path is not None:
-            fcntl.flock(held, fcntl.LOCK_UN)
-            held.close()
+            held.release()
             return
         try:
             held.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": self.key})

@@ -39,10 +39,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from common.io import read_json, read_parquet, write_json, write_parquet, write_text  # noqa: E402
 from features.blocks import join_blocks  # noqa: E402
 from models.cv import cross_fit  # noqa: E402
 from models.metrics import score  # noqa: E402
-from pipeline.io import read_json, read_parquet, write_json, write_parquet, write_text  # noqa: E402
 from pipeline.stage import RunContext  # noqa: E402
 
 log = logging.getLogger("smp")

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.io import read_json, read_parquet, write_json, write_parquet
 from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.metrics import score
 from models.validation import validation_folds
-from pipeline.io import read_json, read_parquet, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 from pipeline.train_gbdt import active_catboost_members, active_members
 from pipeline.train_linear import active_linear_members

@@ -1,8 +1,8 @@
 """Stage `build_metadata`: label-free metadata feature block `meta`."""
 from __future__ import annotations
 
+from common.io import read_parquet, write_parquet
 from features.metadata import build_metadata
-from pipeline.io import read_parquet, write_parquet
 from pipeline.stage import RunContext, Stage
 
 

@@ -31,15 +31,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from common.devices import resolve_device  # noqa: E402
+from common.io import read_npy, read_parquet, write_parquet  # noqa: E402
 from features.encoders import CLIP, output_paths  # noqa: E402
 from features.encoders_image import load_image_encoder  # noqa: E402
 from features.encoders_run import (  # noqa: E402
     SplitInputs, copy_chunks, image_files_signature, image_pass, parse_shard, text_pass,
 )
-from features.encoders_text import load_clip_model, load_text_encoder, resolve_device  # noqa: E402
+from features.encoders_clip import load_clip_model  # noqa: E402
+from features.encoders_text import load_text_encoder  # noqa: E402
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS  # noqa: E402
 from features.smpd import data_image_path  # noqa: E402
-from pipeline.io import read_npy, read_parquet, write_parquet  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
 
 log = logging.getLogger("smp")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from common.io import read_parquet, write_json, write_parquet
 from models.validation import fold_plan, make_folds, seen_in_fit, test_unseen_share
-from pipeline.io import read_parquet, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.io import atomic_path, read_json, read_parquet
+from common.io import atomic_path, read_json, read_parquet
 from pipeline.stage import RunContext, Stage
 from pipeline.train_gbdt import active_members
 from pipeline.tune import best_params_path, summary_path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.io import read_parquet, write_json, write_parquet
+from common.io import read_parquet, write_json, write_parquet
 from pipeline.stage import RunContext, Stage, file_digest, module_digest
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,8 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     import torch
 
     from features.encoders import load_encoded, load_text_backbone
-    from models.train_prototype import (ClassVocab, check_learnable, feature_blocks, fit_oof, make_data,
-                                        resolve_device)
+    from common.devices import resolve_device
+    from models.train_prototype import ClassVocab, check_learnable, feature_blocks, fit_oof, make_data
 
     enc_cfg = ctx.config.encoders
     posts = {s: read_parquet(ctx.posts(s), columns=POST_COLUMNS + (["label"] if s == "train" else []))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import logging
 
+from common.io import write_json, write_parquet
 from features.smpd import read_smpd
-from pipeline.io import write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 
 log = logging.getLogger(__name__)

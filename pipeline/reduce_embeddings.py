@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 import logging
 
+from common.io import read_parquet, write_parquet
 from features.encoders import load_encoded, manifest_paths, output_paths
 from features.encoders_reduce import embedding_features
-from pipeline.io import read_parquet, write_parquet
 from pipeline.stage import RunContext, Stage
 
 log = logging.getLogger("smp")

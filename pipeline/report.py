@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from pipeline.io import read_json, read_parquet, write_text
+from common.io import read_json, read_parquet, write_text
 from pipeline.stage import RunContext, Stage
 from submissions.figures import wrap_titles
 from submissions.report import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
@@ -180,7 +180,7 @@ class FigureWriter:
         self.notes: list[str] = []
 
     def add(self, section: str, name: str, title: str, draw: Callable, caption: str = "") -> None:
-        from pipeline.io import atomic_path
+        from common.io import atomic_path
         try:
             fig = draw()
             wrap_titles(fig)
@@ -291,7 +291,7 @@ def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
 
 def skipped_blocks(ctx: RunContext) -> list[str]:
     """One line per feature block part that the data left empty (and the stage skipped), with why."""
-    from pipeline.io import read_skipped
+    from common.io import read_skipped
     lines = []
     for path in sorted(ctx.features_dir.glob("*_train.parquet")):
         block = path.name.removesuffix("_train.parquet")

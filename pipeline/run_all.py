@@ -37,8 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from common.io import read_json, write_text  # noqa: E402
 from pipeline.config import ConfigError, load_config  # noqa: E402
-from pipeline.io import read_json, write_text  # noqa: E402
 from pipeline.stage import Lock, RunContext, Stage, file_digest, stage_key  # noqa: E402
 
 log = logging.getLogger("smp")

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from common.io import read_json, write_json
 from pipeline.config import Config
-from pipeline.io import read_json, write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

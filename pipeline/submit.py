@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from common.io import file_lock, read_json, read_parquet, write_json, write_text
 from features.smpd import read_labels
 from models.metrics import score, score_by_kind
 from models.validation import seen_in_fit
-from pipeline.io import file_lock, read_json, read_parquet, write_json, write_text
 from pipeline.stage import REPO_ROOT, RunContext, Stage
 from submissions.format import append_leaderboard, check_submission, submission_csv, submission_json
 

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 
 from functools import partial
 
+from common.io import read_json, read_parquet, read_skipped, write_json, write_parquet
 from features.blocks import join_blocks
 from features.user_features import CLUSTER, similar_user_statistics, user_trend_statistics
 from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
 from pipeline.config import Config
-from pipeline.io import read_json, read_parquet, read_skipped, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 
 log = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from common.io import write_json, write_parquet
 from models.cv import cross_fit
 from models.linear import RidgeRegressor
 from pipeline.config import Config
-from pipeline.io import write_json, write_parquet
 from pipeline.stage import RunContext, Stage
 from pipeline.train_gbdt import BLOCK_ENABLED, load_member_data, member_frame, sample_selection_mask, with_user_block
 

@@ -37,8 +37,8 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from models import sizing, tuning  # noqa: E402
+from common.io import read_json, write_json, write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.io import read_json, write_json, write_text  # noqa: E402
 from pipeline.stage import RunContext, Stage  # noqa: E402
 from pipeline.train_gbdt import active_members, load_member_data, sample_selection_mask  # noqa: E402
 

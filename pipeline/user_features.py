@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 
+from common.io import read_parquet, write_parquet
 from features.user_features import build_user_block
-from pipeline.io import read_parquet, write_parquet
 from pipeline.stage import RunContext, Stage
 
 log = logging.getLogger("smp")
@@ -26,7 +26,8 @@ def _text_encoder(ctx: RunContext):
 
     def sentences(texts: list[str]):
         if not loaded:
-            from features.encoders_text import load_text_encoder, resolve_device  # torch: only when needed
+            from common.devices import resolve_device  # torch: only when needed
+            from features.encoders_text import load_text_encoder
             loaded.append(load_text_encoder(enc, resolve_device(enc.device)))
         return loaded[0].sentences(texts)
     return sentences

@@ -255,7 +255,7 @@ def counts_of(report, field: str) -> int:
 
 
 def test_a_lone_surrogate_in_a_title_is_replaced_and_counted(data, tmp_path):
-    from pipeline.io import write_parquet
+    from common.io import write_parquet
     path = data / "train_text.json"
     path.write_text(path.read_text().replace('"Title": "', '"Title": "\\ud83d broken \\ud83d\\ude00 ', 2))
     train, report = read_split(data, "train")
@@ -307,7 +307,7 @@ def test_a_write_that_fails_names_the_file(tmp_path):
     script = (
         "import resource, signal, sys\n"
         "import numpy as np, pandas as pd\n"
-        "from pipeline.io import write_parquet\n"
+        "from common.io import write_parquet\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n"
         "write_parquet(sys.argv[2], pd.DataFrame({'x': np.random.default_rng(0).random(100000)}))\n")

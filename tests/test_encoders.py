@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw
 from features.encoders import (EncoderLoadError, encoder_dir, encoder_folder, load_encoded, load_text_backbone,
                                output_paths)
 from features.encoders_run import SplitInputs, TextPlan, copy_chunks
-from features.encoders_text import length_groups, load_text_encoder, make_tiny_clip
+from features.encoders_text import length_groups, load_text_encoder
+from tiny_clip import make_tiny_clip
 from pipeline.config import Config, EncoderConfig
 from pipeline.stage import RunContext
 
@@ -386,7 +387,8 @@ def test_shards_in_two_work_folders_merge_to_the_same_arrays(clip_run, smpd_post
 
 
 def test_clip_preprocessing_equals_the_checkpoint_processor(tiny_clip, tmp_path):
-    from features.encoders_image import clip_image_processor_class, clip_preprocess, decode_image
+    from features.encoders_clip import clip_image_processor_class
+    from features.encoders_image import clip_preprocess, decode_image
     path = tmp_path / "photo.png"
     _photo(np.random.default_rng(3), 70, 45).save(path)
     prep = clip_preprocess(str(tiny_clip))

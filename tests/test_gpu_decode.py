@@ -16,7 +16,7 @@ from PIL import Image
 from features import gpu_decode as gd
 from features.encoders_image import ImagePreprocess, PostImages, decode_image
 from features.encoders_run import image_pass_key
-from features.encoders_text import EncoderLoadError
+from features.encoders_clip import EncoderLoadError
 from pipeline.config import EncoderConfig
 from tests.test_encoders import BAD, GOOD, MAX_PIXELS, _write_image
 

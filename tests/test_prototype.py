@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from features.encoders import load_text_backbone
-from features.encoders_text import make_tiny_clip
+from tiny_clip import make_tiny_clip
 from models import train_prototype as tp
 from models.prototype import MASKED_LOGIT, class_text, count_parameters, select_shots, total_loss
 from pipeline.config import EncoderConfig, PrototypeConfig
@@ -380,7 +380,7 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     from features.encoders import IMAGE_ARRAYS, TEXT_ARRAYS, array_path, manifest_paths, pid_digest
     from models.validation import make_folds
     from pipeline.config import Config
-    from pipeline.io import read_json, read_parquet, write_json, write_npy, write_parquet
+    from common.io import read_json, read_parquet, write_json, write_npy, write_parquet
     from pipeline.prototype import STAGE, networks_dir
     from pipeline.run_all import run_stages
     from pipeline.stage import RunContext
@@ -426,7 +426,7 @@ def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_pat
     """Work folders travel: a last.pt holding a pickled callable is refused by both its readers, the resume
     in training and the report's training curves, and the callable never runs."""
     from pipeline.config import Config
-    from pipeline.io import write_parquet
+    from common.io import write_parquet
     from pipeline.report import prototype_history
     from pipeline.stage import RunContext
     _, data, vocab = split

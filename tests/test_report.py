@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.io import read_json
+from common.io import read_json
 from submissions import report_figures as rf
 from submissions.report import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
 from tests.tiny_demo import has_optional_stages, tiny_runs

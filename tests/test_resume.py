@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features.encoders_text import make_tiny_clip
+from tiny_clip import make_tiny_clip
+from common.io import write_text
 from pipeline.config import Config
-from pipeline.io import write_text
 from pipeline.run_all import run_stages
 from pipeline.stage import Lock, RunContext, Stage
 from tiny_demo import config_dir
@@ -220,7 +220,7 @@ def test_an_output_changed_after_the_stage_finished_makes_it_rerun(tmp_path, cap
 
 
 def test_atomic_writes_leave_the_old_file_or_none_never_a_partial_one(tmp_path):
-    from pipeline.io import atomic_path
+    from common.io import atomic_path
     target = tmp_path / "out.txt"
     target.write_text("old")
     with pytest.raises(RuntimeError):
@@ -232,7 +232,7 @@ def test_atomic_writes_leave_the_old_file_or_none_never_a_partial_one(tmp_path):
     # a process killed outright (no cleanup) leaves only a hidden temporary, never the target
     child = subprocess.run([sys.executable, "-c", (
         "import os, sys\n"
-        "from pipeline.io import atomic_path\n"
+        "from common.io import atomic_path\n"
         "with atomic_path(%r) as tmp:\n"
         "    tmp.write_text('partial')\n"
         "    os.kill(os.getpid(), 9)\n") % str(tmp_path / "new.txt")], cwd=ROOT)

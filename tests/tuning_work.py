@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from common.io import write_parquet, write_text
 from models.validation import make_folds
 from pipeline.config import load_config
-from pipeline.io import write_parquet, write_text
 from pipeline.stage import RunContext
 
 # small and single-threaded: a busy 2-core machine makes OpenMP threads spin

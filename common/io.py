@@ -10,7 +10,6 @@ team can share a work or run folder.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import tempfile
@@ -19,6 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+
+from common.locks import FileLock
 
 
 class WriteError(OSError):
@@ -68,16 +69,11 @@ def file_lock(path: str | Path) -> Iterator[None]:
     """Hold an exclusive lock tied to `path` (on the side file `.<name>.lock`) for a read-change-write.
 
     The side file, not `path` itself: an atomic write replaces `path` by another file, which a lock
-    on the old one would not cover. The operating system drops the lock when its process dies.
+    on the old one would not cover.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "a") as handle:
-        fcntl.lockf(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+    with FileLock(path.parent / f".{path.name}.lock"):
+        yield
 
 
 def write_text(path: str | Path, text: str) -> None:

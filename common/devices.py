@@ -1,0 +1,10 @@
+"""Which torch device a setting names (`auto`: the CUDA GPU when there is one)."""
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
