@@ -20,7 +20,7 @@ from common.io import atomic_path, read_json, read_parquet
 from pipeline.stage import RunContext, Stage
 from pipeline.train_gbdt import active_members
 from pipeline.tune import best_params_path, summary_path
-from submissions import figures
+from reporting import figures
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=outputs,
     per_run=True,
-    modules=("submissions.figures",),
+    modules=("reporting.figures",),
     description="optimisation history, feature importance and predicted-vs-true PNGs in the run folder",
 )

@@ -18,8 +18,8 @@ import pandas as pd
 
 from common.io import read_json, read_parquet, write_text
 from pipeline.stage import RunContext, Stage
-from submissions.figures import wrap_titles
-from submissions.report import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
+from reporting.figures import wrap_titles
+from reporting.report_page import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class FigureWriter:
 
 
 def data_figures(ctx: RunContext, out: FigureWriter) -> None:
-    from submissions import report_figures as rf
+    from reporting import figures as rf
     train = read_parquet(ctx.posts("train"), columns=["Postdate", "label"])
     test = read_parquet(ctx.posts("test"), columns=["Postdate"])
     out.add("Data", "label_distribution", "Label distribution", lambda: rf.label_histogram(train["label"]))
@@ -239,13 +239,13 @@ def param_importances(study) -> dict[str, float]:
 
 
 def tuning_figures(ctx: RunContext, out: FigureWriter) -> None:
-    from submissions import report_figures as rf
+    from reporting import figures as rf
     out.add("Tuning", "param_importance", "Optuna parameter importance",
             lambda: rf.param_importance(param_importances(tuning_study(ctx))))
 
 
 def error_figures(ctx: RunContext, out: FigureWriter) -> None:
-    from submissions import report_figures as rf
+    from reporting import figures as rf
     val = validation_frame(ctx)
     caption = f"{len(val):,} validation posts, out-of-fold predictions of the final blend."
     out.add("Errors", "error_by_category", "Validation error by category",
@@ -256,7 +256,7 @@ def error_figures(ctx: RunContext, out: FigureWriter) -> None:
 
 def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
     from features.encoders import load_encoded
-    from submissions import report_figures as rf
+    from reporting import figures as rf
     encoded = load_encoded(ctx.shared_dir, ctx.config.encoders, "train")
     posts = read_parquet(ctx.posts("train"), columns=["Category", "label"])
     rows = sample_rows(np.flatnonzero(np.asarray(encoded.has_image, bool)), MAX_MAP_POINTS, ctx.config.seed)
@@ -274,7 +274,7 @@ def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
 def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
     from models.train_prototype import ClassVocab
     from pipeline.prototype import prototype_dir
-    from submissions import report_figures as rf
+    from reporting import figures as rf
     if "skipped" in read_json(prototype_dir(ctx) / "summary.json"):
         return  # no network was trained; skipped_blocks says why
     out.add("Prototype network", "prototype_training", "Prototype network: training losses",
@@ -309,7 +309,7 @@ def sample_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def leaderboard_figures(ctx: RunContext, out: FigureWriter, board: pd.DataFrame | None) -> None:
-    from submissions import report_figures as rf
+    from reporting import figures as rf
     if board is None:
         return
     rows = board[board["dataset"].astype(str) == dataset_name(ctx)]
@@ -383,6 +383,6 @@ STAGE = Stage(
                         ctx.leaderboard],
     outputs=lambda ctx: [report_path(ctx)],
     per_run=True,
-    modules=("submissions.report", "submissions.report_figures"),
+    modules=("reporting.report_page", "reporting.figures"),
     description="write the run's report page (scores, leaderboard position, figures, config)",
 )

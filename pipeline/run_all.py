@@ -259,7 +259,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, 
 def run_summary(ctx: RunContext, seconds: float) -> str:
     """One line: the run's scores (validation, and test when labels were given), its leaderboard
     position among the runs of this data set, and its folder."""
-    from submissions.report import leaderboard_position
+    from reporting.report_page import leaderboard_position
     parts = [f"done in {_duration(seconds)}"]
     scores_file = ctx.run_dir / "scores.json"
     if scores_file.is_file():

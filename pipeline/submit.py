@@ -24,7 +24,7 @@ from features.smpd import read_labels
 from models.metrics import score, score_by_kind
 from models.validation import seen_in_fit
 from pipeline.stage import REPO_ROOT, RunContext, Stage
-from submissions.format import append_leaderboard, check_submission, submission_csv, submission_json
+from reporting.submission_format import append_leaderboard, check_submission, submission_csv, submission_json
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +143,6 @@ STAGE = Stage(
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("submissions.format", "models.metrics", "models.validation"),
+    modules=("reporting.submission_format", "models.metrics", "models.validation"),
     description="write the checked submission files and a leaderboard row",
 )

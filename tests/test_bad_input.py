@@ -209,7 +209,7 @@ def test_far_future_and_overflowing_postdates_take_the_splits_median_and_are_nam
 def test_far_future_date_report_figure_draws_quickly(data):
     """Finding: one Postdate in the year 5138 made the weekly histogram of the report run for minutes."""
     import time
-    from submissions.report_figures import post_period
+    from reporting.figures import post_period
     edit(data / "train_temporalspatial_information.json",
          lambda i, r: r.update(Postdate="99999999999") if i == 0 else None)
     train, test, _ = read_smpd(data)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from pipeline.run_all import main
-from submissions.format import check_submission
+from reporting.submission_format import check_submission
 from tests.tiny_demo import DEGENERATE, degenerate_data, load_records
 
 ROOT = Path(__file__).resolve().parent.parent

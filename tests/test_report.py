@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from common.io import read_json
-from submissions import report_figures as rf
-from submissions.report import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
+from reporting import figures as rf
+from reporting.report_page import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
 from tests.tiny_demo import has_optional_stages, tiny_runs
 
 @pytest.fixture(scope="module")

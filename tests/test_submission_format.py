@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from submissions.format import SubmissionError, check_submission, read_submission_csv, submission_csv, submission_json
+from reporting.submission_format import SubmissionError, check_submission, read_submission_csv, submission_csv, submission_json
 
 PIDS = np.array(["11", "7", "300"])
 
