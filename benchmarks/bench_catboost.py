@@ -24,8 +24,8 @@ from benchmarks.synth_smpd import make_synthetic_smpd  # noqa: E402
 from models.cv import cross_fit  # noqa: E402
 from pipeline import run_all  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.stage import RunContext  # noqa: E402
-from pipeline.train_gbdt import catboost_factory, gbdt_factory, load_member_data  # noqa: E402
+from pipeline.catalog import RunContext  # noqa: E402
+from pipeline.members import catboost_factory, lightgbm_factory, load_member_data  # noqa: E402
 
 OVERRIDES = ["encoders.enabled=false", "prototype.enabled=false", "tuning.enabled=false", "gbdt.seeds=[0]",
              "users.text_dims=0", "users.mix=false", "gbdt.num_threads=2"]
@@ -55,7 +55,7 @@ def main() -> int:
         times: dict[str, list[float]] = {"lightgbm": [], "catboost": []}
         scores = {}
         for _ in range(args.repeats):
-            for name, factory, features, features_test in (("lightgbm", gbdt_factory(cfg), X, X_test),
+            for name, factory, features, features_test in (("lightgbm", lightgbm_factory(cfg), X, X_test),
                                                            ("catboost", catboost_factory(cfg), Xc, Xc_test)):
                 started = time.perf_counter()
                 result = cross_fit(factory, features, y, folds, features_test, seeds=[0], target_stats=stats,

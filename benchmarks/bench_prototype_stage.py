@@ -34,6 +34,7 @@ import dataclasses, json, sys, time
 tree, work, config, n_train, n_test, folds, epochs, out, overrides = sys.argv[1:10]
 import numpy as np, torch
 from common.io import read_parquet
+from pipeline.catalog import encoder_cache
 from pipeline.config import load_config
 from features.encoders import load_encoded, load_text_backbone
 from models.train_prototype import ClassVocab, ProtoData, make_data, fit_oof
@@ -47,7 +48,7 @@ vocab = ClassVocab.from_posts(posts["train"])
 def head(data, n):
     return ProtoData(**{f.name: ({k: v[:n] for k, v in getattr(data, f.name).items()} if f.name == "labels"
                                  else np.asarray(getattr(data, f.name)[:n])) for f in dataclasses.fields(data)})
-data = {s: make_data(load_encoded(work, config.encoders, s), posts[s], vocab) for s in ("train", "test")}
+data = {s: make_data(load_encoded(encoder_cache(work), config.encoders, s), posts[s], vocab) for s in ("train", "test")}
 train, test = head(data["train"], int(n_train)), head(data["test"], int(n_test))
 cfg = dataclasses.replace(config.prototype, epochs=int(epochs), device="cpu")
 backbone = load_text_backbone(config.encoders) if cfg.use_prompts_global or cfg.use_prompts_local else None

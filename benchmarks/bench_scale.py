@@ -42,7 +42,8 @@ import yaml  # noqa: E402
 
 from common.io import read_parquet, write_json, write_npy, write_parquet  # noqa: E402
 from benchmarks.synth_smpd import EMB_DIM, make_synthetic_smpd, write_embeddings  # noqa: E402
-from pipeline.stage import RunContext, Stage  # noqa: E402
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage  # noqa: E402
 
 STAGE_ORDER = ["read_data", "make_folds", "build_metadata", "reduce_embeddings", "train_gbdt", "train_linear",
                "blend", "submit"]
@@ -58,7 +59,7 @@ def reduce_embeddings_run(ctx: RunContext) -> None:
 
     from features.encoders import load_encoded
     cfg = ctx.config.encoders
-    encoded = {s: load_encoded(ctx.shared_dir, cfg, s) for s in ("train", "test")}
+    encoded = {s: load_encoded(ctx.encoder_cache, cfg, s) for s in ("train", "test")}
     blocks = {s: {"Pid": read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].to_numpy()} for s in encoded}
     for modality in MODALITIES:
         pca = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=ctx.config.seed)
@@ -73,7 +74,7 @@ def reduce_embeddings_run(ctx: RunContext) -> None:
 
 def _encoder_arrays(ctx: RunContext) -> list[Path]:
     from features.encoders import output_paths
-    return output_paths(ctx.shared_dir, ctx.config.encoders)
+    return output_paths(ctx.encoder_cache, ctx.config.encoders)
 
 
 BENCH_REDUCE_STAGE = Stage(
@@ -114,6 +115,7 @@ def bench_config(rounds: int) -> dict:
 def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
     """Write the data set, the stand-in encoder arrays and the config of one size under `root`."""
     from features.encoders import array_path, manifest_paths, pid_digest
+    from pipeline.catalog import encoder_cache
     from pipeline.config import load_config
     started = time.perf_counter()
     data_dir, work_dir = root / "data", root / "work"
@@ -122,17 +124,17 @@ def prepare(root: Path, fraction: float, seed: int, config: dict) -> dict:
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     enc = load_config(config_path).encoders
     n_train, n_test = info["n_train"], info["n_test"]
-    paths = {m: {s: array_path(work_dir, enc, s, m) for s in ("train", "test")} for m in MODALITIES}
+    paths = {m: {s: array_path(encoder_cache(work_dir), enc, s, m) for s in ("train", "test")} for m in MODALITIES}
     write_embeddings(paths, info["latent"], n_train, seed)
     manifest = {"model": "synthetic stand-in (benchmarks/synth_smpd.py)", "dtype": "float16", "dim": EMB_DIM,
                 "splits": {}}
     for split, n in (("train", n_train), ("test", n_test)):
         pids = [r["Pid"] for r in json.loads((data_dir / f"{split}_category.json").read_text())]
-        write_npy(array_path(work_dir, enc, split, "has_image"), np.ones(n, dtype=bool))
-        write_npy(array_path(work_dir, enc, split, "tokens"), np.zeros((n, 1, 1), dtype=np.float16))
-        write_npy(array_path(work_dir, enc, split, "token_mask"), np.ones((n, 1), dtype=bool))
+        write_npy(array_path(encoder_cache(work_dir), enc, split, "has_image"), np.ones(n, dtype=bool))
+        write_npy(array_path(encoder_cache(work_dir), enc, split, "tokens"), np.zeros((n, 1, 1), dtype=np.float16))
+        write_npy(array_path(encoder_cache(work_dir), enc, split, "token_mask"), np.ones((n, 1), dtype=bool))
         manifest["splits"][split] = {"pid_digest": pid_digest(pids), "rows": n}
-    for path in manifest_paths(work_dir, enc):  # CLIP: image and text folders (their settings differ)
+    for path in manifest_paths(encoder_cache(work_dir), enc):  # CLIP: image and text folders (their settings differ)
         write_json(path, manifest)
     (root / "hidden_test_labels.txt").write_text("".join(f"{v:.2f}\n" for v in info["test_labels"]))
     return {"n_train": n_train, "n_test": n_test, "n_users": info["n_users"],

@@ -10,6 +10,7 @@ team can share a work or run folder.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -141,3 +142,18 @@ def write_npy(path: str | Path, array: np.ndarray) -> None:
 
 def read_npy(path: str | Path, mmap: bool = False) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def file_digest(path: Path, cache: dict) -> str:
+    """sha256 of a file, reusing the cached value while size and mtime are unchanged."""
+    stat = path.stat()
+    signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+    hit = cache.get(str(path))
+    if hit and hit[0] == signature:
+        return hit[1]
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    cache[str(path)] = (signature, sha.hexdigest())
+    return sha.hexdigest()

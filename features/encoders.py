@@ -75,15 +75,12 @@ def encoder_folder(enc_cfg, kind: str) -> str:
     return f"{name}-{hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]}"
 
 
-def encoders_root(work_dir: Path) -> Path:
-    return Path(work_dir) / "features" / "encoders"
+def encoder_dir(cache_dir: Path, name: str) -> Path:
+    """One encoder's folder in the cache (`cache_dir`: the catalog's RunContext.encoder_cache)."""
+    return Path(cache_dir) / name
 
 
-def encoder_dir(work_dir: Path, name: str) -> Path:
-    return encoders_root(work_dir) / name
-
-
-def array_path(work_dir: Path, enc_cfg, split: str, array: str) -> Path:
+def array_path(cache_dir: Path, enc_cfg, split: str, array: str) -> Path:
     """Path of one output array (`image`, `has_image`, `title`, `tags`, `tokens`, `token_mask`)."""
     if array in IMAGE_ARRAYS:
         name = encoder_folder(enc_cfg, "image")
@@ -91,17 +88,17 @@ def array_path(work_dir: Path, enc_cfg, split: str, array: str) -> Path:
         name = encoder_folder(enc_cfg, "text")
     else:
         raise KeyError(f"unknown encoder array {array!r}; expected one of {IMAGE_ARRAYS + TEXT_ARRAYS}")
-    return encoder_dir(work_dir, name) / f"{split}_{array}.npy"
+    return encoder_dir(cache_dir, name) / f"{split}_{array}.npy"
 
 
-def manifest_paths(work_dir: Path, enc_cfg) -> list[Path]:
+def manifest_paths(cache_dir: Path, enc_cfg) -> list[Path]:
     names = dict.fromkeys([encoder_folder(enc_cfg, "image"), encoder_folder(enc_cfg, "text")])
-    return [encoder_dir(work_dir, name) / "manifest.json" for name in names]
+    return [encoder_dir(cache_dir, name) / "manifest.json" for name in names]
 
 
-def output_paths(work_dir: Path, enc_cfg, splits: tuple[str, ...] = ("train", "test")) -> list[Path]:
-    arrays = [array_path(work_dir, enc_cfg, s, a) for s in splits for a in IMAGE_ARRAYS + TEXT_ARRAYS]
-    return arrays + manifest_paths(work_dir, enc_cfg)
+def output_paths(cache_dir: Path, enc_cfg, splits: tuple[str, ...] = ("train", "test")) -> list[Path]:
+    arrays = [array_path(cache_dir, enc_cfg, s, a) for s in splits for a in IMAGE_ARRAYS + TEXT_ARRAYS]
+    return arrays + manifest_paths(cache_dir, enc_cfg)
 
 
 def pid_digest(pids) -> str:
@@ -127,11 +124,11 @@ class EncodedSplit:
         return len(self.has_image)
 
 
-def load_encoded(work_dir: Path, enc_cfg, split: str) -> EncodedSplit:
+def load_encoded(cache_dir: Path, enc_cfg, split: str) -> EncodedSplit:
     """Read the arrays the `encode` stage wrote for `split` (memory-mapped)."""
     image_name, text_name = image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)
     digests = {}
-    for manifest in manifest_paths(work_dir, enc_cfg):
+    for manifest in manifest_paths(cache_dir, enc_cfg):
         name = manifest.parent.name
         if not manifest.is_file():
             raise FileNotFoundError(f"{manifest} is missing: run the `encode` stage first "
@@ -143,7 +140,7 @@ def load_encoded(work_dir: Path, enc_cfg, split: str) -> EncodedSplit:
     if len(set(digests.values())) > 1:
         raise ValueError(f"image encoder {image_name} and text encoder {text_name} were run on different "
                          f"posts tables for {split} (Pid digests {digests}); rerun the `encode` stage")
-    arrays = {a: read_npy(array_path(work_dir, enc_cfg, split, a), mmap=True) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
+    arrays = {a: read_npy(array_path(cache_dir, enc_cfg, split, a), mmap=True) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
     n = {a: len(v) for a, v in arrays.items()}
     if len(set(n.values())) != 1:
         raise ValueError(f"encoder arrays of {split} have different row counts {n}; rerun the `encode` stage")

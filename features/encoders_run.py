@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from common.io import atomic_path, read_json, write_json
 from features.encoders import (
-    encoder_dir, encoder_folder, encoders_root, image_encoder_name, image_settings, pid_digest,
+    encoder_dir, encoder_folder, image_encoder_name, image_settings, pid_digest,
     text_encoder_name, text_settings,
 )
 from features.encoders_image import PostImages, image_loader
@@ -276,11 +276,11 @@ def _write_table(path: Path, table: pd.DataFrame) -> None:
         table.to_parquet(tmp, index=False)
 
 
-def image_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_encoder, shard=(0, 1),
+def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
                progress: bool = True) -> PassResult:
     """Image embeddings, has_image flags and image statistics of one split."""
     name = image_encoder_name(enc_cfg)
-    out_dir = encoder_dir(work_dir, encoder_folder(enc_cfg, "image"))
+    out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "image"))
     pids_digest = pid_digest(inputs.pids)
     key = image_pass_key(enc_cfg, pids_digest)
     targets = {"image": out_dir / f"{split}_image.npy", "has_image": out_dir / f"{split}_has_image.npy",
@@ -452,11 +452,11 @@ def _write_rows(target: Path, row_index: np.ndarray, groups: list[list[int]], lo
         del out
 
 
-def text_pass(inputs: SplitInputs, split: str, enc_cfg, work_dir: Path, get_encoder, shard=(0, 1),
+def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
               progress: bool = True) -> PassResult:
     """Title and tag-string embeddings, and token features of title + " " + tags (see `TextPlan`)."""
     name = text_encoder_name(enc_cfg)
-    out_dir = encoder_dir(work_dir, encoder_folder(enc_cfg, "text"))
+    out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "text"))
     pids_digest = pid_digest(inputs.pids)
     targets = {a: out_dir / f"{split}_{a}.npy" for a in ("title", "tags", "tokens", "token_mask")}
     length = enc_cfg.max_text_tokens
@@ -527,13 +527,12 @@ def update_manifest(out_dir: Path, split: str, kind: str, info: dict, n_rows: in
     write_json(out_dir / "manifest.json", manifest)
 
 
-def copy_chunks(sources: list[Path], work_dir: Path) -> int:
-    """Copy finished chunk files of shard runs that used other work folders into `work_dir`."""
+def copy_chunks(sources: list[Path], cache_dir: Path) -> int:
+    """Copy finished chunk files of shard runs that used other encoder caches (`sources`) into `cache_dir`."""
     copied = 0
-    for source in sources:
-        root = encoders_root(source)
-        for path in sorted(root.glob("*/_chunks/*/*.npz")):
-            target = encoders_root(work_dir) / path.relative_to(root)
+    for root in sources:
+        for path in sorted(Path(root).glob("*/_chunks/*/*.npz")):
+            target = Path(cache_dir) / path.relative_to(root)
             if not target.exists():
                 with atomic_path(target) as tmp:
                     shutil.copyfile(path, tmp)

@@ -43,7 +43,7 @@ from common.io import read_json, read_parquet, write_json, write_parquet, write_
 from features.blocks import join_blocks  # noqa: E402
 from models.cv import cross_fit  # noqa: E402
 from models.metrics import score  # noqa: E402
-from pipeline.stage import RunContext  # noqa: E402
+from pipeline.catalog import RunContext  # noqa: E402
 
 log = logging.getLogger("smp")
 
@@ -87,7 +87,7 @@ def proto_variant(ctx: RunContext, row: Row, trained: dict) -> tuple[pd.DataFram
     from pipeline.prototype import build_proto_block, training_fields
     cfg = dataclasses.replace(ctx.config.prototype, **row.proto)
     folder = trained.setdefault(json.dumps(training_fields(cfg), sort_keys=True, default=str), row.name)
-    out_dir = ctx.work_dir / "ablation" / folder
+    out_dir = ctx.ablation_dir / folder
     started = time.perf_counter()
     train, test = build_proto_block(ctx, cfg, out_dir / "prototype")
     seconds = time.perf_counter() - started
@@ -103,9 +103,9 @@ def saved_variant(ctx: RunContext, row: Row) -> tuple[pd.DataFrame, pd.DataFrame
     def settings(r: Row) -> dict:
         return {k: v for k, v in r.proto.items() if k != "sample_selection"}
     names = [row.name] + [r.name for r in ROWS if r.proto is not None and settings(r) == settings(row)]
-    found = [p for name in names for p in sorted((ctx.work_dir / "ablation").glob(f"*/proto_{name}_train.parquet"))]
+    found = [p for name in names for p in sorted(ctx.ablation_dir.glob(f"*/proto_{name}_train.parquet"))]
     if not found:
-        raise FileNotFoundError(f"no saved proto block for row {row.name!r} under {ctx.work_dir / 'ablation'}: "
+        raise FileNotFoundError(f"no saved proto block for row {row.name!r} under {ctx.ablation_dir}: "
                                 "run the ablation without --score-only first")
     train_path = found[0]
     name = train_path.name[len("proto_"):-len("_train.parquet")]
@@ -127,7 +127,7 @@ def _stat_fold_digest(ctx: RunContext) -> str:
 
 def score_row(ctx: RunContext, row: Row, proto: tuple[pd.DataFrame, pd.DataFrame] | None) -> dict:
     """Validation (and, when labels are at hand, test) scores of LightGBM on the row's blocks."""
-    from pipeline.train_gbdt import gbdt_factory, load_member_data
+    from pipeline.members import lightgbm_factory, load_member_data
     base_blocks = [b for b in row.blocks if b != "proto"]
     X, X_test, y, folds, stats, posts = load_member_data(ctx, base_blocks)
     fit_mask = None
@@ -139,7 +139,7 @@ def score_row(ctx: RunContext, row: Row, proto: tuple[pd.DataFrame, pd.DataFrame
         if keep < 1.0:  # the paper's trick, as train_gbdt applies it: fit on the lowest pretext losses
             loss = proto[0]["_pretext_loss"].to_numpy()
             fit_mask = loss <= np.nanquantile(loss, keep)
-    result = cross_fit(gbdt_factory(ctx.config), X, y, folds, X_test, seeds=ctx.config.gbdt.seeds,
+    result = cross_fit(lightgbm_factory(ctx.config), X, y, folds, X_test, seeds=ctx.config.gbdt.seeds,
                        target_stats=stats, fit_mask=fit_mask, progress=False, name=row.name)
     scores = {"row": row.name, "label": row.label, "n_features": X.shape[1],
               **{f"val_{k}": v for k, v in result.score.items()}}
@@ -165,7 +165,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.run_all import make_context, parse_args
+    from pipeline.catalog import add_context_arguments, make_context
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                      add_help=False)
@@ -180,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         print("\nOther options as for pipeline/run_all.py (--data-dir, --work-dir, --config, --set).")
         return 0
-    ctx = make_context(parse_args(rest))
+    context_parser = argparse.ArgumentParser(prog="pipeline/ablate.py")
+    add_context_arguments(context_parser)
+    ctx = make_context(context_parser.parse_args(rest))
     rows = ROWS
     if args.rows:
         wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("ablation %s: val SRC %.4f MAE %.4f MSE %.4f", row.name, result["val_src"], result["val_mae"],
                  result["val_mse"])
     table = markdown(results)
-    out = args.out or ctx.work_dir / "ablation" / f"ablation_{ctx.config.validation.scheme}.md"
+    out = args.out or ctx.ablation_dir / f"ablation_{ctx.config.validation.scheme}.md"
     write_text(out, table)
     write_json(out.with_suffix(".json"), {"scheme": ctx.config.validation.scheme, "rows": results})
     print(table)

@@ -23,16 +23,11 @@ from common.io import read_json, read_parquet, write_json, write_parquet
 from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.metrics import score
 from models.validation import validation_folds
-from pipeline.stage import RunContext, Stage
-from pipeline.train_gbdt import active_catboost_members, active_members
-from pipeline.train_linear import active_linear_members
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
+from pipeline.members import members_of
 
 log = logging.getLogger(__name__)
-
-
-def member_names(ctx: RunContext) -> list[str]:
-    return (list(active_members(ctx.config)) + list(active_catboost_members(ctx.config))
-            + list(active_linear_members(ctx.config)))
 
 
 def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
@@ -47,7 +42,7 @@ def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dic
             raise ValueError(f"{ctx.member_preds(m)} does not list the posts of {ctx.member_preds(members[0])} "
                              "in the same order with the same folds: rerun the member stages")
         preds[m] = frame["pred"].to_numpy(dtype=np.float64)
-        summaries[m] = read_json(ctx.member_preds(m).with_suffix(".json"))
+        summaries[m] = read_json(ctx.member_summary(m))
     return keys, preds, summaries
 
 
@@ -86,7 +81,7 @@ def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.nd
 
 
 def run(ctx: RunContext) -> None:
-    members = member_names(ctx)
+    members = list(members_of(ctx.config))
     keys, preds, summaries = load_members(ctx, members)
     posts = read_parquet(ctx.posts("train"), columns=["Pid", "label", "Postdate"])
     train_keys = keys[keys["split"] == "train"]
@@ -112,13 +107,13 @@ def run(ctx: RunContext) -> None:
         log.info("level shift %+.3f: later-half holdout MAE %.4f -> %.4f%s", r["shift"], r["mae_later_half_before"],
                  r["mae_later_half_after"], " (applied to test)" if r["applied"] else " (not applied)")
     write_parquet(ctx.final_preds, final)
-    write_json(ctx.final_preds.with_suffix(".json"), info)
+    write_json(ctx.final_summary, info)
 
 
 def inputs(ctx: RunContext) -> list[Path]:
     paths = [ctx.posts("train"), ctx.folds_plan]
-    for m in member_names(ctx):
-        paths += [ctx.member_preds(m), ctx.member_preds(m).with_suffix(".json")]
+    for m in list(members_of(ctx.config)):
+        paths += [ctx.member_preds(m), ctx.member_summary(m)]
     return paths
 
 
@@ -126,7 +121,7 @@ STAGE = Stage(
     name="blend",
     run=run,
     inputs=inputs,
-    outputs=lambda ctx: [ctx.final_preds, ctx.final_preds.with_suffix(".json")],
+    outputs=lambda ctx: [ctx.final_preds, ctx.final_summary],
     sections=("ensemble",),
     modules=("models.metrics", "models.ensemble"),
     description="blend member predictions (weights from out-of-fold predictions only)",

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from common.io import read_parquet, write_parquet
 from features.metadata import build_metadata
-from pipeline.stage import RunContext, Stage
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
 
 
 def run(ctx: RunContext) -> None:

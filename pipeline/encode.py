@@ -26,8 +26,6 @@ from pathlib import Path
 # as in run_all.py: OpenMP threads that spin while waiting stall on a busy machine; set before torch loads
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -42,7 +40,8 @@ from features.encoders_clip import load_clip_model  # noqa: E402
 from features.encoders_text import load_text_encoder  # noqa: E402
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS  # noqa: E402
 from features.smpd import data_image_path  # noqa: E402
-from pipeline.stage import RunContext, Stage  # noqa: E402
+from pipeline.catalog import RunContext, add_context_arguments, encoder_cache, make_context  # noqa: E402
+from pipeline.stage import Stage  # noqa: E402
 
 log = logging.getLogger("smp")
 SPLITS = ("train", "test")
@@ -86,8 +85,8 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
     for split in SPLITS:
         posts = read_parquet(ctx.posts(split), columns=POST_COLUMNS)
         inputs = SplitInputs.from_posts(posts, ctx.data_dir)
-        for result in (image_pass(inputs, split, cfg, ctx.shared_dir, models.image, shard, progress),
-                       text_pass(inputs, split, cfg, ctx.shared_dir, models.text, shard, progress)):
+        for result in (image_pass(inputs, split, cfg, ctx.encoder_cache, models.image, shard, progress),
+                       text_pass(inputs, split, cfg, ctx.encoder_cache, models.text, shard, progress)):
             if not result.done:
                 complete = False
                 log.info("[encode] %s %s: encoded %d batches in this run; %d batches not finished yet (other "
@@ -108,7 +107,7 @@ def image_files(ctx: RunContext) -> str:
 
 def imgstats_array(ctx: RunContext, split: str) -> Path:
     from features.encoders import encoder_dir, encoder_folder
-    return encoder_dir(ctx.shared_dir, encoder_folder(ctx.config.encoders, "image")) / f"{split}_imgstats.npy"
+    return encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, "image")) / f"{split}_imgstats.npy"
 
 
 def write_imgstats(ctx: RunContext) -> None:
@@ -134,7 +133,7 @@ def run(ctx: RunContext) -> None:
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return (output_paths(ctx.shared_dir, ctx.config.encoders, SPLITS)
+    return (output_paths(ctx.encoder_cache, ctx.config.encoders, SPLITS)
             + [imgstats_array(ctx, s) for s in SPLITS]
             + [ctx.feature_block("imgstats", s) for s in SPLITS])
 
@@ -154,29 +153,22 @@ STAGE = Stage(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.run_all import make_context
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, help="work folder (default: as run_all.py)")
-    parser.add_argument("--data-dir", type=Path, help="SMPD directory (default: the demo in the work folder)")
-    parser.add_argument("--config", type=Path, help="YAML config (default: as run_all.py)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_context_arguments(parser)  # the same data, config and folders as run_all.py
     parser.add_argument("--shard", default="", help="i/n: encode only part i of n (0-based)")
     parser.add_argument("--merge-from", type=Path, nargs="*", default=[],
                         help="work folders of shard runs whose chunk files are copied here before joining")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    context_args = argparse.Namespace(data_dir=args.data_dir, work_dir=args.work_dir, config=args.config,
-                                      overrides=args.overrides, test_labels=None, run_name="encode",
-                                      submissions_dir=REPO_ROOT / "submissions")
-    ctx = make_context(context_args)
+    ctx = make_context(args)
     missing = [p for p in (ctx.posts(s) for s in SPLITS) if not p.exists()]
     if missing:
         print(f"error: {missing[0]} is missing; run `python pipeline/run_all.py --stages read_data` first "
               "(same --work-dir/--data-dir)", file=sys.stderr)
         return 2
     if args.merge_from:
-        log.info("[encode] copied %d chunk files from %s", copy_chunks(args.merge_from, ctx.shared_dir),
+        log.info("[encode] copied %d chunk files from %s", copy_chunks([encoder_cache(p) for p in args.merge_from], ctx.encoder_cache),
                  [str(p) for p in args.merge_from])
     complete = encode_posts(ctx, args.shard, progress=not args.no_progress)
     log.info("[encode] %s", "all arrays written" if complete else f"shard {args.shard} done")

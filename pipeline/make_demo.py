@@ -19,7 +19,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 from features.demo import SPLITS, make_demo, split_file_names  # noqa: E402
 from pipeline.config import DemoConfig  # noqa: E402
-from pipeline.stage import RunContext, Stage  # noqa: E402
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage  # noqa: E402
 
 log = logging.getLogger("smp")
 

@@ -10,7 +10,8 @@ import logging
 
 from common.io import read_parquet, write_json, write_parquet
 from models.validation import fold_plan, make_folds, seen_in_fit, test_unseen_share
-from pipeline.stage import RunContext, Stage
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 

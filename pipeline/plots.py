@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from common.io import atomic_path, read_json, read_parquet
-from pipeline.stage import RunContext, Stage
-from pipeline.train_gbdt import active_members
-from pipeline.tune import best_params_path, summary_path
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
+from pipeline.members import lightgbm_members
 from reporting import figures
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,9 @@ def importance_member(ctx: RunContext) -> str:
     """The LightGBM member that carries the blend: the largest blend weight among the LightGBM
     members (ridge members have no gain importance); ties and all-zero weights go to the best
     validation SRC."""
-    weights = read_json(ctx.final_preds.with_suffix(".json"))["weights"]
-    members = list(active_members(ctx.config))
-    scores = {m: read_json(ctx.member_preds(m).with_suffix(".json"))["score"]["src"] for m in members}
+    weights = read_json(ctx.final_summary)["weights"]
+    members = list(lightgbm_members(ctx.config))
+    scores = {m: read_json(ctx.member_summary(m))["score"]["src"] for m in members}
     return max(members, key=lambda m: (weights.get(m, 0.0), np.nan_to_num(scores[m], nan=-np.inf)))
 
 
@@ -51,30 +51,30 @@ def run(ctx: RunContext) -> None:
     final = read_parquet(ctx.final_preds)
     labels = read_parquet(ctx.posts("train"), columns=["Pid", "label"])
     val = final[(final["split"] == "train") & (final["fold"] >= 0)].merge(labels, on="Pid", validate="one_to_one")
-    blend = read_json(ctx.final_preds.with_suffix(".json"))
+    blend = read_json(ctx.final_summary)
     save(figures.predicted_vs_true(val["label"], val["pred"], f"Validation: blend ({blend['method']}) against true"),
-         run_dir / "predicted_vs_true.png")
+         ctx.run_file("predicted_vs_true.png"))
 
     member = importance_member(ctx)
-    gain = read_json(ctx.member_preds(member).with_suffix(".json")).get("feature_importance_gain", {})
+    gain = read_json(ctx.member_summary(member)).get("feature_importance_gain", {})
     title = f"Feature importance (gain): {member}, blend weight {blend['weights'].get(member, 0.0):.2f}"
-    save(figures.feature_importance(pd.Series(gain, dtype=np.float64), title=title), run_dir / "feature_importance.png")
-    copy(ctx.final_preds.with_suffix(".json"), run_dir / "blend.json")
+    save(figures.feature_importance(pd.Series(gain, dtype=np.float64), title=title), ctx.run_file("feature_importance.png"))
+    copy(ctx.final_summary, ctx.run_file("blend.json"))
 
     if ctx.config.tuning.enabled:
-        summary = read_json(summary_path(ctx))
+        summary = read_json(ctx.tuning_summary)
         save(figures.optimisation_history(pd.DataFrame(summary["trials"]), summary["metric"], summary["direction"]),
-             run_dir / "optimisation_history.png")
-        copy(best_params_path(ctx), run_dir / "tuning_best_params.json")
-        copy(summary_path(ctx), run_dir / "tuning_study_summary.json")
+             ctx.run_file("optimisation_history.png"))
+        copy(ctx.best_params, ctx.run_file("tuning_best_params.json"))
+        copy(ctx.tuning_summary, ctx.run_file("tuning_study_summary.json"))
     log.info("plots: wrote figures to %s", run_dir)
 
 
 def inputs(ctx: RunContext) -> list[Path]:
-    paths = [ctx.posts("train"), ctx.final_preds, ctx.final_preds.with_suffix(".json")]
-    paths += [ctx.member_preds(m).with_suffix(".json") for m in active_members(ctx.config)]
+    paths = [ctx.posts("train"), ctx.final_preds, ctx.final_summary]
+    paths += [ctx.member_summary(m) for m in lightgbm_members(ctx.config)]
     if ctx.config.tuning.enabled:
-        paths += [best_params_path(ctx), summary_path(ctx)]
+        paths += [ctx.best_params, ctx.tuning_summary]
     return paths
 
 
@@ -82,7 +82,7 @@ def outputs(ctx: RunContext) -> list[Path]:
     names = ["predicted_vs_true.png", "feature_importance.png", "blend.json"]
     if ctx.config.tuning.enabled:
         names += ["optimisation_history.png", "tuning_best_params.json", "tuning_study_summary.json"]
-    return [ctx.run_dir / n for n in names]
+    return [ctx.run_file(n) for n in names]
 
 
 STAGE = Stage(

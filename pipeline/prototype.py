@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from common.io import read_parquet, write_json, write_parquet
-from pipeline.stage import RunContext, Stage, file_digest, module_digest
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage, file_digest, module_digest
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +27,11 @@ SECTIONS = ("prototype", "encoders", "validation")
 POST_COLUMNS = ["Pid", "Uid", "Postdate", "Category", "Subcategory", "Concept"]
 
 
-def prototype_dir(ctx: RunContext) -> Path:
-    """This config's prototype folder (summary.json)."""
-    return ctx.work_dir / "prototype"
-
-
 def networks_dir(ctx: RunContext, cfg=None) -> Path:
     """Where the K networks of prototype config `cfg` (default: the run's) are kept: one folder
     per run key in the data set's shared folder (fold_<k>/last.pt, outputs.npz)."""
     stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
-    return ctx.shared_dir / "prototype" / run_key(ctx, cfg or ctx.config.prototype, stat_fold)
+    return ctx.prototype_networks(run_key(ctx, cfg or ctx.config.prototype, stat_fold))
 
 
 def uses_backbone(cfg) -> bool:
@@ -59,7 +55,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     if not np.array_equal(folds["Pid"].to_numpy(), posts["train"]["Pid"].to_numpy()):
         raise ValueError(f"{ctx.folds} does not list the train posts in order: rerun make_folds")
     vocab = ClassVocab.from_posts(posts["train"])
-    data = {s: make_data(load_encoded(ctx.shared_dir, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
+    data = {s: make_data(load_encoded(ctx.encoder_cache, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
     check_learnable(data["train"], vocab)
     unseen = int((data["test"].labels["sub"] < 0).sum())
     if unseen:
@@ -67,7 +63,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     backbone = load_text_backbone(enc_cfg) if uses_backbone(cfg) else None
     torch.manual_seed(ctx.config.seed)
     key = run_key(ctx, cfg, folds["stat_fold"].to_numpy())
-    out_dir = out_dir or ctx.shared_dir / "prototype" / key
+    out_dir = out_dir or ctx.prototype_networks(key)
     train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
                                   ctx.config.seed, resolve_device(cfg.device), out_dir, key, progress)
     return feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
@@ -111,13 +107,15 @@ def run(ctx: RunContext) -> None:
         for split in ("train", "test"):
             pids = read_parquet(ctx.posts(split), columns=["Pid"])
             write_parquet(ctx.feature_block("proto", split), pids, skipped)
-        write_json(prototype_dir(ctx) / "summary.json", {"columns": ["Pid"], "skipped": str(err)})
+        write_json(ctx.prototype_summary, {"columns": ["Pid"], "skipped": str(err)})
         return
     log.info("proto block: %d columns; mean OOF pretext loss %.3f", train.shape[1] - 1,
              float(np.nanmean(train["_pretext_loss"])))
     write_parquet(ctx.feature_block("proto", "train"), train)
     write_parquet(ctx.feature_block("proto", "test"), test)
-    write_json(prototype_dir(ctx) / "summary.json", {
+    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
+    write_json(ctx.prototype_summary, {
+        "run_key": run_key(ctx, cfg, stat_fold),  # the networks' folder: ctx.prototype_networks(run_key)
         "columns": list(train.columns), "pretext_loss_train_mean": float(np.nanmean(train["_pretext_loss"])),
         "own_class_prob_train_mean": float(np.nanmean(train["proto_p_sub"]))})
 
@@ -125,7 +123,7 @@ def run(ctx: RunContext) -> None:
 def inputs(ctx: RunContext) -> list[Path]:
     from features.encoders import manifest_paths
     # the manifests carry the digests of the arrays they describe; hashing GBs of arrays is not needed
-    return [ctx.posts("train"), ctx.posts("test"), ctx.folds] + manifest_paths(ctx.shared_dir, ctx.config.encoders)
+    return [ctx.posts("train"), ctx.posts("test"), ctx.folds] + manifest_paths(ctx.encoder_cache, ctx.config.encoders)
 
 
 STAGE = Stage(
@@ -133,7 +131,7 @@ STAGE = Stage(
     run=run,
     inputs=inputs,
     outputs=lambda ctx: [ctx.feature_block("proto", "train"), ctx.feature_block("proto", "test"),
-                         prototype_dir(ctx) / "summary.json"],
+                         ctx.prototype_summary],
     sections=SECTIONS,
     modules=("models.prototype", "models.train_prototype"),
     enabled=lambda ctx: ctx.config.prototype.enabled and ctx.config.encoders.enabled,

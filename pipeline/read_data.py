@@ -5,7 +5,8 @@ import logging
 
 from common.io import write_json, write_parquet
 from features.smpd import read_smpd
-from pipeline.stage import RunContext, Stage
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import logging
 from common.io import read_parquet, write_parquet
 from features.encoders import load_encoded, manifest_paths, output_paths
 from features.encoders_reduce import embedding_features
-from pipeline.stage import RunContext, Stage
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
 
 log = logging.getLogger("smp")
 SPLITS = ("train", "test")
@@ -16,7 +17,7 @@ SPLITS = ("train", "test")
 def run(ctx: RunContext) -> None:
     cfg = ctx.config.encoders
     pids = {s: read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].astype(str).to_numpy() for s in SPLITS}
-    encoded = {s: load_encoded(ctx.shared_dir, cfg, s) for s in SPLITS}
+    encoded = {s: load_encoded(ctx.encoder_cache, cfg, s) for s in SPLITS}
     train, test, summary = embedding_features(encoded["train"], encoded["test"], pids["train"], pids["test"],
                                               cfg.pca_dim)
     skipped = summary.pop("skipped")
@@ -28,9 +29,9 @@ def run(ctx: RunContext) -> None:
 
 
 def inputs(ctx: RunContext):
-    arrays = [p for p in output_paths(ctx.shared_dir, ctx.config.encoders, SPLITS)
+    arrays = [p for p in output_paths(ctx.encoder_cache, ctx.config.encoders, SPLITS)
               if p.name.endswith(("_image.npy", "_has_image.npy", "_title.npy", "_tags.npy"))]
-    return [ctx.posts(s) for s in SPLITS] + arrays + manifest_paths(ctx.shared_dir, ctx.config.encoders)
+    return [ctx.posts(s) for s in SPLITS] + arrays + manifest_paths(ctx.encoder_cache, ctx.config.encoders)
 
 
 STAGE = Stage(

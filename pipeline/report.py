@@ -7,6 +7,7 @@ in notebooks/ call, so a notebook and the report show the same numbers.
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shlex
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from common.io import read_json, read_parquet, write_text
-from pipeline.stage import RunContext, Stage
+from pipeline.catalog import RunContext, add_context_arguments, make_context
+from pipeline.stage import Stage, load_stages
 from reporting.figures import wrap_titles
 from reporting.report_page import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
 
@@ -36,8 +38,9 @@ def notebook_context(argv: list[str] | None = None) -> RunContext:
     shell; empty means the built-in demo). Without --run-name, the latest run of that data
     set on the leaderboard.
     """
-    from pipeline.run_all import make_context, parse_args
-    args = parse_args(shlex.split(os.environ.get("SMP_ARGS", "")) if argv is None else argv)
+    parser = argparse.ArgumentParser()
+    add_context_arguments(parser)  # run_all.py's own options (--stages, ...) are ignored here
+    args, _ = parser.parse_known_args(shlex.split(os.environ.get("SMP_ARGS", "")) if argv is None else argv)
     ctx = make_context(args)
     if args.run_name is None:
         latest = latest_run(read_leaderboard(ctx), dataset_name(ctx))
@@ -57,7 +60,6 @@ def read_leaderboard(ctx: RunContext) -> pd.DataFrame | None:
 
 def stage_status(ctx: RunContext) -> list[dict]:
     """Every stage with its status: `off` (this config), `done` (outputs exist) or `not run`."""
-    from pipeline.run_all import load_stages
     rows = []
     for stage in load_stages():
         if not stage.enabled(ctx):
@@ -83,7 +85,7 @@ def stage_done(ctx: RunContext, name: str, verbose: bool = True) -> bool:
     status = {s["name"]: s["status"] for s in stage_status(ctx)}.get(name, "unknown")
     if status != "done" and verbose:
         if status == "unknown":
-            print(f"This pipeline has no stage {name} (pipeline/run_all.py STAGE_MODULES): nothing to show here.")
+            print(f"This pipeline has no stage {name} (pipeline/stage.py STAGE_MODULES): nothing to show here.")
         else:
             switch = HOW_TO_TURN_ON.get(name, "")
             print(f"Stage {name} is {status!r} for this config: nothing to show here.\n"
@@ -109,25 +111,22 @@ def validation_frame(ctx: RunContext, preds_path: Path | None = None) -> pd.Data
 
 def member_summaries(ctx: RunContext) -> dict[str, dict]:
     """The summary JSON of every member that train_gbdt wrote (scores, importance, ...)."""
-    from pipeline.blend import member_names
-    return {m: read_json(ctx.member_preds(m).with_suffix(".json")) for m in member_names(ctx)
-            if ctx.member_preds(m).with_suffix(".json").is_file()}
+    from pipeline.members import members_of
+    return {m: read_json(ctx.member_summary(m)) for m in members_of(ctx.config)
+            if ctx.member_summary(m).is_file()}
 
 
 # --- prototype network ------------------------------------------------------------------------
 def prototype_fold_dirs(ctx: RunContext) -> dict[int, Path]:
     """The folder of each fold's network of this config (work/<ds>/prototype/<run key>/fold_<k>/)."""
-    from pipeline.prototype import networks_dir
     stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
-    folder = networks_dir(ctx)
+    folder = ctx.prototype_networks(read_json(ctx.prototype_summary)["run_key"])
     return {int(k): folder / f"fold_{k}" for k in np.unique(stat_fold)}
 
 
 def _check_key(ctx: RunContext, path: Path, key: str) -> None:
     """Refuse a file another config (or other inputs, or older code) made."""
-    from pipeline.prototype import run_key
-    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
-    if key != run_key(ctx, ctx.config.prototype, stat_fold):
+    if key != read_json(ctx.prototype_summary)["run_key"]:
         raise ValueError(f"{path} was made under another prototype config or other inputs: "
                          "rerun the prototype stage (python pipeline/run_all.py --stages prototype)")
 
@@ -219,7 +218,7 @@ MODEL_FIGURES = (
 
 def model_figures(ctx: RunContext, out: FigureWriter) -> None:
     for name, section, title in MODEL_FIGURES:
-        out.link(section, ctx.run_dir / name, title)
+        out.link(section, ctx.run_file(name), title)
 
 
 def tuning_study(ctx: RunContext):
@@ -227,9 +226,8 @@ def tuning_study(ctx: RunContext):
     import optuna
 
     from models.tuning import open_storage
-    from pipeline.tune import storage_url, summary_path
-    summary = read_json(summary_path(ctx))
-    return optuna.load_study(study_name=summary["study_name"], storage=open_storage(storage_url(ctx)))
+    summary = read_json(ctx.tuning_summary)
+    return optuna.load_study(study_name=summary["study_name"], storage=open_storage(ctx.study_storage))
 
 
 def param_importances(study) -> dict[str, float]:
@@ -257,7 +255,7 @@ def error_figures(ctx: RunContext, out: FigureWriter) -> None:
 def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
     from features.encoders import load_encoded
     from reporting import figures as rf
-    encoded = load_encoded(ctx.shared_dir, ctx.config.encoders, "train")
+    encoded = load_encoded(ctx.encoder_cache, ctx.config.encoders, "train")
     posts = read_parquet(ctx.posts("train"), columns=["Category", "label"])
     rows = sample_rows(np.flatnonzero(np.asarray(encoded.has_image, bool)), MAX_MAP_POINTS, ctx.config.seed)
     if len(rows) < 2:
@@ -273,9 +271,8 @@ def embedding_figures(ctx: RunContext, out: FigureWriter) -> None:
 
 def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
     from models.train_prototype import ClassVocab
-    from pipeline.prototype import prototype_dir
     from reporting import figures as rf
-    if "skipped" in read_json(prototype_dir(ctx) / "summary.json"):
+    if "skipped" in read_json(ctx.prototype_summary):
         return  # no network was trained; skipped_blocks says why
     out.add("Prototype network", "prototype_training", "Prototype network: training losses",
             lambda: rf.training_curves(prototype_history(ctx)))
@@ -320,7 +317,7 @@ def leaderboard_figures(ctx: RunContext, out: FigureWriter, board: pd.DataFrame 
 def build_report(ctx: RunContext) -> RunReport:
     """Gather the run's outputs, write its figures, and return the page's content."""
     run_dir = ctx.run_dir
-    scores = read_json(run_dir / "scores.json")
+    scores = read_json(ctx.scores)
     board = read_leaderboard(ctx)
     dataset = dataset_name(ctx)
     stages = [{**s, "status": "this page"} if s["name"] == STAGE.name else s for s in stage_status(ctx)]
@@ -356,7 +353,7 @@ def build_report(ctx: RunContext) -> RunReport:
              "users (train)": f"{posts['Uid'].nunique():,}", "validation": ctx.config.validation.scheme,
              "config digest": ctx.config.digest()}
     facts.update({k: row[k] for k in ("time", "commit") if isinstance(row.get(k), str)})
-    config_file = run_dir / "config.yaml"
+    config_file = ctx.run_file("config.yaml")
     return RunReport(
         run=ctx.run_name, dataset=dataset, scores=scores,
         position=leaderboard_position(board, ctx.run_name, dataset) if board is not None else None,
@@ -366,7 +363,7 @@ def build_report(ctx: RunContext) -> RunReport:
 
 
 def report_path(ctx: RunContext) -> Path:
-    return ctx.run_dir / "report.html"
+    return ctx.report_page
 
 
 def run(ctx: RunContext) -> None:
@@ -379,7 +376,7 @@ def run(ctx: RunContext) -> None:
 STAGE = Stage(
     name="report",
     run=run,
-    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.final_preds, ctx.run_dir / "scores.json",
+    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.final_preds, ctx.scores,
                         ctx.leaderboard],
     outputs=lambda ctx: [report_path(ctx)],
     per_run=True,

@@ -20,113 +20,32 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import hashlib
 import logging
 import os
 import sys
 import time
-from datetime import datetime, timezone
-from pathlib import Path
 
 # OpenMP threads that spin while waiting slow LightGBM many times over on a busy machine;
 # the policy must be set before LightGBM (or torch) is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from common.io import read_json, write_text  # noqa: E402
-from pipeline.config import ConfigError, load_config  # noqa: E402
-from pipeline.stage import Lock, RunContext, Stage, file_digest, stage_key  # noqa: E402
+from pipeline.catalog import RunContext, add_context_arguments, make_context  # noqa: E402
+from pipeline.config import ConfigError  # noqa: E402
+from pipeline.stage import Lock, Stage, load_stages, stage_key  # noqa: E402
 
 log = logging.getLogger("smp")
 
-# Stage modules in run order; each defines `STAGE`. A new stage is one module here.
-STAGE_MODULES = [
-    "pipeline.make_demo",
-    "pipeline.read_data",
-    "pipeline.make_folds",
-    "pipeline.build_metadata",
-    "pipeline.encode",
-    "pipeline.reduce_embeddings",
-    "pipeline.user_features",
-    "pipeline.prototype",
-    "pipeline.tune",
-    "pipeline.train_gbdt",
-    "pipeline.train_linear",
-    "pipeline.blend",
-    "pipeline.submit",
-    "pipeline.plots",
-    "pipeline.report",
-]
-
-
-def load_stages() -> list[Stage]:
-    import importlib
-    return [importlib.import_module(name).STAGE for name in STAGE_MODULES]
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, help="SMPD directory in the official layout (default: the built-in demo)")
-    parser.add_argument("--work-dir", type=Path, help="the data set's folder for derived data (default: "
-                        "work/<data set name>); each config gets a config-<digest> folder inside it")
-    parser.add_argument("--run-name", help="name of the run folder under submissions/ (default: <data set>-<UTC time>)")
-    parser.add_argument("--config", type=Path, help="YAML config (default: configs/demo.yaml or configs/smpd.yaml)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value, e.g. --set gbdt.num_boost_round=200")
-    parser.add_argument("--test-labels", type=Path, help="hidden test labels (one float a line) to score the run")
-    parser.add_argument("--submissions-dir", type=Path, default=REPO_ROOT / "submissions")
+    add_context_arguments(parser)
     parser.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
     return parser.parse_args(argv)
-
-
-def data_set_name(data_dir: Path) -> str:
-    """The data set's name in work/ and on the leaderboard: its folder's name and a digest of
-    the names and contents of its official files (not the images), so two data sets in folders
-    of the same name never share a work folder. A folder without the official files keeps its
-    bare name (read_data then says what is missing)."""
-    from features.smpd import SMPDFormatError, split_files
-    try:
-        files = sorted(path for split in ("train", "test") for path in split_files(data_dir, split).values())
-    except SMPDFormatError:
-        return data_dir.name
-    sha = hashlib.sha256()
-    cache: dict = {}
-    for path in files:
-        sha.update(f"{path.relative_to(data_dir).as_posix()}:{file_digest(path, cache)}\n".encode())
-    return f"{data_dir.name}-{sha.hexdigest()[:8]}"
-
-
-def make_context(args: argparse.Namespace) -> RunContext:
-    is_demo = args.data_dir is None
-    default_config = REPO_ROOT / "configs" / ("demo.yaml" if is_demo else "smpd.yaml")
-    config = load_config(args.config or default_config, args.overrides)
-    if is_demo:
-        # the demo data are made from the demo section: another section is another data set
-        dataset = f"demo-{config.digest('demo')[:8]}"
-        shared_dir = args.work_dir or REPO_ROOT / "work" / dataset
-        data_dir = shared_dir / "data"
-        test_labels = args.test_labels or shared_dir / "hidden_test_labels.txt"
-    else:
-        data_dir = args.data_dir.resolve()
-        if not data_dir.is_dir():
-            raise ConfigError(f"--data-dir {data_dir} is not a directory")
-        dataset = data_set_name(data_dir)
-        shared_dir = args.work_dir or REPO_ROOT / "work" / dataset
-        test_labels = args.test_labels
-    if test_labels is not None and not is_demo and not Path(test_labels).is_file():
-        raise ConfigError(f"--test-labels {test_labels} is not a file")
-    run_name = args.run_name or f"{dataset}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
-    shared_dir = Path(shared_dir).resolve()
-    return RunContext(config=config, data_dir=data_dir, work_dir=shared_dir / f"config-{config.work_digest()}",
-                      run_name=run_name, submissions_dir=args.submissions_dir.resolve(),
-                      test_labels=Path(test_labels).resolve() if test_labels else None, is_demo=is_demo,
-                      shared_dir=shared_dir, dataset=dataset)
 
 
 def stage_locks(ctx: RunContext) -> dict[bool, Lock]:
@@ -222,7 +141,7 @@ def plan_text(ctx: RunContext, rows: list[dict]) -> str:
 def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool) -> None:
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     config_text = yaml.safe_dump(ctx.config.to_dict(), sort_keys=True)
-    config_file = ctx.work_dir / "config.yaml"  # says which config a config-<digest> folder holds
+    config_file = ctx.config_record
     if not config_file.is_file() or config_file.read_text() != config_text:
         write_text(config_file, config_text)
     locks = stage_locks(ctx)
@@ -261,7 +180,7 @@ def run_summary(ctx: RunContext, seconds: float) -> str:
     position among the runs of this data set, and its folder."""
     from reporting.report_page import leaderboard_position
     parts = [f"done in {_duration(seconds)}"]
-    scores_file = ctx.run_dir / "scores.json"
+    scores_file = ctx.scores
     if scores_file.is_file():
         scores = read_json(scores_file)
         for name in ("validation", "test"):
@@ -276,7 +195,7 @@ def run_summary(ctx: RunContext, seconds: float) -> str:
                      else "not on the leaderboard")
     else:
         parts.append("no scores (stage submit has not run for this run name)")
-    report = ctx.run_dir / "report.html"
+    report = ctx.report_page
     parts.append(f"run folder {ctx.run_dir}" + (" (report.html)" if report.is_file() else ""))
     return "; ".join(parts)
 

@@ -7,18 +7,7 @@ content of its input files and the source of the modules it runs, and its
 outputs are still the ones that run wrote. Like DVC, modification times are
 only used to avoid rehashing unchanged files.
 
-Work folders: configs of one data set live side by side and share what does not
-depend on the config.
-
-    work/<data set>/              shared_dir: the demo data, posts tables, encoder cache
-                                  (features/encoders/<encoder>-<settings>/), trained prototype
-                                  networks (prototype/<run key>/), stages.lock.json of the
-                                  shared stages (make_demo, read_data)
-    work/<data set>/config-<d>/   work_dir: everything that depends on the config (folds,
-                                  feature blocks, tuning, predictions) and its own
-                                  stages.lock.json; <d> = Config.work_digest()
-
-A RunContext made by hand (tests, tools) without shared_dir keeps both in one folder.
+Where the files live: pipeline/catalog.py (RunContext).
 """
 from __future__ import annotations
 
@@ -27,95 +16,12 @@ import importlib
 import inspect
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from common.io import read_json, write_json
-from pipeline.config import Config
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class RunContext:
-    """Everything a stage needs to find its inputs and outputs."""
-    config: Config
-    data_dir: Path
-    work_dir: Path
-    run_name: str
-    submissions_dir: Path = REPO_ROOT / "submissions"
-    test_labels: Path | None = None
-    is_demo: bool = False
-    extra: dict = field(default_factory=dict)
-    shared_dir: Path | None = None  # the data set's folder, shared by its configs (default: work_dir)
-    # the data set's name in work/ and the leaderboard (run_all.py: the folder's name and a digest
-    # of its files); default: the data folder's name
-    dataset: str = ""
-
-    def __post_init__(self):
-        if self.shared_dir is None:
-            self.shared_dir = self.work_dir
-        if not self.dataset:
-            self.dataset = Path(self.data_dir).name
-
-    # --- the one place that names derived files -------------------------------------
-    def posts(self, split: str) -> Path:
-        return self.shared_dir / f"posts_{split}.parquet"
-
-    @property
-    def read_report(self) -> Path:
-        return self.shared_dir / "read_report.json"
-
-    @property
-    def folds(self) -> Path:
-        return self.work_dir / "folds.parquet"
-
-    @property
-    def folds_plan(self) -> Path:
-        """What make_folds did: the scheme applied, and the shares of unseen users."""
-        return self.work_dir / "folds.json"
-
-    @property
-    def features_dir(self) -> Path:
-        return self.work_dir / "features"
-
-    def feature_block(self, block: str, split: str) -> Path:
-        """A feature block (`meta`, `emb`, `proto`, ...) for one split, keyed by Pid."""
-        return self.features_dir / f"{block}_{split}.parquet"
-
-    @property
-    def preds_dir(self) -> Path:
-        return self.work_dir / "preds"
-
-    def member_preds(self, member: str) -> Path:
-        return self.preds_dir / f"{member}.parquet"
-
-    @property
-    def final_preds(self) -> Path:
-        return self.preds_dir / "final.parquet"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.submissions_dir / self.run_name
-
-    @property
-    def leaderboard(self) -> Path:
-        return self.submissions_dir / "leaderboard.csv"
-
-    @property
-    def lock_file(self) -> Path:
-        """The lock of this config's stages."""
-        return self.work_dir / "stages.lock.json"
-
-    @property
-    def shared_lock_file(self) -> Path:
-        """The lock of the stages every config of the data set shares (Stage.shared)."""
-        return self.shared_dir / "stages.lock.json"
-
-    def data_files(self, split: str) -> list[Path]:
-        from features.smpd import split_files
-        return list(split_files(self.data_dir, split).values())
+from common.io import file_digest, read_json, write_json
+from pipeline.catalog import RunContext
 
 
 PathsFn = Callable[[RunContext], list[Path]]
@@ -146,22 +52,31 @@ class Stage:
     shared: bool = False
 
 
+# Stage modules in run order; each defines `STAGE`. A new stage is one module here.
+STAGE_MODULES = [
+    "pipeline.make_demo",
+    "pipeline.read_data",
+    "pipeline.make_folds",
+    "pipeline.build_metadata",
+    "pipeline.encode",
+    "pipeline.reduce_embeddings",
+    "pipeline.user_features",
+    "pipeline.prototype",
+    "pipeline.tune",
+    "pipeline.train_gbdt",
+    "pipeline.train_linear",
+    "pipeline.blend",
+    "pipeline.submit",
+    "pipeline.plots",
+    "pipeline.report",
+]
+
+
+def load_stages() -> list[Stage]:
+    return [importlib.import_module(name).STAGE for name in STAGE_MODULES]
+
+
 # --- cache keys ------------------------------------------------------------------------
-def file_digest(path: Path, cache: dict) -> str:
-    """sha256 of a file, reusing the cached value while size and mtime are unchanged."""
-    stat = path.stat()
-    signature = f"{stat.st_size}:{stat.st_mtime_ns}"
-    hit = cache.get(str(path))
-    if hit and hit[0] == signature:
-        return hit[1]
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    cache[str(path)] = (signature, sha.hexdigest())
-    return sha.hexdigest()
-
-
 def module_digest(names: tuple[str, ...]) -> str:
     sha = hashlib.sha256()
     for name in sorted(names):

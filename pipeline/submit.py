@@ -23,7 +23,8 @@ from common.io import file_lock, read_json, read_parquet, write_json, write_text
 from features.smpd import read_labels
 from models.metrics import score, score_by_kind
 from models.validation import seen_in_fit
-from pipeline.stage import REPO_ROOT, RunContext, Stage
+from pipeline.catalog import REPO_ROOT, RunContext
+from pipeline.stage import Stage
 from reporting.submission_format import append_leaderboard, check_submission, submission_csv, submission_json
 
 log = logging.getLogger(__name__)
@@ -71,13 +72,12 @@ def kind_columns(prefix: str, by_kind: dict) -> dict:
 def run(ctx: RunContext) -> None:
     test_pids = read_parquet(ctx.posts("test"), columns=["Pid"])["Pid"].astype(str).to_numpy()
     final = read_parquet(ctx.final_preds)
-    blend = read_json(ctx.final_preds.with_suffix(".json"))
+    blend = read_json(ctx.final_summary)
     preds = final_test_predictions(final, test_pids)
 
-    run_dir = ctx.run_dir
-    write_text(run_dir / "submission.csv", submission_csv(test_pids, preds))
-    write_text(run_dir / "submission.json", submission_json(test_pids, preds))
-    write_text(run_dir / "config.yaml", yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
+    write_text(ctx.run_file("submission.csv"), submission_csv(test_pids, preds))
+    write_text(ctx.run_file("submission.json"), submission_json(test_pids, preds))
+    write_text(ctx.run_file("config.yaml"), yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
 
     posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label"])
     test_uids = read_parquet(ctx.posts("test"), columns=["Uid"])["Uid"].to_numpy()
@@ -96,7 +96,7 @@ def run(ctx: RunContext) -> None:
     scores = {"validation": blend["score"], "test": test_scores, "members": blend["members"],
               "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
               "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
-    write_json(run_dir / "scores.json", scores)
+    write_json(ctx.scores, scores)
 
     row = {
         "run": ctx.run_name,
@@ -118,7 +118,7 @@ def run(ctx: RunContext) -> None:
         "n_test": len(test_pids),
     }
     add_leaderboard_row(ctx.leaderboard, row)
-    log.info("wrote %s and %s; leaderboard %s", run_dir / "submission.csv", run_dir / "submission.json",
+    log.info("wrote %s and %s; leaderboard %s", ctx.run_file("submission.csv"), ctx.run_file("submission.json"),
              ctx.leaderboard)
 
 
@@ -132,14 +132,14 @@ def add_leaderboard_row(path: Path, row: dict) -> None:
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_dir / name for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")]
+    return [ctx.run_file(name) for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")]
 
 
 STAGE = Stage(
     name="submit",
     run=run,
     inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.folds_plan, ctx.final_preds,
-                        ctx.final_preds.with_suffix(".json")]
+                        ctx.final_summary]
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,

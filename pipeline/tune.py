@@ -39,42 +39,15 @@ import yaml  # noqa: E402
 from models import sizing, tuning  # noqa: E402
 from common.io import read_json, write_json, write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.stage import RunContext, Stage  # noqa: E402
-from pipeline.train_gbdt import active_members, load_member_data, sample_selection_mask  # noqa: E402
+from pipeline.catalog import RunContext, worker_config_path, worker_context_path  # noqa: E402
+from pipeline.stage import Stage  # noqa: E402
+from pipeline.members import lightgbm_members, load_member_data, sample_selection_mask  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-# --- paths ------------------------------------------------------------------------------------
-def tuning_dir(ctx: RunContext) -> Path:
-    return ctx.work_dir / "tuning"
-
-
-def best_params_path(ctx: RunContext) -> Path:
-    return tuning_dir(ctx) / "best_params.json"
-
-
-def summary_path(ctx: RunContext) -> Path:
-    return tuning_dir(ctx) / "study_summary.json"
-
-
-def worker_config_path(work_dir: Path) -> Path:
-    return work_dir / "tuning" / "config.yaml"
-
-
-def worker_context_path(work_dir: Path) -> Path:
-    """Where a worker finds the data set's shared folder (the posts tables), relative to work_dir."""
-    return work_dir / "tuning" / "context.json"
-
-
-def storage_url(ctx: RunContext) -> str:
-    """tuning.storage, else one SQLite file per data set (shared_dir): configs whose objective is the
-    same (same data, folds, search space, base parameters; see objective_digest) share its study."""
-    return ctx.config.tuning.storage or f"sqlite:///{ctx.shared_dir / 'tuning' / 'study.db'}"
-
-
 def tuned_blocks(cfg: Config) -> list[str]:
-    members = active_members(cfg)
+    members = lightgbm_members(cfg)
     name = cfg.tuning.feature_set
     if name not in members:
         raise ValueError(f"tuning.feature_set {name!r} is not an active gbdt.feature_sets member under this "
@@ -123,7 +96,7 @@ def prepare(ctx: RunContext):
         num_boost_round=g.num_boost_round, early_stopping_rounds=g.early_stopping_rounds,
         num_threads=g.num_threads, seed=g.seeds[0], report_interval=t.report_interval, pruning=t.pruning,
         adapt_to_size=g.adapt_to_size)
-    url = storage_url(ctx)
+    url = ctx.study_storage
     name = f"{t.study_name}-{objective_digest(cfg, blocks, X, y, folds)}"
     pruner = tuning.make_pruner(t.prune_startup_trials, t.prune_warmup_rounds, t.pruning, t.prune_percentile)
     study = tuning.open_study(url, name, t.metric, t.seed, t.startup_trials, pruner, t.heartbeat_s)
@@ -152,9 +125,9 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
     summary.update({"storage": tuning.redact(url), "feature_set": t.feature_set, "n_trials": n_trials,
                     "tuning_seconds": round(seconds, 1), "workers": t.workers,
                     "trial_seconds_total": round(sum(r["seconds"] or 0.0 for r in summary["trials"]), 1)})
-    write_json(summary_path(ctx), summary)
+    write_json(ctx.tuning_summary, summary)
     # no timings here: this file is an input of train_gbdt, so it must not change when nothing else does
-    write_json(best_params_path(ctx), {
+    write_json(ctx.best_params, {
         "params": summary["best_params"], "value": summary["best_value"], "metric": t.metric,
         "trial": summary["best_trial"], "scores": summary["best_scores"], "study_name": study.study_name,
         "feature_set": t.feature_set, "n_finished": sum(summary["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED")),
@@ -176,7 +149,8 @@ def run(ctx: RunContext) -> None:
     started = time.perf_counter()
     # keys in their order: the order of tuning.search_space is the order of the draws, which must match
     write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
-    write_json(worker_context_path(ctx.work_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.work_dir)})
+    write_json(worker_context_path(ctx.work_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.work_dir),
+                                                  "data_dir": str(ctx.data_dir), "dataset": ctx.dataset})
     study, objective, url, first, n_trials = prepare(ctx)
     log.info("tuning study %s in %s: %d trials over %d worker(s); more workers: python pipeline/tune.py "
              "--work-dir %s", study.study_name, tuning.redact(url), n_trials, t.workers, ctx.work_dir)
@@ -202,7 +176,7 @@ STAGE = Stage(
     name="tune",
     run=run,
     inputs=inputs,
-    outputs=lambda ctx: [best_params_path(ctx), summary_path(ctx)],
+    outputs=lambda ctx: [ctx.best_params, ctx.tuning_summary],
     sections=("tuning", "gbdt", "metadata", "prototype", "users"),
     modules=("models.tuning", "models.cv", "models.gbdt", "models.sizing", "features.target_stats", "features.blocks",
              "features.user_features"),
@@ -228,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cfg = load_config(config_path, args.overrides)
     where = worker_context_path(work_dir)
-    shared_dir = (work_dir / read_json(where)["shared_dir"]).resolve() if where.is_file() else work_dir
-    ctx = RunContext(config=cfg, data_dir=shared_dir / "data", work_dir=work_dir, run_name="tune-worker",
-                     shared_dir=shared_dir)
+    context = read_json(where) if where.is_file() else {}
+    shared_dir = (work_dir / context["shared_dir"]).resolve() if "shared_dir" in context else work_dir
+    ctx = RunContext(config=cfg, data_dir=Path(context.get("data_dir", shared_dir)), work_dir=work_dir,
+                     run_name="tune-worker", shared_dir=shared_dir, dataset=context.get("dataset", ""))
     quiet_optuna()
     worker = args.worker or f"{socket.gethostname()}:{os.getpid()}"
     study, objective, url, first, n_trials = prepare(ctx)

@@ -11,7 +11,8 @@ import logging
 
 from common.io import read_parquet, write_parquet
 from features.user_features import build_user_block
-from pipeline.stage import RunContext, Stage
+from pipeline.catalog import RunContext
+from pipeline.stage import Stage
 
 log = logging.getLogger("smp")
 SPLITS = ("train", "test")

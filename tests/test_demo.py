@@ -15,7 +15,8 @@ from features.demo import make_demo
 from pipeline.config import Config, DemoConfig
 from pipeline.make_demo import STAGE
 from pipeline.run_all import run_stages
-from pipeline.stage import Lock, RunContext
+from pipeline.catalog import RunContext
+from pipeline.stage import Lock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

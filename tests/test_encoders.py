@@ -23,7 +23,7 @@ from features.encoders_run import SplitInputs, TextPlan, copy_chunks
 from features.encoders_text import length_groups, load_text_encoder
 from tiny_clip import make_tiny_clip
 from pipeline.config import Config, EncoderConfig
-from pipeline.stage import RunContext
+from pipeline.catalog import RunContext
 
 TEXTS = ["a red car parked on a street", "", "sunset over the sea beach waves " * 6, "cat"]
 
@@ -177,7 +177,7 @@ def clip_settings(tiny_clip) -> dict:
 
 
 def encoded_arrays(ctx) -> dict[str, np.ndarray]:
-    return {str(p.relative_to(ctx.work_dir)): np.load(p) for p in output_paths(ctx.work_dir, ctx.config.encoders)
+    return {str(p.relative_to(ctx.work_dir)): np.load(p) for p in output_paths(ctx.encoder_cache, ctx.config.encoders)
             if p.suffix == ".npy"}
 
 
@@ -193,9 +193,9 @@ def clip_run(tmp_path_factory, smpd_posts, tiny_clip):
 def test_clip_stage_outputs_follow_the_contract(clip_run, smpd_posts):
     ctx = clip_run
     _, posts = smpd_posts
-    for path in output_paths(ctx.work_dir, ctx.config.encoders):
+    for path in output_paths(ctx.encoder_cache, ctx.config.encoders):
         assert path.is_file(), path
-    train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    train = load_encoded(ctx.encoder_cache, ctx.config.encoders, "train")
     n, dim = len(posts["train"]), 16
     assert train.shared_space and train.image_encoder == train.text_encoder
     assert train.image.shape == (n, dim) and train.image.dtype == np.float16
@@ -206,14 +206,14 @@ def test_clip_stage_outputs_follow_the_contract(clip_run, smpd_posts):
     lengths = train.token_mask.sum(1)
     assert lengths.min() >= 2 and lengths.max() == 12 and (train.tokens[~train.token_mask] == 0).all()
     # one cache folder per modality and its settings (CLIP's two differ in their settings)
-    manifests = {kind: json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, kind))
+    manifests = {kind: json.loads((encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, kind))
                                    / "manifest.json").read_text()) for kind in ("image", "text")}
     image, text = (manifests[kind]["splits"]["train"] for kind in ("image", "text"))
     assert image["n"] == text["n"] == n and image["image"]["shapes"]["image"] == [n, dim]
     assert text["text"]["shapes"]["tokens"] == [n, 12, dim]
     assert manifests["image"]["dtype"] == manifests["text"]["dtype"] == "float16"
     assert image["image"]["preprocessing"]["crop"] == 32
-    assert len(load_encoded(ctx.work_dir, ctx.config.encoders, "test")) == len(posts["test"])
+    assert len(load_encoded(ctx.encoder_cache, ctx.config.encoders, "test")) == len(posts["test"])
 
 
 def test_ragged_batches_equal_one_post_at_a_time(clip_run, smpd_posts, tmp_path, tiny_clip):
@@ -222,8 +222,8 @@ def test_ragged_batches_equal_one_post_at_a_time(clip_run, smpd_posts, tmp_path,
     single = make_ctx(tmp_path, smpd_posts, batch_size=1, **clip_settings(tiny_clip))
     assert encode_posts(single, progress=False)
     for split in ("train", "test"):
-        a = load_encoded(clip_run.work_dir, clip_run.config.encoders, split)
-        b = load_encoded(single.work_dir, single.config.encoders, split)
+        a = load_encoded(clip_run.encoder_cache, clip_run.config.encoders, split)
+        b = load_encoded(single.encoder_cache, single.config.encoders, split)
         for name in ("image", "title", "tags", "tokens"):
             np.testing.assert_allclose(getattr(a, name).astype(np.float32), getattr(b, name).astype(np.float32),
                                        atol=2e-3, err_msg=f"{split} {name}")
@@ -239,7 +239,7 @@ def test_text_arrays_equal_a_plain_loop_one_text_at_a_time(clip_run, smpd_posts)
     for split in ("train", "test"):
         inputs = SplitInputs.from_posts(posts[split], smpd_posts[0])
         assert len(set(inputs.titles)) < len(inputs)  # repeated (empty) titles are in the data
-        arrays = load_encoded(clip_run.work_dir, enc_cfg, split)
+        arrays = load_encoded(clip_run.encoder_cache, enc_cfg, split)
         for r in range(len(inputs)):
             title, _, _ = backbone.encode([inputs.titles[r]], enc_cfg.max_text_length)
             tags, _, _ = backbone.encode([inputs.tags[r]], enc_cfg.max_text_length)
@@ -268,12 +268,12 @@ def test_length_groups_sort_and_bound_the_padded_size():
 def test_bad_images_are_flagged_named_and_zero(clip_run, smpd_posts, caplog):
     ctx = clip_run
     _, posts = smpd_posts
-    train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    train = load_encoded(ctx.encoder_cache, ctx.config.encoders, "train")
     kinds = GOOD + list(BAD) + GOOD[:3]
     expected_ok = np.array([k not in BAD for k in kinds])
     assert np.array_equal(np.asarray(train.has_image), expected_ok)
     assert (train.image[~expected_ok] == 0).all() and (np.abs(train.image[expected_ok]).sum(1) > 0).all()
-    bad = json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json")
+    bad = json.loads((encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json")
                      .read_text())
     assert {b["Pid"]: b["reason"].split(" (")[0] for b in bad} == {
         posts["train"]["Pid"][kinds.index(kind)]: reason for kind, reason in BAD.items()}
@@ -282,7 +282,7 @@ def test_bad_images_are_flagged_named_and_zero(clip_run, smpd_posts, caplog):
     assert stats.loc[~expected_ok, "imgstats_brightness"].isna().all()
     assert stats.loc[expected_ok, "imgstats_width"].notna().all()
     assert stats.loc[kinds.index("jpeg"), "imgstats_width"] == 500
-    test = load_encoded(ctx.work_dir, ctx.config.encoders, "test")
+    test = load_encoded(ctx.encoder_cache, ctx.config.encoders, "test")
     assert np.asarray(test.has_image).tolist() == [True] * len(GOOD) + [False]
 
 
@@ -293,7 +293,7 @@ def test_bad_images_are_counted_in_the_log_and_listed_by_pid_in_a_file(smpd_post
         encode_posts(ctx, progress=False)
     _, posts = smpd_posts
     truncated = posts["train"]["Pid"][(GOOD + list(BAD)).index("truncated")]
-    listing = encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json"
+    listing = encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json"
     line = next(r.getMessage() for r in caplog.records if "train: 6 of 16 posts have no usable image" in r.getMessage())
     # one line a count per reason and the file, however many posts: no Pid in the log
     assert "unreadable: " in line and str(listing) in line and truncated not in line
@@ -328,7 +328,7 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
     # batches 0-2 of train were written (batch 2 has no usable image, so it never reached the model)
     chunk_files = sorted(ctx.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz"))
     assert [p.name[:7] for p in chunk_files] == ["000000-", "000001-", "000002-"]  # index-digest of its files
-    assert not any(p.exists() for p in output_paths(ctx.work_dir, ctx.config.encoders))
+    assert not any(p.exists() for p in output_paths(ctx.encoder_cache, ctx.config.encoders))
     # a half-written temp file of the batch being written when the process died is ignored
     (chunk_files[0].parent / ".000003.npz.abc.tmp").write_bytes(b"partial")
 
@@ -379,7 +379,7 @@ def test_shards_in_two_work_folders_merge_to_the_same_arrays(clip_run, smpd_post
     part0 = {p.name for p in ctx0.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
     part1 = {p.name for p in ctx1.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
     assert part0 and part1 and not part0 & part1 and len(part0 | part1) == 4  # 16 posts in batches of 4
-    assert copy_chunks([ctx1.work_dir], ctx0.work_dir) > 0
+    assert copy_chunks([ctx1.encoder_cache], ctx0.encoder_cache) > 0
     assert encode_posts(ctx0, progress=False)
     merged, reference = encoded_arrays(ctx0), encoded_arrays(clip_run)
     for name, array in reference.items():
@@ -482,7 +482,7 @@ def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
     ctx = make_ctx(tmp_path, smpd_posts, image="efficientnet-lite0", text="minilm", batch_size=8,
                    image_resolution=128)
     assert encode_posts(ctx, progress=False)
-    train = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    train = load_encoded(ctx.encoder_cache, ctx.config.encoders, "train")
     assert train.image.shape[1] == 1280 and train.title.shape[1] == 384 and not train.shared_space
     assert train.tokens.shape[1:] == (12, 384) and np.asarray(train.has_image).sum() == 10
     manifests = {m["encoder"]: m for m in (json.loads(p.read_text())
@@ -560,10 +560,10 @@ def test_image_paths_outside_the_data_folder_are_never_opened(smpd_posts, tmp_pa
     ctx = make_ctx(tmp_path / "work", (data, {"train": train, "test": posts["test"]}), **clip_settings(tiny_clip))
     with hang_guard(120):
         assert encode_posts(ctx, progress=False)
-    encoded = load_encoded(ctx.work_dir, ctx.config.encoders, "train")
+    encoded = load_encoded(ctx.encoder_cache, ctx.config.encoders, "train")
     assert not np.asarray(encoded.has_image)[[climbing, absolute, fifo]].any()
     assert (encoded.image[[climbing, absolute, fifo]] == 0).all()
-    bad = {b["row"]: b for b in json.loads((encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image"))
+    bad = {b["row"]: b for b in json.loads((encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, "image"))
                                             / "train_bad_images.json").read_text())}
     assert bad[climbing]["reason"].startswith("image path climbs out of the data folder")
     assert bad[absolute]["reason"].startswith("absolute image path")
@@ -571,7 +571,7 @@ def test_image_paths_outside_the_data_folder_are_never_opened(smpd_posts, tmp_pa
     stats = pd.read_parquet(ctx.feature_block("imgstats", "train"))
     assert stats.loc[[climbing, absolute], "imgstats_width"].isna().all()
     # the linked test folder is read like any other: every good test image encoded
-    test = load_encoded(ctx.work_dir, ctx.config.encoders, "test")
+    test = load_encoded(ctx.encoder_cache, ctx.config.encoders, "test")
     assert np.asarray(test.has_image).tolist() == [True] * len(GOOD) + [False]
 
 
@@ -597,7 +597,7 @@ def test_a_replaced_image_is_encoded_again_and_only_its_batch(smpd_posts, tmp_pa
     run_stages(ctx, [STAGE], None, force=False)
     kinds = GOOD + list(BAD) + GOOD[:3]
     row = kinds.index("truncated")
-    bad_file = encoder_dir(ctx.work_dir, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json"
+    bad_file = encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, "image")) / "train_bad_images.json"
     assert row in {b["row"] for b in json.loads(bad_file.read_text())}
 
     _write_image(data / posts["train"]["img_path"][row], "jpeg", np.random.default_rng(9))
@@ -613,7 +613,7 @@ def test_a_replaced_image_is_encoded_again_and_only_its_batch(smpd_posts, tmp_pa
     assert rerun.keys() == reference.keys()
     for name, array in reference.items():
         assert np.array_equal(rerun[name], array), name
-    assert np.asarray(load_encoded(ctx.work_dir, ctx.config.encoders, "train").has_image)[row]
+    assert np.asarray(load_encoded(ctx.encoder_cache, ctx.config.encoders, "train").has_image)[row]
 
     calls.clear()
     path = data / posts["train"]["img_path"][0]

@@ -141,7 +141,7 @@ def test_demo_tuned_blend_is_not_worse_than_the_untuned_single_model(tmp_path):
     board = pd.read_csv(tmp_path / "subs" / "leaderboard.csv").set_index("run")
     assert board.loc["tuned", "member"] == "blend:nnls" and "ridge_meta" in board.loc["tuned", "members"]
     assert board.loc["tuned", "val_src"] >= board.loc["untuned", "val_src"]
-    study = json.loads((make_context(parse_args(common + tuned)).work_dir / "tuning" / "study_summary.json").read_text())
+    study = json.loads((make_context(parse_args(common + tuned)).tuning_summary).read_text())
     base = next(t for t in study["trials"] if t["number"] == 0)
     assert study["best_value"] >= base["value"]  # trial 0 is the untuned parameters
     run_dir = tmp_path / "subs" / "tuned"

@@ -383,7 +383,7 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     from common.io import read_json, read_parquet, write_json, write_npy, write_parquet
     from pipeline.prototype import STAGE, networks_dir
     from pipeline.run_all import run_stages
-    from pipeline.stage import RunContext
+    from pipeline.catalog import RunContext
 
     config = Config()
     config.encoders = dataclasses.replace(config.encoders, enabled=True, text="clip", clip_model=backbone.model_id)
@@ -396,8 +396,8 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
         if split == "train":
             write_parquet(ctx.folds, make_folds(posts, "kfold", 2, 0))
         for name in IMAGE_ARRAYS + TEXT_ARRAYS:
-            write_npy(array_path(ctx.work_dir, config.encoders, split, name), arrays[name])
-        for manifest in manifest_paths(ctx.work_dir, config.encoders):
+            write_npy(array_path(ctx.encoder_cache, config.encoders, split, name), arrays[name])
+        for manifest in manifest_paths(ctx.encoder_cache, config.encoders):
             info = read_json(manifest) if manifest.is_file() else {"splits": {}}
             info["splits"][split] = {"pid_digest": pid_digest(posts["Pid"])}
             write_json(manifest, info)
@@ -428,7 +428,7 @@ def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_pat
     from pipeline.config import Config
     from common.io import write_parquet
     from pipeline.report import prototype_history
-    from pipeline.stage import RunContext
+    from pipeline.catalog import RunContext
     _, data, vocab = split
     marker = tmp_path / "payload_ran"
     ctx = RunContext(config=Config(), data_dir=tmp_path / "data", work_dir=tmp_path / "work", run_name="t")

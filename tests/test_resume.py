@@ -25,7 +25,8 @@ from tiny_clip import make_tiny_clip
 from common.io import write_text
 from pipeline.config import Config
 from pipeline.run_all import run_stages
-from pipeline.stage import Lock, RunContext, Stage
+from pipeline.catalog import RunContext
+from pipeline.stage import Lock, Stage
 from tiny_demo import config_dir
 
 ROOT = Path(__file__).resolve().parent.parent

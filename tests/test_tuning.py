@@ -12,7 +12,7 @@ import pytest
 from models import tuning
 from models.gbdt import LightGBMRegressor
 from models.validation import make_folds
-from pipeline.train_gbdt import tuned_params
+from pipeline.members import tuned_params
 from tuning_work import TINY, context, make_work_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,9 +42,9 @@ def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     for w, log in zip(workers, logs):
         assert w.returncode == 0, log[-3000:]
 
-    from pipeline.tune import prepare, storage_url
+    from pipeline.tune import prepare
     ctx = context(tmp_path)
-    study = optuna.load_study(study_name=prepare(ctx)[0].study_name, storage=storage_url(ctx))
+    study = optuna.load_study(study_name=prepare(ctx)[0].study_name, storage=ctx.study_storage)
     trials = study.get_trials()
     assert len(trials) == 10  # exactly the budget between them
     assert sorted(t.number for t in trials) == list(range(10))

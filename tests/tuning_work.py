@@ -8,7 +8,7 @@ import yaml
 from common.io import write_parquet, write_text
 from models.validation import make_folds
 from pipeline.config import load_config
-from pipeline.stage import RunContext
+from pipeline.catalog import RunContext
 
 # small and single-threaded: a busy 2-core machine makes OpenMP threads spin
 TINY = {
