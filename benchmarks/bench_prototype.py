@@ -17,7 +17,6 @@ model), and the K-fold out-of-fold stage (K models on (K-1)/K of the posts each)
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -102,9 +101,10 @@ def main(argv=None) -> int:
     changes = {}
     for item in args.overrides:
         key, value = item.split("=", 1)
-        default = getattr(PrototypeConfig(), key)
+        base = PrototypeConfig()
+        default = next(getattr(part, key) for part in (base.model, base.loss, base.train, base) if hasattr(part, key))
         changes[key] = value.lower() == "true" if isinstance(default, bool) else type(default)(value)
-    cfg = dataclasses.replace(PrototypeConfig(batch_size=args.batch_size, epochs=1, device=str(device)), **changes)
+    cfg = PrototypeConfig().with_fields(batch_size=args.batch_size, epochs=1, device=str(device), **changes)
     started = time.perf_counter()
     torch.manual_seed(0)
     backbone = RandomClipText(args.hidden, args.layers, args.heads, args.vocab, args.text_dim)
@@ -132,8 +132,8 @@ def main(argv=None) -> int:
         "benchmark": "prototype_train", "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "torch": torch.__version__, "batch_size": args.batch_size, "classes": args.classes,
-        "hierarchical": cfg.hierarchical, "image_dim": args.image_dim, "text_dim": args.text_dim,
-        "compile": cfg.compile, "prompt_passes": "shared prefix per context (causal CLIP text tower)",
+        "hierarchical": cfg.model.hierarchical, "image_dim": args.image_dim, "text_dim": args.text_dim,
+        "compile": cfg.train.compile, "prompt_passes": "shared prefix per context (causal CLIP text tower)",
         "text_backbone": f"random CLIP text {args.layers}x{args.hidden}, {args.heads} heads",
         "step_ms": round(step_s * 1000, 2), "posts_per_s": round(posts_per_s, 1),
         "est_4_epochs_305k_posts_s": round(one_model_s, 1),

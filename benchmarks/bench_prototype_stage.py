@@ -50,8 +50,8 @@ def head(data, n):
                                  else np.asarray(getattr(data, f.name)[:n])) for f in dataclasses.fields(data)})
 data = {s: make_data(load_encoded(encoder_cache(work), config.encoders, s), posts[s], vocab) for s in ("train", "test")}
 train, test = head(data["train"], int(n_train)), head(data["test"], int(n_test))
-cfg = dataclasses.replace(config.prototype, epochs=int(epochs), device="cpu")
-backbone = load_text_backbone(config.encoders) if cfg.use_prompts_global or cfg.use_prompts_local else None
+cfg = config.prototype.with_fields(epochs=int(epochs), device="cpu")
+backbone = load_text_backbone(config.encoders) if cfg.model.use_prompts_global or cfg.model.use_prompts_local else None
 stat_fold = np.random.default_rng(0).permutation(len(train)) % int(folds)
 torch.manual_seed(config.seed)
 started = time.perf_counter()
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="runs of each tree")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="config override for both trees, e.g. --set prototype.batch_size=256")
+                   help="config override for both trees, e.g. --set prototype.train.batch_size=256")
     args = p.parse_args(argv)
     if not (args.work_dir / "posts_train.parquet").is_file():
         raise SystemExit(f"{args.work_dir} has no posts_train.parquet: build an encoded demo work folder first")

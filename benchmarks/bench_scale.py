@@ -176,7 +176,8 @@ def peak_rss_kib() -> int:
 
 def stage_main(args: argparse.Namespace) -> int:
     """Child process: run one stage (forced) on the benchmark folder, through run_all's code path."""
-    from pipeline.run_all import make_context, parse_args, run_stages
+    from pipeline.catalog import make_context
+    from pipeline.run_all import parse_args, run_stages
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     root = args.root
     ctx = make_context(parse_args(["--data-dir", str(root / "data"), "--work-dir", str(root / "work"),

@@ -39,7 +39,8 @@ VARIANTS = {
 
 def config_dir(run_args: list[str]) -> Path:
     """The config folder run_all.py uses for these arguments."""
-    from pipeline.run_all import make_context, parse_args
+    from pipeline.catalog import make_context
+    from pipeline.run_all import parse_args
     return make_context(parse_args(run_args)).work_dir
 
 

@@ -72,8 +72,8 @@ PANEL = [
 
 # what each mode changes from configs/demo.yaml (the 2-core machine cannot afford the full budgets ten times)
 QUICK = ["encoders.enabled=false", "tuning.n_trials=10"]
-FULL = ["encoders.num_workers=0", "prototype.epochs=1", "prototype.width=64", "prototype.use_prompts_global=false",
-        "prototype.use_prompts_local=false", "tuning.n_trials=15"]
+FULL = ["encoders.num_workers=0", "prototype.train.epochs=1", "prototype.model.width=64", "prototype.model.use_prompts_global=false",
+        "prototype.model.use_prompts_local=false", "tuning.n_trials=15"]
 IMAGE_SIZE = 32  # the demo's generated photos: small, they only need to carry colour, brightness and sharpness
 
 

@@ -1,6 +1,6 @@
 """The multimodal prototype network (method.md, stage B): one readable file.
 
-Parts, each behind a switch of `PrototypeConfig` so that an ablation can remove it:
+Parts, each behind a switch of `PrototypeArgs` so that an ablation can remove it:
 - prototypes: per class, the mean embedding of up to `shots` training posts chosen
   for diversity (`select_shots`, `build_prototypes`); at subcategory level, and with
   `hierarchical` also at category and concept level;
@@ -28,6 +28,40 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+@dataclass
+class PrototypeArgs:
+    """What builds the network (config `prototype.model`); every checkpoint stores it as `model_args`.
+
+    width: the common space of image, text and prototypes; global_context / local_context:
+    learnable context vectors of the global and local prompts; attn_heads: heads of the one
+    cross-modal attention layer; tau: temperature of the prompt heads, tau_s of the local
+    prompts' token weights, tau_v / tau_t of the visual / textual prototype contrast.
+    """
+    width: int = 256
+    global_context: int = 16
+    local_context: int = 8
+    use_prompts_global: bool = True
+    use_prompts_local: bool = True
+    use_attention: bool = True
+    hierarchical: bool = True
+    aux_regression: bool = False
+    attn_heads: int = 4
+    tau: float = 0.07
+    tau_s: float = 0.1
+    tau_v: float = 0.07
+    tau_t: float = 0.07
+
+
+@dataclass
+class LossWeights:
+    """The weight of each loss term (config `prototype.loss`): L_g, L_o, L_c, L_h and L_a."""
+    weight_global: float = 1.0
+    weight_local: float = 1.0
+    weight_contrast: float = 1.0
+    weight_hierarchy: float = 0.5
+    weight_aux: float = 1.0
 
 # Levels of the class hierarchy, finest first; "sub" is the pretext task's label.
 LEVEL_COLUMNS = {"sub": "Subcategory", "cat": "Category", "concept": "Concept"}
@@ -202,7 +236,7 @@ class CrossModalAttention(nn.Module):
     def __init__(self, width: int, heads: int):
         super().__init__()
         if width % heads:
-            raise ValueError(f"prototype.width {width} is not divisible by prototype.attn_heads {heads}")
+            raise ValueError(f"prototype.model.width {width} is not divisible by prototype.model.attn_heads {heads}")
         self.heads = heads
         self.norm = nn.LayerNorm(width)
         self.qkv = nn.Linear(width, 3 * width)
@@ -265,22 +299,23 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class PrototypeNet(nn.Module):
     """Dual-grained prompts + prototypes + cross-modal attention over one class hierarchy.
 
-    cfg: PrototypeConfig. prototypes: level -> LevelPrototypes, "sub" always, "cat" and
-    "concept" when cfg.hierarchical. backbone, name_ids, name_mask: the frozen text
-    backbone and the tokenised subcategory names (only needed when a prompt switch is on).
+    args: the architecture (PrototypeArgs); weights: the loss weights. prototypes: level ->
+    LevelPrototypes, "sub" always, "cat" and "concept" when args.hierarchical. backbone,
+    name_ids, name_mask: the frozen text backbone and the tokenised subcategory names (only
+    needed when a prompt switch is on).
     sub_to_cat: (K_sub,) category index of each subcategory (-1 unknown), for the
     category probability of the subcategory head.
     """
 
-    def __init__(self, cfg, image_dim: int, text_dim: int, prototypes: dict[str, LevelPrototypes],
-                 backbone=None, name_ids: torch.Tensor | None = None, name_mask: torch.Tensor | None = None,
-                 sub_to_cat: torch.Tensor | None = None):
+    def __init__(self, args: PrototypeArgs, weights: LossWeights, image_dim: int, text_dim: int,
+                 prototypes: dict[str, LevelPrototypes], backbone=None, name_ids: torch.Tensor | None = None,
+                 name_mask: torch.Tensor | None = None, sub_to_cat: torch.Tensor | None = None):
         super().__init__()
-        self.cfg = cfg
-        self.levels = ["sub"] + (["cat", "concept"] if cfg.hierarchical else [])
+        self.args, self.weights = args, weights
+        self.levels = ["sub"] + (["cat", "concept"] if args.hierarchical else [])
         missing = [lv for lv in self.levels if lv not in prototypes]
         if missing:
-            raise ValueError(f"prototypes for level(s) {missing} are missing (hierarchical={cfg.hierarchical})")
+            raise ValueError(f"prototypes for level(s) {missing} are missing (hierarchical={args.hierarchical})")
         for level in self.levels:
             protos = prototypes[level]
             self.register_buffer(f"{level}_visual", protos.visual.float())
@@ -293,7 +328,7 @@ class PrototypeNet(nn.Module):
 
         # prompts: G_k and L_k share the frozen backbone, not their context vectors
         self.global_prompts = self.local_prompts = None
-        if cfg.use_prompts_global or cfg.use_prompts_local:
+        if args.use_prompts_global or args.use_prompts_local:
             if backbone is None or name_ids is None:
                 raise ValueError("prompt learning is on but no text backbone / class-name tokens were given")
             if getattr(backbone, "dim", text_dim) != text_dim:
@@ -301,21 +336,21 @@ class PrototypeNet(nn.Module):
                                  f"are {text_dim}-d: prompts and posts must come from the same text encoder")
             if name_ids.shape[0] != self.n_classes["sub"]:
                 raise ValueError(f"{name_ids.shape[0]} class names for {self.n_classes['sub']} subcategories")
-            if cfg.use_prompts_global:
-                self.global_prompts = PromptLearner(backbone, name_ids, name_mask, cfg.global_context)
-            if cfg.use_prompts_local:
-                self.local_prompts = PromptLearner(backbone, name_ids, name_mask, cfg.local_context)
+            if args.use_prompts_global:
+                self.global_prompts = PromptLearner(backbone, name_ids, name_mask, args.global_context)
+            if args.use_prompts_local:
+                self.local_prompts = PromptLearner(backbone, name_ids, name_mask, args.local_context)
 
         # prototype branch: images and visual prototypes share one projection (same space)
-        d = cfg.width
+        d = args.width
         self.image_proj = nn.Linear(image_dim, d)
         self.text_proj = nn.Linear(text_dim, d)
         self.missing_image = nn.Parameter(torch.zeros(d))
         attended = [lv for lv in self.levels if lv in ATTENDED_LEVELS]
         # token-kind embeddings: post, then (visual, textual) per attended level
         self.kind = nn.Parameter(torch.randn(1 + 2 * len(attended), d) * 0.02)
-        self.attention = CrossModalAttention(d, cfg.attn_heads) if cfg.use_attention else None
-        self.aux_head = nn.Linear(d, 1) if cfg.aux_regression else None
+        self.attention = CrossModalAttention(d, args.attn_heads) if args.use_attention else None
+        self.aux_head = nn.Linear(d, 1) if args.aux_regression else None
 
     # -- helpers ----------------------------------------------------------------------
     def level_protos(self, level: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -341,18 +376,18 @@ class PrototypeNet(nn.Module):
         the attention-weighted prototypes "v", "t", the prompt features weighted by the
         class probabilities "g", "l", and "aux" (standardised popularity) when on.
         """
-        cfg = self.cfg
+        args = self.args
         out: dict[str, torch.Tensor] = {}
         if prompts is None:
             prompts = self.prompt_features()
         if "G" in prompts:  # L_g: post text vs global prompts (coarse)
-            out["logits_global"] = cosine(batch["text"], prompts["G"]) / cfg.tau
+            out["logits_global"] = cosine(batch["text"], prompts["G"]) / args.tau
         if "L" in prompts:  # L_o: text tokens vs local prompts, softmax-aggregated over tokens
             tokens, mask = F.normalize(batch["tokens"].float(), dim=-1), batch["token_mask"]
             sim = torch.einsum("btd,kd->bkt", tokens, F.normalize(prompts["L"].float(), dim=-1))
-            weights = torch.softmax((sim / cfg.tau_s).masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
+            weights = torch.softmax((sim / args.tau_s).masked_fill(~mask[:, None, :], float("-inf")), dim=-1)
             weights = torch.nan_to_num(weights, nan=0.0)  # a post without tokens: all-zero scores
-            out["logits_local"] = (weights * sim).sum(-1) / cfg.tau
+            out["logits_local"] = (weights * sim).sum(-1) / args.tau
             out["has_tokens"] = mask.any(-1)
 
         # prototype branch: [x, V_sub, T_sub, (V_cat, T_cat)] -> self-attention
@@ -382,8 +417,8 @@ class PrototypeNet(nn.Module):
                 v_att, t_att = protos[..., s0:s1, :], protos[..., s1:s2, :]
             else:  # not attended (concepts): projected prototypes, the same for every post
                 v_att, t_att = self.image_proj(vis), self.text_proj(txt)
-            sim_v = cosine(x_att, v_att) / cfg.tau_v
-            sim_t = cosine(x_att, t_att) / cfg.tau_t
+            sim_v = cosine(x_att, v_att) / args.tau_v
+            sim_t = cosine(x_att, t_att) / args.tau_t
             out[f"logits_contrast_{level}"] = (0.5 * (sim_v + sim_t)).masked_fill(~valid, MASKED_LOGIT)
             if level == "sub":  # attention-weighted prototypes (weights: the contrast itself)
                 w_v = torch.softmax(sim_v.masked_fill(~valid, MASKED_LOGIT), dim=-1)
@@ -409,21 +444,21 @@ class PrototypeNet(nn.Module):
         Keys: "global" (L_g), "local" (L_o), "contrast" (L_c), "hierarchy" (L_h: mean of the
         category and concept contrasts), "aux" (L_a). The training loss is `total_loss`.
         """
-        cfg = self.cfg
+        args, w = self.args, self.weights
         y = batch["label_sub"]
         terms: dict[str, torch.Tensor] = {}
         if "logits_global" in out:
-            terms["global"] = cfg.weight_global * masked_cross_entropy(out["logits_global"], y)
+            terms["global"] = w.weight_global * masked_cross_entropy(out["logits_global"], y)
         if "logits_local" in out:
-            terms["local"] = cfg.weight_local * masked_cross_entropy(out["logits_local"], y, out["has_tokens"])
-        terms["contrast"] = cfg.weight_contrast * self._contrast_loss("sub", out, batch)
-        if cfg.hierarchical:
+            terms["local"] = w.weight_local * masked_cross_entropy(out["logits_local"], y, out["has_tokens"])
+        terms["contrast"] = w.weight_contrast * self._contrast_loss("sub", out, batch)
+        if args.hierarchical:
             parts = [self._contrast_loss(lv, out, batch) for lv in ("cat", "concept")]
-            terms["hierarchy"] = cfg.weight_hierarchy * torch.stack(parts).nanmean(0)
+            terms["hierarchy"] = w.weight_hierarchy * torch.stack(parts).nanmean(0)
         if "aux" in out:
             target = batch["target"]
             err = (out["aux"].float() - torch.nan_to_num(target)) ** 2
-            terms["aux"] = cfg.weight_aux * torch.where(torch.isnan(target), torch.full_like(err, float("nan")), err)
+            terms["aux"] = w.weight_aux * torch.where(torch.isnan(target), torch.full_like(err, float("nan")), err)
         return terms
 
     def _contrast_loss(self, level: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -10,6 +10,7 @@ into the `proto` feature tables. Plain PyTorch: AdamW, per-epoch atomic checkpoi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,22 @@ from tqdm.auto import tqdm
 from common.io import atomic_path, read_json, write_json
 from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
                               pretext_loss, tokenize_class_names, total_loss)
+
+
+
+@dataclass
+class PrototypeTraining:
+    """How the networks are trained (config `prototype.train`): epochs, batch size, AdamW's learning
+    rate and weight decay, the posts per class that make its prototypes (`shots`), the device, and
+    torch.compile of the training forward on CUDA (off | default | reduce-overhead | max-autotune;
+    a CPU always runs eager: compiling costs more than it saves there, and eager is bit-stable)."""
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    shots: int = 256
+    device: str = "auto"
+    compile: str = "off"
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +189,20 @@ def level_prototypes(data: ProtoData, rows: np.ndarray, vocab: ClassVocab, level
 def build_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backbone, seed: int) -> PrototypeNet:
     """A fresh network with prototypes from `rows`; initial weights depend on `seed` only.
 
+    cfg: the prototype config (its parts `model`: PrototypeArgs, `loss`: LossWeights, `train`:
+    PrototypeTraining), as for every function here that takes one.
+
     Every fold's model starts from the same weights (same seed), so the learned
     coordinates of x~, V~, T~ stay comparable across the K out-of-fold models.
     """
-    levels = ["sub"] + (["cat", "concept"] if cfg.hierarchical else [])
-    protos = level_prototypes(data, rows, vocab, levels, cfg.shots, seed)
+    args = cfg.model
+    levels = ["sub"] + (["cat", "concept"] if args.hierarchical else [])
+    protos = level_prototypes(data, rows, vocab, levels, cfg.train.shots, seed)
     name_ids = name_mask = None
-    if cfg.use_prompts_global or cfg.use_prompts_local:
+    if args.use_prompts_global or args.use_prompts_local:
         name_ids, name_mask = tokenize_class_names(backbone.tokenizer, vocab.names["sub"])
     torch.manual_seed(seed)
-    return PrototypeNet(cfg, data.image.shape[1], data.text.shape[1], protos, backbone, name_ids, name_mask,
+    return PrototypeNet(args, cfg.loss, data.image.shape[1], data.text.shape[1], protos, backbone, name_ids, name_mask,
                         torch.from_numpy(vocab.sub_to_cat))
 
 
@@ -189,12 +210,12 @@ COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 
 
 def compiled_forward(model: PrototypeNet, mode: str, device: torch.device):
-    """The network's training forward, through torch.compile when `prototype.compile` asks for it on CUDA."""
+    """The network's training forward, through torch.compile when `prototype.train.compile` asks for it on CUDA."""
     if mode not in COMPILE_MODES:
-        raise ValueError(f"prototype.compile {mode!r}: expected one of {COMPILE_MODES}")
+        raise ValueError(f"prototype.train.compile {mode!r}: expected one of {COMPILE_MODES}")
     if mode == "off" or device.type != "cuda":
         if mode != "off":
-            log.info("prototype.compile %s applies on CUDA only; running eager on %s", mode, device)
+            log.info("prototype.train.compile %s applies on CUDA only; running eager on %s", mode, device)
         return model
     return torch.compile(model, mode=None if mode == "default" else mode, dynamic=False)
 
@@ -238,9 +259,10 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
     if backbone is not None and hasattr(backbone, "to"):
         backbone.to(device)
     model = build_model(cfg, data, rows, vocab, backbone, seed).to(device)
-    forward = compiled_forward(model, cfg.compile, device)
+    train = cfg.train
+    forward = compiled_forward(model, train.compile, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
     stats = target_stats(data, rows)
     history: list[dict] = []
     start_epoch = 0
@@ -253,20 +275,20 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
             start_epoch, history = state["epoch"], state["history"]
             log.info("resuming %s after epoch %d", ckpt_dir, start_epoch)
     if bar is not None:
-        bar.update(start_epoch * -(-len(rows) // cfg.batch_size))  # the epochs a resumed run skips
+        bar.update(start_epoch * -(-len(rows) // train.batch_size))  # the epochs a resumed run skips
     steps = 0
     with deterministic(device):
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, train.epochs):
             model.train()
             order = np.random.default_rng([seed, epoch]).permutation(rows)
             # running sums stay on the device (float64, as Python floats would be): one host sync an epoch
             sums: dict[str, torch.Tensor] = {}
             n_batches = 0
-            batches = range(0, len(order), cfg.batch_size)
+            batches = range(0, len(order), train.batch_size)
             if bar is None:
-                batches = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress)
+                batches = tqdm(batches, desc=f"epoch {epoch + 1}/{train.epochs}", leave=False, disable=not progress)
             for start in batches:
-                batch = data.batch(order[start:start + cfg.batch_size], device, stats)
+                batch = data.batch(order[start:start + train.batch_size], device, stats)
                 with autocast(device):
                     out = forward(batch)
                     terms = model.loss_terms(out, batch)
@@ -291,7 +313,9 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
             if ckpt is not None:
                 with atomic_path(ckpt) as tmp:
                     torch.save({"key": key, "epoch": epoch + 1, "history": history, "model": model.state_dict(),
-                                "optimizer": optimizer.state_dict()}, tmp)
+                                "optimizer": optimizer.state_dict(), "model_args": dataclasses.asdict(cfg.model),
+                                "loss_weights": dataclasses.asdict(cfg.loss),
+                                "dims": {"image": int(data.image.shape[1]), "text": int(data.text.shape[1])}}, tmp)
     model.eval()
     model.target_stats = stats
     return model, history
@@ -349,9 +373,9 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
     train_out: dict[str, np.ndarray] = {}
     test_sum: dict[str, np.ndarray] = {}
     # one bar for the whole stage: folds x epochs x batches (a finished fold counts as done)
-    fold_steps = {k: cfg.epochs * -(-int((stat_fold != k).sum()) // cfg.batch_size) for k in folds}
+    fold_steps = {k: cfg.train.epochs * -(-int((stat_fold != k).sum()) // cfg.train.batch_size) for k in folds}
     bar = tqdm(total=sum(fold_steps.values()), unit="batch", disable=not progress,
-               desc=f"prototype network: {len(folds)} folds x {cfg.epochs} epochs")
+               desc=f"prototype network: {len(folds)} folds x {cfg.train.epochs} epochs")
     last_loss: dict[int, float] = {}
     # a frozen network's embedding is one forward per batch: on a GPU few large batches keep it busy
     # (on a CPU the batch size is kept: it sets the order of float sums, hence the bits)

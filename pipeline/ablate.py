@@ -85,7 +85,7 @@ def proto_variant(ctx: RunContext, row: Row, trained: dict) -> tuple[pd.DataFram
     """The row's proto block and the seconds it took. Rows whose networks train alike (they
     differ only in how the block is used) share one folder, work/<ds>/ablation/<first such row>/."""
     from pipeline.prototype import build_proto_block, training_fields
-    cfg = dataclasses.replace(ctx.config.prototype, **row.proto)
+    cfg = ctx.config.prototype.with_fields(**row.proto)
     folder = trained.setdefault(json.dumps(training_fields(cfg), sort_keys=True, default=str), row.name)
     out_dir = ctx.ablation_dir / folder
     started = time.perf_counter()

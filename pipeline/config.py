@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from models.prototype import LossWeights, PrototypeArgs
+from models.train_prototype import PrototypeTraining
+
 
 @dataclass
 class DemoConfig:
@@ -115,40 +118,37 @@ class EncoderConfig:
 
 @dataclass
 class PrototypeConfig:
-    """Multimodal prototype network (stage `prototype`)."""
+    """Multimodal prototype network (stage `prototype`): the network (`model`), the weights of its
+    losses (`loss`), its training (`train`), and how its outputs become the feature block `proto`.
+
+    out_dim: PCA components of the networks' embeddings; prob_features: class probabilities in the
+    block, `summary` (own-class probability per head and level, top-1, entropy) or `full` (summary
+    plus one column per subcategory); sample_selection: the fraction of train posts with the lowest
+    pretext loss kept for the regressors (1: all).
+    """
     enabled: bool = True
-    epochs: int = 4
-    batch_size: int = 128
-    lr: float = 1e-4
-    weight_decay: float = 1e-5
-    width: int = 256
-    shots: int = 256
-    global_context: int = 16
-    local_context: int = 8
-    use_prompts_global: bool = True
-    use_prompts_local: bool = True
-    use_attention: bool = True
-    hierarchical: bool = True
-    aux_regression: bool = False
-    tau: float = 0.07
-    tau_s: float = 0.1
-    tau_v: float = 0.07
-    tau_t: float = 0.07
-    weight_global: float = 1.0
-    weight_local: float = 1.0
-    weight_contrast: float = 1.0
-    weight_hierarchy: float = 0.5
+    model: PrototypeArgs = field(default_factory=PrototypeArgs)
+    loss: LossWeights = field(default_factory=LossWeights)
+    train: PrototypeTraining = field(default_factory=PrototypeTraining)
     out_dim: int = 32
-    sample_selection: float = 1.0  # fraction of train posts with lowest pretext loss kept for the regressor
-    device: str = "auto"
-    attn_heads: int = 4  # one cross-modal attention layer (models/prototype.py: CrossModalAttention)
-    weight_aux: float = 1.0
-    # class probabilities in the feature block: `summary` (own-class prob per head and
-    # level, top-1, entropy) or `full` (summary plus one column per subcategory)
     prob_features: str = "summary"
-    # torch.compile of the training forward on CUDA: off | default | reduce-overhead (CUDA graphs) |
-    # max-autotune; a CPU always runs eager (compiling costs more than it saves there, and eager is bit-stable)
-    compile: str = "off"
+    sample_selection: float = 1.0
+
+    def with_fields(self, **fields: Any) -> "PrototypeConfig":
+        """A copy with fields changed by name, wherever they live (`use_attention=False` changes
+        model.use_attention): for ablation rows and tests that switch parts of the method."""
+        parts = {name: {} for name in ("model", "loss", "train")}
+        top = {}
+        for key, value in fields.items():
+            part = next((p for p in parts if key in {f.name for f in dataclasses.fields(getattr(self, p))}), None)
+            if part is not None:
+                parts[part][key] = value
+            elif key in {f.name for f in dataclasses.fields(self)}:
+                top[key] = value
+            else:
+                raise ValueError(f"prototype has no field {key!r}")
+        return dataclasses.replace(self, **top, **{p: dataclasses.replace(getattr(self, p), **v)
+                                                   for p, v in parts.items() if v})
 
 
 @dataclass
@@ -319,17 +319,22 @@ class ConfigError(ValueError):
     pass
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+def _build(cls: type, values: dict[str, Any], where: str, section: str = "") -> Any:
+    """section: the dotted name of `cls` in the config (`prototype.model`), for the error messages."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
+            moved = [name for name, f in fields.items() if dataclasses.is_dataclass(f.default_factory)
+                     and key in {g.name for g in dataclasses.fields(f.default_factory)}] if cls is not Config else []
+            if moved:
+                raise ConfigError(f"{where}: {section}.{key} has moved; it is now {section}.{moved[0]}.{key}")
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {sorted(fields)}")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, f"{where}.{key}")
+            kwargs[key] = _build(type(default), value, f"{where}.{key}", f"{section}.{key}".lstrip("."))
         elif key == "params" and isinstance(value, dict):
             # model parameters: a config names only what it changes
             kwargs[key] = {**default, **value}

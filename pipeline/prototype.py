@@ -35,7 +35,7 @@ def networks_dir(ctx: RunContext, cfg=None) -> Path:
 
 
 def uses_backbone(cfg) -> bool:
-    return cfg.use_prompts_global or cfg.use_prompts_local
+    return cfg.model.use_prompts_global or cfg.model.use_prompts_local
 
 
 def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progress: bool = True):
@@ -65,17 +65,15 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     key = run_key(ctx, cfg, folds["stat_fold"].to_numpy())
     out_dir = out_dir or ctx.prototype_networks(key)
     train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
-                                  ctx.config.seed, resolve_device(cfg.device), out_dir, key, progress)
+                                  ctx.config.seed, resolve_device(cfg.train.device), out_dir, key, progress)
     return feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
                           posts["train"]["Pid"].to_numpy(), posts["test"]["Pid"].to_numpy())
 
 
-# PrototypeConfig fields that only shape the feature table or its use, not the trained networks
-NOT_TRAINING = ("enabled", "sample_selection", "prob_features", "out_dim")
-
-
 def training_fields(cfg) -> dict:
-    return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_TRAINING}
+    """What the trained networks depend on: the network, its losses and its training (not how the
+    feature block is made from them)."""
+    return {part: dataclasses.asdict(getattr(cfg, part)) for part in ("model", "loss", "train")}
 
 
 def stat_fold_digest(stat_fold: np.ndarray) -> str:

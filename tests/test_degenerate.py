@@ -22,7 +22,7 @@ from tests.tiny_demo import DEGENERATE, degenerate_data, load_records
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_BUDGETS = [f"--set={item}" for item in (
     "validation.n_folds=2", "encoders.num_workers=0", "encoders.batch_size=128", "encoders.image_resolution=64",
-    "prototype.epochs=1", "prototype.width=64", "tuning.n_trials=2", "tuning.startup_trials=1",
+    "prototype.train.epochs=1", "prototype.model.width=64", "tuning.n_trials=2", "tuning.startup_trials=1",
     "tuning.prune_warmup_rounds=10", "gbdt.num_boost_round=40", "gbdt.early_stopping_rounds=10", "gbdt.seeds=[0]")]
 
 # the parts each variant leaves without information: (block, part) as the report names them
@@ -36,7 +36,7 @@ EMPTY = {
 # The prompt learners run the text backbone at every step (most of the matrix's time): kept on (the
 # demo config's default) where a modality is absent and the network still trains, off elsewhere.
 PROMPTS_ON = {"no_images", "no_text"}
-PROMPTS_OFF = ["--set=prototype.use_prompts_global=false", "--set=prototype.use_prompts_local=false"]
+PROMPTS_OFF = ["--set=prototype.model.use_prompts_global=false", "--set=prototype.model.use_prompts_local=false"]
 
 
 def run_pipeline(root: Path, data: Path, variant: str) -> int:

@@ -20,7 +20,7 @@ TINY = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n
 
 
 def run_demo(tmp: Path, name: str, run_name: str = "run", *extra: str) -> Path:
-    from pipeline.run_all import load_stages
+    from pipeline.stage import load_stages
     names = [stage.name for stage in load_stages()]
     up_to_submit = ",".join(names[:names.index("submit") + 1])  # the report stages do not touch the submission
     result = subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--work-dir", str(tmp / name),

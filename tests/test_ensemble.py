@@ -125,7 +125,9 @@ def test_ridge_is_nan_safe_one_hot_encodes_and_recovers_a_linear_signal():
 def test_demo_tuned_blend_is_not_worse_than_the_untuned_single_model(tmp_path):
     """Both runs of a small demo, in process, on the same data and folds; scores from the leaderboard."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from pipeline.run_all import load_stages, make_context, parse_args, run_stages
+    from pipeline.catalog import make_context
+    from pipeline.run_all import parse_args, run_stages
+    from pipeline.stage import load_stages
     common = ["--work-dir", str(tmp_path / "work"), "--submissions-dir", str(tmp_path / "subs"),
               "--set", "demo.n_train=1200", "--set", "demo.n_test=200", "--set", "demo.n_users=150",
               "--set", "demo.image_size=16", "--set", "gbdt.num_boost_round=300",

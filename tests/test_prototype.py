@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ SUBS = {"Dog": "Animal", "Cat": "Animal", "Cake": "Food", "Tea": "Food", "Car": 
 def small_cfg(**changes) -> PrototypeConfig:
     base = dict(epochs=2, batch_size=32, width=32, shots=16, global_context=4, local_context=2, attn_heads=2,
                 lr=3e-3, out_dim=8)
-    return PrototypeConfig(**{**base, **changes})
+    return PrototypeConfig().with_fields(**{**base, **changes})
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -148,7 +149,7 @@ def test_shapes_and_masks(split, backbone):
     assert out["logits_contrast_cat"].shape == (20, 3)
     assert out["logits_contrast_concept"].shape == (20, len(vocab.names["concept"]))
     for part in ("x", "v", "t"):
-        assert out[part].shape == (20, cfg.width)
+        assert out[part].shape == (20, cfg.model.width)
     assert out["g"].shape == out["l"].shape == (20, backbone.dim)
     assert torch.all(out["logits_local"][0] == 0) and torch.isnan(terms["local"][0])
     assert not torch.isnan(terms["local"][1:][batch["token_mask"][1:].any(-1)]).any()
@@ -236,7 +237,7 @@ def test_compile_is_checked_and_eager_on_a_cpu(split, backbone):
     model = build(small_cfg(), split, backbone)
     assert tp.compiled_forward(model, "off", CPU) is model
     assert tp.compiled_forward(model, "reduce-overhead", CPU) is model  # a CPU runs eager: bit-stable
-    with pytest.raises(ValueError, match="prototype.compile 'fast'"):
+    with pytest.raises(ValueError, match="prototype.train.compile 'fast'"):
         tp.compiled_forward(model, "fast", CPU)
 
 
@@ -253,14 +254,14 @@ def test_each_switch_removes_its_part(split, backbone):
     n_full = count_parameters(full)
 
     def variant(**off):
-        model = build(dataclasses.replace(full_cfg, **off), split, backbone)
+        model = build(full_cfg.with_fields(**off), split, backbone)
         with torch.no_grad():
             out = model(batch)
         return model, out, model.loss_terms(out, batch)
 
     model, out, terms = variant(use_prompts_global=False)
     assert model.global_prompts is None and "global" not in terms and "logits_global" not in out and "g" not in out
-    assert count_parameters(model) == n_full - full_cfg.global_context * backbone.width
+    assert count_parameters(model) == n_full - full_cfg.model.global_context * backbone.width
     model, out, terms = variant(use_prompts_local=False)
     assert model.local_prompts is None and "local" not in terms and "l" not in out
     model, out, terms = variant(use_prompts_global=False, use_prompts_local=False)
@@ -309,7 +310,7 @@ def test_no_train_post_is_embedded_by_a_model_that_trained_on_it(split, backbone
     for seen, rows in embedded:
         assert not seen & rows
     assert set().union(*(rows for _, rows in embedded)) == set(range(len(train)))
-    assert not np.isnan(train_out["x"]).any() and train_out["x"].shape == (len(train), cfg.width)
+    assert not np.isnan(train_out["x"]).any() and train_out["x"].shape == (len(train), cfg.model.width)
     # test posts: the mean of the K models
     folds = [np.load(tmp_path / f"fold_{k}" / "outputs.npz") for k in range(3)]
     np.testing.assert_allclose(test_out["probs"], np.mean([f["test_probs"] for f in folds], axis=0), rtol=1e-6)
@@ -338,12 +339,17 @@ def test_cpu_training_is_bit_for_bit_repeatable_and_resumes(split, backbone, tmp
     emb_a, emb_b = tp.embed(a, data, rows, CPU), tp.embed(b, data, rows, CPU)
     assert all(np.array_equal(emb_a[k], emb_b[k], equal_nan=True) for k in emb_a)
     # interrupted after epoch 1, resumed: the same weights as the uninterrupted run
-    tp.train_model(dataclasses.replace(cfg, epochs=1), data, rows, vocab, backbone, 0, CPU, tmp_path, "key", False)
+    tp.train_model(cfg.with_fields(epochs=1), data, rows, vocab, backbone, 0, CPU, tmp_path, "key", False)
     c, hist_c = tp.train_model(cfg, data, rows, vocab, backbone, 0, CPU, tmp_path, "key", False)
     assert hist_c == hist_a
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), c.state_dict().values()))
+    # the checkpoint carries the arguments that rebuild its network (nanoGPT's model_args)
+    from models.prototype import LossWeights, PrototypeArgs
+    state = tp.read_checkpoint(tmp_path / "last.pt")
+    assert PrototypeArgs(**state["model_args"]) == cfg.model and LossWeights(**state["loss_weights"]) == cfg.loss
+    assert state["dims"] == {"image": data.image.shape[1], "text": data.text.shape[1]}
     # a checkpoint made under another key is not resumed
-    d, hist_d = tp.train_model(dataclasses.replace(cfg, epochs=1), data, rows, vocab, backbone, 0, CPU, tmp_path,
+    d, hist_d = tp.train_model(cfg.with_fields(epochs=1), data, rows, vocab, backbone, 0, CPU, tmp_path,
                                "other", False)
     assert len(hist_d) == 1
 
@@ -422,20 +428,19 @@ class _Payload:
         return (open, (str(self.marker), "w"))
 
 
-def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_path, monkeypatch):
+def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_path):
     """Work folders travel: a last.pt holding a pickled callable is refused by both its readers, the resume
     in training and the report's training curves, and the callable never runs."""
-    from pipeline.config import Config
-    from common.io import write_parquet
-    from pipeline.report import prototype_history
+    from common.io import write_json, write_parquet
     from pipeline.catalog import RunContext
+    from pipeline.config import Config
+    from pipeline.report import prototype_history
     _, data, vocab = split
     marker = tmp_path / "payload_ran"
     ctx = RunContext(config=Config(), data_dir=tmp_path / "data", work_dir=tmp_path / "work", run_name="t")
     write_parquet(ctx.folds, pd.DataFrame({"Pid": ["1", "2"], "stat_fold": [0, 1]}))
-    # the networks' folder is keyed by the posts and encoder manifests, which this test does not make
-    monkeypatch.setattr("pipeline.prototype.networks_dir", lambda ctx, cfg=None: tmp_path / "networks")
-    fold_dir = tmp_path / "networks" / "fold_0"
+    write_json(ctx.prototype_summary, {"run_key": "key"})  # the stage's record of its networks' folder
+    fold_dir = ctx.prototype_networks("key") / "fold_0"
     fold_dir.mkdir(parents=True)
     torch.save({"key": "key", "epoch": 1, "history": [], "model": _Payload(marker)}, fold_dir / "last.pt")
     with pytest.raises(ValueError, match=r"fold_0/last.pt: not a checkpoint of this pipeline.*not loaded"):

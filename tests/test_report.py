@@ -78,7 +78,7 @@ def test_the_report_page_shows_its_figures_when_copied_elsewhere(runs, tmp_path)
 
 def test_report_says_which_optional_stages_are_off(runs):
     from pipeline.report import OPTIONAL_STAGES
-    from pipeline.run_all import load_stages
+    from pipeline.stage import load_stages
     page = (runs / "base" / "report.html").read_text()
     known = {s.name for s in load_stages()}
     for name in OPTIONAL_STAGES:

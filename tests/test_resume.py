@@ -55,7 +55,7 @@ def write_config(path: Path, clip_dir: Path) -> Path:
 
 
 def command(tmp: Path, name: str, config: Path, run_name: str) -> list[str]:
-    from pipeline.run_all import load_stages
+    from pipeline.stage import load_stages
     names = [stage.name for stage in load_stages()]
     up_to_submit = names[:names.index("submit") + 1]  # the report stages after it do not change the submission
     return [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--work-dir", str(tmp / name),

@@ -15,7 +15,9 @@ import pytest
 import yaml
 from tiny_demo import OPTIONAL_OFF, config_dir
 
-from pipeline.run_all import data_set_name, load_stages, make_context, parse_args, selected_stages
+from pipeline.catalog import data_set_name, make_context
+from pipeline.run_all import parse_args, selected_stages
+from pipeline.stage import load_stages
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
@@ -191,3 +193,17 @@ def test_unknown_stage_and_bad_override_are_refused(tmp_path):
     assert hint.returncode == 2 and "'gbdt' (did you mean train_gbdt?)" in hint.stderr
     result = run_all("--set", "gbdt.no_such_key=1", "--work-dir", str(tmp_path))
     assert result.returncode == 2 and "unknown key 'no_such_key'" in result.stderr
+
+
+def test_a_prototype_key_that_moved_names_its_new_place():
+    """prototype.* is split into model, loss and train parts; an old flat key says where it went,
+    and the network's arguments, losses and training settings are separate dataclasses."""
+    from models.prototype import PrototypeArgs
+    from pipeline.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=r"prototype\.epochs has moved; it is now prototype\.train\.epochs"):
+        load_config(None, ["prototype.epochs=3"])
+    cfg = load_config(None, ["prototype.train.epochs=3", "prototype.model.use_attention=false"]).prototype
+    assert cfg.train.epochs == 3 and cfg.model == PrototypeArgs(use_attention=False)
+    assert load_config(None).prototype.with_fields(epochs=5, weight_aux=0.5, out_dim=4) == load_config(None, [
+        "prototype.train.epochs=5", "prototype.loss.weight_aux=0.5", "prototype.out_dim=4",
+        "prototype.model.use_attention=false"]).prototype.with_fields(use_attention=True)

@@ -20,12 +20,12 @@ OPTIONAL_OFF = ["--set", "encoders.enabled=false", "--set", "prototype.enabled=f
                 "--set", "tuning.enabled=false", "--set", "gbdt.seeds=[0]"]
 # the prompt learners run the text backbone at every step (about 10x the cost of the rest): off here
 FULL = ["--set", "encoders.enabled=true", "--set", "encoders.num_workers=0", "--set", "prototype.enabled=true",
-        "--set", "prototype.epochs=2", "--set", "prototype.width=64", "--set", "validation.n_folds=2",
-        "--set", "prototype.use_prompts_global=false", "--set", "prototype.use_prompts_local=false"]
+        "--set", "prototype.train.epochs=2", "--set", "prototype.model.width=64", "--set", "validation.n_folds=2",
+        "--set", "prototype.model.use_prompts_global=false", "--set", "prototype.model.use_prompts_local=false"]
 
 
 def has_optional_stages() -> bool:
-    from pipeline.run_all import load_stages
+    from pipeline.stage import load_stages
     return {"encode", "prototype"} <= {s.name for s in load_stages()}
 
 
