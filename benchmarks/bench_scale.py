@@ -37,66 +37,22 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
-from common.io import read_parquet, write_json, write_npy, write_parquet  # noqa: E402
 from benchmarks.synth_smpd import EMB_DIM, make_synthetic_smpd, write_embeddings  # noqa: E402
-from pipeline.catalog import RunContext
+from common.io import write_json, write_npy  # noqa: E402
 from pipeline.stage import Stage  # noqa: E402
 
 STAGE_ORDER = ["read_data", "make_folds", "build_metadata", "reduce_embeddings", "train_gbdt", "train_linear",
                "blend", "submit"]
 MODALITIES = ("image", "title", "tags")
 RUN_NAME = "bench"
-EMB_STAGE_MODULE = "pipeline.reduce_embeddings"  # the pipeline's PCA step to block `emb`, when present
-
-
-# --- the emb block, when the pipeline has no reduce_embeddings stage yet --------------------------
-def reduce_embeddings_run(ctx: RunContext) -> None:
-    """PCA of each modality's embeddings to encoders.pca_dim, fit on train: feature block `emb`."""
-    from sklearn.decomposition import PCA
-
-    from features.encoders import load_encoded
-    cfg = ctx.config.encoders
-    encoded = {s: load_encoded(ctx.encoder_cache, cfg, s) for s in ("train", "test")}
-    blocks = {s: {"Pid": read_parquet(ctx.posts(s), columns=["Pid"])["Pid"].to_numpy()} for s in encoded}
-    for modality in MODALITIES:
-        pca = PCA(n_components=cfg.pca_dim, svd_solver="randomized", random_state=ctx.config.seed)
-        pca.fit(np.asarray(getattr(encoded["train"], modality), dtype=np.float32))
-        for split, enc in encoded.items():
-            reduced = pca.transform(np.asarray(getattr(enc, modality), dtype=np.float32)).astype(np.float32)
-            for j in range(cfg.pca_dim):
-                blocks[split][f"emb_{modality}_{j}"] = reduced[:, j]
-    for split, columns in blocks.items():
-        write_parquet(ctx.feature_block("emb", split), pd.DataFrame(columns))
-
-
-def _encoder_arrays(ctx: RunContext) -> list[Path]:
-    from features.encoders import output_paths
-    return output_paths(ctx.encoder_cache, ctx.config.encoders)
-
-
-BENCH_REDUCE_STAGE = Stage(
-    name="reduce_embeddings",
-    run=reduce_embeddings_run,
-    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test")] + _encoder_arrays(ctx),
-    outputs=lambda ctx: [ctx.feature_block("emb", s) for s in ("train", "test")],
-    sections=("encoders",),
-    modules=("features.encoders",),
-    description="PCA of the stand-in embeddings (benchmark's own step)",
-)
 
 
 def pipeline_stage(name: str) -> Stage:
     """A stage of the pipeline by its name in the table; only its module is imported (as a run imports it)."""
-    import importlib.util
-    module = EMB_STAGE_MODULE if name == "reduce_embeddings" else f"pipeline.{name}"
-    if importlib.util.find_spec(module) is None:
-        if name == "reduce_embeddings":
-            return BENCH_REDUCE_STAGE  # the pipeline has no PCA step yet: the benchmark's own
-        raise ValueError(f"no stage module {module}")
-    return importlib.import_module(module).STAGE
+    import importlib
+    return importlib.import_module(f"pipeline.{name}").STAGE
 
 
 # --- one size: data, embeddings, config ---------------------------------------------------------

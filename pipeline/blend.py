@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 
 from common.io import read_json, read_parquet, write_json, write_parquet
+from features.blocks import check_post_order
 from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.metrics import score
 from models.validation import validation_folds
 from pipeline.catalog import RunContext
-from pipeline.stage import Stage
 from pipeline.members import members_of
+from pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,7 @@ def run(ctx: RunContext) -> None:
     keys, preds, summaries = load_members(ctx, members)
     posts = read_parquet(ctx.posts("train"), columns=["Pid", "label", "Postdate"])
     train_keys = keys[keys["split"] == "train"]
-    if not np.array_equal(train_keys["Pid"].astype(str).to_numpy(), posts["Pid"].astype(str).to_numpy()):
-        raise ValueError(f"member predictions do not list the train posts of {ctx.posts('train')}: rerun the members")
+    check_post_order(train_keys["Pid"], posts["Pid"], "the member predictions", "rerun the member stages")
     e = ctx.config.ensemble
     recalibrate = e.recalibrate_level
     plan = read_json(ctx.folds_plan)

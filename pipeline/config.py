@@ -279,11 +279,6 @@ class Config:
     tuning: TuningConfig = field(default_factory=TuningConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
-    def section(self, name: str) -> Any:
-        if name not in {f.name for f in dataclasses.fields(self)}:
-            raise KeyError(f"config has no section {name!r}")
-        return getattr(self, name)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from common.io import read_json, read_parquet, read_skipped, write_json, write_parquet
-from features.blocks import join_blocks
+from features.blocks import check_post_order, join_blocks
 from features.user_features import CLUSTER, similar_user_statistics, user_trend_statistics
 from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
@@ -171,8 +171,7 @@ def load_member_data(ctx: RunContext, blocks: list[str]):
     X = {s: join_blocks({b: read_parquet(ctx.feature_block(b, s)) for b in blocks}, posts[s]["Pid"].to_numpy())
          for s in ("train", "test")}
     folds = read_parquet(ctx.folds)
-    if not np.array_equal(folds["Pid"].to_numpy(), posts["train"]["Pid"].to_numpy()):
-        raise ValueError(f"{ctx.folds} does not match the train posts: rerun make_folds")
+    check_post_order(folds["Pid"], posts["train"]["Pid"], str(ctx.folds), "rerun make_folds")
     meta = ctx.config.metadata
     keys, extra = user_statistic_keys(ctx, posts)
     stats = TargetStatSpec(keys["train"], keys["test"], meta.target_stat_keys,

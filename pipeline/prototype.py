@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.io import read_parquet, write_json, write_parquet
+from common.io import file_digest, read_parquet, write_json, write_parquet
+from features.blocks import check_post_order
 from pipeline.catalog import RunContext
-from pipeline.stage import Stage, file_digest, module_digest
+from pipeline.stage import Stage, module_digest
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     posts = {s: read_parquet(ctx.posts(s), columns=POST_COLUMNS + (["label"] if s == "train" else []))
              for s in ("train", "test")}
     folds = read_parquet(ctx.folds)
-    if not np.array_equal(folds["Pid"].to_numpy(), posts["train"]["Pid"].to_numpy()):
-        raise ValueError(f"{ctx.folds} does not list the train posts in order: rerun make_folds")
+    check_post_order(folds["Pid"], posts["train"]["Pid"], str(ctx.folds), "rerun make_folds")
     vocab = ClassVocab.from_posts(posts["train"])
     data = {s: make_data(load_encoded(ctx.encoder_cache, enc_cfg, s), posts[s], vocab) for s in ("train", "test")}
     check_learnable(data["train"], vocab)

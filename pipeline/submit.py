@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from common.io import file_lock, read_json, read_parquet, write_json, write_text
+from features.blocks import check_post_order
 from features.smpd import read_labels
 from models.metrics import score, score_by_kind
 from models.validation import seen_in_fit
@@ -51,8 +52,7 @@ def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.nda
 def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame) -> dict:
     """Validation scores of the final (cross-fitted) predictions, split by posts of seen and unseen users."""
     train = final[final["split"] == "train"]
-    if not np.array_equal(train["Pid"].astype(str).to_numpy(), posts["Pid"].astype(str).to_numpy()):
-        raise ValueError("final predictions do not list the train posts in order: rerun the blend")
+    check_post_order(train["Pid"], posts["Pid"], "the final predictions", "rerun the blend")
     fold = train["fold"].to_numpy()
     seen = seen_in_fit(posts["Uid"].to_numpy(), fold)
     rows = fold >= 0
