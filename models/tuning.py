@@ -168,7 +168,9 @@ class PruningCallback:
     """LightGBM callback: report the validation metric every `interval` rounds, prune when told.
 
     Steps are `step_offset + round`, so the folds of a k-fold trial report at distinct
-    steps that line up across trials (fold i starts at i * num_boost_round).
+    steps that line up across trials (fold i starts at i * num_boost_round). Ours, not
+    optuna-integration's LightGBMPruningCallback: that one reports at the booster's own round,
+    so the k folds of one trial would report over each other at the same steps.
     """
 
     def __init__(self, trial: optuna.Trial, metric: str, step_offset: int = 0, interval: int = 10):
@@ -299,6 +301,10 @@ def _lock_engine(url: str) -> sqlalchemy.engine.Engine:
 
 class BudgetLock:
     """Serialises taking a place in a study's trial budget over every worker of the study.
+
+    Not Optuna's MaxTrialsCallback: it counts the trials after one ends, so workers that start at
+    the same moment each take a place and the study overshoots its budget by up to one trial per
+    worker; the lock makes the budget exact.
 
     File storages (SQLite, journal): an flock on a file beside the storage. PostgreSQL:
     a session-level advisory lock, keyed by `key` (the study name), on a connection of its
