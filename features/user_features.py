@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.encoders_reduce import PCA
+from common.pca import PCA
 from features.target_stats import resolve_smoothing
 
 DAY = 86400.0

@@ -40,7 +40,7 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [ctx.feature_block("emb", s) for s in SPLITS],
     sections=("encoders",),
-    modules=("features.encoders", "features.encoders_reduce"),
+    modules=("features.encoders", "features.encoders_reduce", "common.pca"),
     enabled=lambda ctx: ctx.config.encoders.enabled,
     description="PCA of image, title and tag embeddings (fit on train) -> block `emb`",
 )
