@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from common.io import atomic_path, read_json, write_json
+from common.pca import PCA
 from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
                               pretext_loss, tokenize_class_names, total_loss)
 
@@ -434,17 +435,6 @@ def _save_fold_outputs(fold_dir: Path | None, key: str, outputs: dict[str, np.nd
 
 
 # --- feature tables ----------------------------------------------------------------------
-def fit_pca(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and top-`dim` principal axes (deterministic: eigh of the covariance, signs fixed)."""
-    x = x.astype(np.float64)
-    mean = x.mean(axis=0)
-    cov = np.cov(x - mean, rowvar=False)
-    values, vectors = np.linalg.eigh(np.atleast_2d(cov))
-    axes = vectors[:, np.argsort(values)[::-1][:dim]]
-    axes *= np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(axes.shape[1])])
-    return mean, axes
-
-
 def _stack_parts(outputs: dict[str, np.ndarray]) -> np.ndarray:
     parts = []
     for name in EMBED_PARTS:
@@ -488,11 +478,11 @@ def feature_blocks(cfg, train_out: dict[str, np.ndarray], test_out: dict[str, np
     """The `proto` feature tables: Pid, proto_pc_* (F reduced by PCA fit on the train OOF rows),
     class-probability summaries, and `_pretext_loss` (not a model feature)."""
     train_wide, test_wide = _stack_parts(train_out), _stack_parts(test_out)
-    mean, axes = fit_pca(train_wide, min(cfg.out_dim, train_wide.shape[1]))
+    pca = PCA(min(cfg.out_dim, train_wide.shape[1])).fit(train_wide)
     tables = []
     for pids, out, wide, data in ((train_pids, train_out, train_wide, train), (test_pids, test_out, test_wide, test)):
         table = {"Pid": np.asarray(pids)}
-        reduced = (wide - mean) @ axes
+        reduced = pca.transform(wide)
         for i in range(reduced.shape[1]):
             table[f"proto_pc{i}"] = reduced[:, i].astype(np.float32)
         for name, value in _summaries(out, data.labels, vocab, cfg.prob_features).items():

@@ -131,7 +131,7 @@ STAGE = Stage(
     outputs=lambda ctx: [ctx.feature_block("proto", "train"), ctx.feature_block("proto", "test"),
                          ctx.prototype_summary],
     sections=SECTIONS,
-    modules=("models.prototype", "models.train_prototype"),
+    modules=("models.prototype", "models.train_prototype", "common.pca"),
     enabled=lambda ctx: ctx.config.prototype.enabled and ctx.config.encoders.enabled,
     description="prototype network (prompts, prototypes, cross-modal attention): out-of-fold embeddings",
 )
