@@ -25,7 +25,9 @@ from pipeline.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
-EMBED_PARTS = ("g", "l", "x", "v", "t")  # network outputs reduced into proto_pc_*
+EMBED_PARTS = ("g", "l", "x", "v", "t")  # network outputs reduced into proto_pc_* (prototype.stack: pca)
+PAPER_PARTS = ("image", "text", "x", "v", "t", "g", "l")  # prototype.stack: paper, PrototypeNet.projected_parts
+STACKS = ("pca", "paper")
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -323,6 +325,8 @@ def embed(model: PrototypeNet, data: ProtoData, rows: np.ndarray, device: torch.
                 terms = model.loss_terms(out, batch)
             probs = torch.softmax(out["logits_sub"].float(), dim=-1)
             result = {name: out[name].float() for name in EMBED_PARTS if name in out}
+            if model.cfg.stack == "paper":
+                result.update({f"paper_{name}": v.float() for name, v in model.projected_parts(batch, out).items()})
             result["probs"] = probs
             for head in ("global", "local", "contrast_sub", "contrast_cat", "contrast_concept"):
                 if f"logits_{head}" in out:
@@ -463,19 +467,35 @@ def _summaries(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], vo
     return cols
 
 
+def _paper_columns(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """proto_<part><j>: the network-projected parts of PAPER_PARTS, as they are (no PCA)."""
+    cols = {}
+    for name in PAPER_PARTS:
+        if f"paper_{name}" in outputs:
+            part = outputs[f"paper_{name}"]
+            cols.update({f"proto_{name}{j}": part[:, j] for j in range(part.shape[1])})
+    return cols
+
+
 def feature_blocks(cfg, train_out: dict[str, np.ndarray], test_out: dict[str, np.ndarray],
                    train: ProtoData, test: ProtoData, vocab: ClassVocab, train_pids, test_pids
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The `proto` feature tables: Pid, proto_pc_* (F reduced by PCA fit on the train OOF rows),
-    class-probability summaries, and `_pretext_loss` (not a model feature)."""
+    """The `proto` feature tables: Pid, proto_pc_* (F reduced by PCA fit on the train OOF rows; with
+    `prototype.stack: paper` instead the network-projected parts, `_paper_columns`), class-probability
+    summaries, and `_pretext_loss` (not a model feature)."""
+    if cfg.stack not in STACKS:
+        raise ValueError(f"prototype.stack must be one of {STACKS}, got {cfg.stack!r}")
     train_wide, test_wide = _stack_parts(train_out), _stack_parts(test_out)
     mean, axes = fit_pca(train_wide, min(cfg.out_dim, train_wide.shape[1]))
     tables = []
     for pids, out, wide, data in ((train_pids, train_out, train_wide, train), (test_pids, test_out, test_wide, test)):
         table = {"Pid": np.asarray(pids)}
-        reduced = (wide - mean) @ axes
-        for i in range(reduced.shape[1]):
-            table[f"proto_pc{i}"] = reduced[:, i].astype(np.float32)
+        if cfg.stack == "paper":
+            table.update({k: v.astype(np.float32) for k, v in _paper_columns(out).items()})
+        else:
+            reduced = (wide - mean) @ axes
+            for i in range(reduced.shape[1]):
+                table[f"proto_pc{i}"] = reduced[:, i].astype(np.float32)
         for name, value in _summaries(out, data.labels, vocab, cfg.prob_features).items():
             table[f"proto_{name}"] = np.asarray(value, dtype=np.float32)
         table["_pretext_loss"] = out["pretext_loss"].astype(np.float32)

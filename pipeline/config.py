@@ -146,6 +146,10 @@ class PrototypeConfig:
     # class probabilities in the feature block: `summary` (own-class prob per head and
     # level, top-1, entropy) or `full` (summary plus one column per subcategory)
     prob_features: str = "summary"
+    # what the network adds to the tree model: `pca` (PCA of [G, L, x~, V~, T~] to out_dim columns) or
+    # `paper` (the paper's stage C: the post's image and text, x~, V~, T~, G and L, each through the
+    # network's own projection to `width` columns, no PCA); README, "Prototype network", measured effect
+    stack: str = "pca"
     # torch.compile of the training forward on CUDA: off | default | reduce-overhead (CUDA graphs) |
     # max-autotune; a CPU always runs eager (compiling costs more than it saves there, and eager is bit-stable)
     compile: str = "off"
@@ -174,6 +178,13 @@ class GBDTConfig:
     # k-fold schemes: the test prediction from one refit on every train post (per seed, with the folds'
     # median best rounds, scaled to the extra rows) instead of the mean of the fold models
     refit_kfold: bool = True
+    # two stages (models/pseudo_label.py): every LightGBM member is fit again with test posts added,
+    # labelled by its first fit (each validation fold's fit by the first-stage model that never saw that
+    # fold), at `pseudo_label_weight`; `pseudo_label_share` keeps the test posts the first-stage models
+    # agree on best. Off: README, "User features and CatBoost", measured effect
+    pseudo_label: bool = False
+    pseudo_label_share: float = 1.0
+    pseudo_label_weight: float = 0.5
     # member name -> the feature blocks it uses; blocks whose stage is off are skipped
     feature_sets: dict[str, list[str]] = field(default_factory=lambda: {
         "meta": ["meta"],

@@ -19,6 +19,7 @@ from features.user_features import CLUSTER, similar_user_statistics, user_trend_
 from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
+from models.pseudo_label import pseudo_labels
 from pipeline.config import Config
 from pipeline.io import read_json, read_parquet, read_skipped, write_json, write_parquet
 from pipeline.stage import RunContext, Stage
@@ -181,14 +182,20 @@ def run(ctx: RunContext) -> None:
     for member, blocks in active_members(ctx.config).items():
         X, X_test, y, folds, stats, posts = load_member_data(ctx, blocks)
         fit_mask = sample_selection_mask(ctx, blocks, len(y))
-        result = cross_fit(gbdt_factory(ctx.config, params), X, y, folds, X_test, seeds=ctx.config.gbdt.seeds,
-                           target_stats=stats, fit_mask=fit_mask, name=member,
-                           scale_refit_rounds=ctx.config.gbdt.adapt_to_size, refit_kfold=ctx.config.gbdt.refit_kfold)
+        g = ctx.config.gbdt
+        fit = partial(cross_fit, gbdt_factory(ctx.config, params), X, y, folds, X_test, seeds=g.seeds,
+                      target_stats=stats, fit_mask=fit_mask, scale_refit_rounds=g.adapt_to_size,
+                      refit_kfold=g.refit_kfold)
+        result = fit(name=member)
+        if g.pseudo_label:  # stage 2: refit with the test posts, labelled by stage 1
+            result = fit(name=f"{member} + pseudo-labels",
+                         pseudo=pseudo_labels(result, g.pseudo_label_share, g.pseudo_label_weight))
         write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
         write_json(ctx.member_preds(member).with_suffix(".json"), {
             "member": member, "model": "lightgbm", "blocks": blocks, "tuned": params is not None,
+            "pseudo_labelled": g.pseudo_label,
             "score": result.score, "fold_scores": result.fold_scores, "best_iterations": result.best_iterations,
-            "n_features": X.shape[1], "feature_importance_gain": result.feature_importance.head(50).to_dict(),
+            "n_features": X.shape[1], "feature_importance_gain": result.feature_importance.to_dict(),  # every column: shares per block
         })
 
 
@@ -214,7 +221,7 @@ STAGE = Stage(
     inputs=inputs,
     outputs=outputs,
     sections=("gbdt", "metadata", "tuning", "prototype", "users", "catboost"),
-    modules=("models.cv", "models.gbdt", "models.sizing", "models.catboost_member", "features.target_stats",
-             "features.blocks", "features.user_features"),
+    modules=("models.cv", "models.gbdt", "models.pseudo_label", "models.sizing", "models.catboost_member",
+             "features.target_stats", "features.blocks", "features.user_features"),
     description="LightGBM per feature set: out-of-fold and test predictions",
 )
