@@ -10,7 +10,7 @@ out of fold; cross-validated figures use 5 folds over them):
 - label: Spearman |rho| of each proto / emb column with the label; ridge R^2 of the label from
   emb, from proto, from both (what proto adds to a linear model of emb);
 - subcategory: the share of each proto column's variance explained by the given subcategory
-  (eta^2, one-hot means) against the same for emb columns;
+  (eta^2, one-hot means) against the same for emb columns, and the label's own eta^2;
 - emb: ridge R^2 of each proto column from the emb block (how much of proto emb already holds);
 - pretext: how often the network's own class is its top class (proto_p_sub == proto_top1) against
   a logistic regression on emb alone and the majority class: is the pretext task already solved,
@@ -122,7 +122,11 @@ def prototype_evidence(proto: pd.DataFrame, emb: pd.DataFrame, label: np.ndarray
     pc = [i for i, c in enumerate(proto_cols) if c.startswith("proto_pc")]
     out: dict = {"n_posts": int(len(rows)), "proto_columns": len(proto_cols), "emb_columns": len(emb_cols),
                  "n_subcategories": int(len(np.unique(sub)))}
-    out["label_abs_spearman"] = {"proto": _summary(_abs_spearman(p, y)), "emb": _summary(_abs_spearman(e, y))}
+    rho = _abs_spearman(p, y)
+    out["label_abs_spearman"] = {"proto": _summary(rho), "emb": _summary(_abs_spearman(e, y)),
+                                 "proto_top": {proto_cols[i]: round(float(rho[i]), 4) for i in np.argsort(-rho)[:3]}}
+    # the most the pretext task's answer can tell about the label: it is the given subcategory
+    out["label_subcategory_eta2"] = round(float(eta_squared(y[:, None], sub)[0]), 4)
     both = np.concatenate([e, p], axis=1)
     out["label_ridge_r2"] = {name: round(float(_cv_r2(x, y, seed)[0]), 4)
                              for name, x in (("emb", e), ("proto", p), ("emb+proto", both))}

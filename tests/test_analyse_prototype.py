@@ -29,6 +29,8 @@ def test_evidence_finds_what_was_built_in():
     assert out["proto_columns"] == 4 and out["emb_columns"] == 8  # _pretext_loss is no feature
     assert out["label_ridge_r2"]["emb"] > 0.9 and out["label_ridge_r2"]["proto"] < 0.2
     assert abs(out["label_ridge_r2"]["emb+proto"] - out["label_ridge_r2"]["emb"]) < 0.02
+    assert len(out["label_abs_spearman"]["proto_top"]) == 3 and out["label_abs_spearman"]["proto"]["max"] < 0.2
+    assert out["label_subcategory_eta2"] < 0.05  # the label does not depend on the subcategory here
     assert out["subcategory_eta2"]["proto_pc"]["max"] > 0.999  # proto_pc0 is the subcategory
     assert out["proto_from_emb_r2"]["proto_pc"]["max"] > 0.99   # proto_pc1 is an emb column
     assert out["pretext"]["network_top1_accuracy"] == 1.0
