@@ -185,7 +185,8 @@ def analyse(work_dir: Path, seed: int = 0) -> dict:
         if not np.array_equal(frame["Pid"].astype(str).to_numpy(), posts["Pid"].astype(str).to_numpy()):
             raise ValueError(f"{feats}/{name}_train.parquet does not list the train posts in order")
     result = {"folder": str(folder),
-              **prototype_evidence(proto["train"], emb, posts["label"].to_numpy(), posts["Subcategory"].to_numpy(), seed),
+              **prototype_evidence(proto["train"], emb, posts["label"].to_numpy(),
+                                   posts["Subcategory"].to_numpy(), seed),
               "spread": train_test_spread(proto["train"], proto["test"])}
     summaries = {}
     for member in ("meta_emb", MEMBER):

@@ -160,7 +160,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         X_fit = _with_stats(X.iloc[fit_idx], fit_stats)
         X_val = _with_stats(X.iloc[val_idx], None if apply_stats is None else apply_stats.iloc[:len(val_idx)])
         X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
-        model = fit(seed, None, X_fit, y[fit_idx], X_tst, None if pseudo is None else pseudo.by_fold[v], X_val, y[val_idx])
+        labels = None if pseudo is None else pseudo.by_fold[v]  # from the stage-1 model that never saw fold v
+        model = fit(seed, None, X_fit, y[fit_idx], X_tst, labels, X_val, y[val_idx])
         pred_val = model.predict(X_val)
         oof[val_idx] = np.nan_to_num(oof[val_idx]) + pred_val / len(seeds)
         best = getattr(model, "best_iteration_", None)

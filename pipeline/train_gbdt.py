@@ -195,7 +195,8 @@ def run(ctx: RunContext) -> None:
             "member": member, "model": "lightgbm", "blocks": blocks, "tuned": params is not None,
             "pseudo_labelled": g.pseudo_label,
             "score": result.score, "fold_scores": result.fold_scores, "best_iterations": result.best_iterations,
-            "n_features": X.shape[1], "feature_importance_gain": result.feature_importance.to_dict(),  # every column: shares per block
+            # every column's gain, not the top 50: shares per block (benchmarks/analyse_prototype.py)
+            "n_features": X.shape[1], "feature_importance_gain": result.feature_importance.to_dict(),
         })
 
 

@@ -80,7 +80,8 @@ def test_confident_rows_keep_the_share_the_models_agree_on():
 def run_gbdt(data, tmp, *extra):
     """The member `meta` under the time holdout (80 train posts: min_holdout_posts 0 keeps it)."""
     done = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data), "--work-dir", str(tmp / "work"),
+        [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
+         "--work-dir", str(tmp / "work"),
          "--submissions-dir", str(tmp / "subs"), "--run-name", "run", "--config", str(ROOT / "configs" / "demo.yaml"),
          "--stages", "read_data,make_folds,build_metadata,train_gbdt",
          "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
