@@ -117,14 +117,25 @@ def _flat(prefix: str, scores: dict) -> dict:
     return out
 
 
+def run_config_folder(work_dir: Path, run_dir: Path) -> Path:
+    """The config folder (config-<digest>) of the run in `run_dir`: variants of one data set share its
+    work folder, each with a config folder of its own, named by the digest of the run's config."""
+    from pipeline.config import load_config
+    folder = work_dir / f"config-{load_config(run_dir / 'config.yaml').work_digest()}"
+    if not (folder / "preds" / "final.parquet").is_file():
+        raise FileNotFoundError(f"{folder}/preds/final.parquet is missing: did the pipeline run {run_dir.name} finish?")
+    return folder
+
+
 def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path) -> dict:
     posts_test = pd.read_parquet(work_dir / "posts_test.parquet", columns=["Pid"])
     y = read_labels(labels_path, len(posts_test))
-    final = pd.read_parquet(work_dir / "preds" / "final.parquet")
+    folder = run_config_folder(work_dir, run_dir)
+    final = pd.read_parquet(folder / "preds" / "final.parquet")
     test = final[final["split"] == "test"]
     if not np.array_equal(test["Pid"].astype(str).to_numpy(), posts_test["Pid"].astype(str).to_numpy()):
-        raise ValueError(f"{work_dir}/preds/final.parquet does not list the test posts in order")
-    ref_pred, seen = reference_for_work_dir(work_dir)
+        raise ValueError(f"{folder}/preds/final.parquet does not list the test posts in order")
+    ref_pred, seen = reference_for_work_dir(folder)
     pipe = score_by_kind(y, test["pred"].to_numpy(dtype=np.float64), seen)
     ref = score_by_kind(y, ref_pred, seen)
     row = {"data set": spec.name, "n_train": int((final["split"] == "train").sum()), "n_test": len(y),

@@ -63,8 +63,10 @@ def reference_predictions(meta_train: pd.DataFrame, meta_test: pd.DataFrame, uid
 
 
 def reference_for_work_dir(work_dir: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(test predictions, seen-in-train flag per test post) for a pipeline work folder."""
-    posts = {s: pd.read_parquet(work_dir / f"posts_{s}.parquet", columns=["Pid", "Uid"] + (["label"] if s == "train" else []))
+    """(test predictions, seen-in-train flag per test post) for a pipeline work folder (a config folder:
+    the posts tables are in the data set's folder above it)."""
+    shared = work_dir if (work_dir / "posts_train.parquet").is_file() else work_dir.parent
+    posts = {s: pd.read_parquet(shared / f"posts_{s}.parquet", columns=["Pid", "Uid"] + (["label"] if s == "train" else []))
              for s in ("train", "test")}
     meta = {s: pd.read_parquet(work_dir / "features" / f"meta_{s}.parquet") for s in ("train", "test")}
     for s in ("train", "test"):

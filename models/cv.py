@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from features.target_stats import target_statistics
 from models.metrics import score
+from models.pseudo_label import PseudoLabels, with_pseudo_rows
 from models.sizing import refit_rounds
 from models.validation import validation_folds
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 class Regressor(Protocol):
     def fit(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame | None = None,
-            y_val: np.ndarray | None = None) -> "Regressor": ...
+            y_val: np.ndarray | None = None, sample_weight: np.ndarray | None = None) -> "Regressor": ...
 
     def predict(self, X: pd.DataFrame) -> np.ndarray: ...
 
@@ -64,6 +65,8 @@ class CVResult:
     score: dict                     # on all validated posts
     best_iterations: list[int]
     feature_importance: pd.Series = field(default_factory=pd.Series)
+    # per validation fold: the test prediction of the models fit without that fold (seed mean); pseudo-labels
+    test_by_fold: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 def _with_stats(X: pd.DataFrame, stats: pd.DataFrame | None) -> pd.DataFrame:
@@ -101,7 +104,8 @@ def _stats(spec: TargetStatSpec | None, fit_idx: np.ndarray, y: np.ndarray, inne
 def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, X_test: pd.DataFrame,
               seeds: list[int] = (0,), target_stats: TargetStatSpec | None = None,
               fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model",
-              predict_test: bool = True, scale_refit_rounds: bool = False, refit_kfold: bool = False) -> CVResult:
+              predict_test: bool = True, scale_refit_rounds: bool = False, refit_kfold: bool = False,
+              pseudo: PseudoLabels | None = None) -> CVResult:
     """Out-of-fold and test predictions of `make_model`, averaged over `seeds`.
 
     fit_mask: train posts a model may fit on (sample selection); validation always scores every post.
@@ -109,6 +113,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     scale_refit_rounds: the refit on all posts gets the best rounds scaled by its extra rows.
     refit_kfold: with k folds too, the test prediction comes from a refit on every train post (per seed, with
     the median of the folds' best rounds) instead of the mean of the fold models.
+    pseudo: test posts added to every fit with pseudo-labels (models/pseudo_label.py): the fit validated on
+    fold v gets `pseudo.by_fold[v]`, the refit `pseudo.refit`.
     """
     y = np.asarray(y, dtype=np.float64)
     if len(X) != len(y) or len(folds) != len(y):
@@ -129,13 +135,23 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     steps = [(s, v) for s in seeds for v in val_folds]
     seed_best: list[int] = []
     seed_fit_rows: list[int] = []
+    test_by_fold = {v: np.zeros(len(X_test)) for v in val_folds} if predict_test else {}
+
+    def fit(seed: int, rounds: int | None, X_fit, y_fit, X_tst_fit, labels, X_val=None, y_val=None) -> Regressor:
+        """A model on the fit rows, plus the pseudo-labelled test rows `X_tst_fit` when pseudo-labelling."""
+        if pseudo is None:
+            return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val)
+        X_fit, y_fit, weight = with_pseudo_rows(X_fit, y_fit, X_tst_fit, pseudo, labels)
+        return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=weight)
 
     def refit_test(seed: int, best: int | None, n_fit: int, all_idx: np.ndarray) -> np.ndarray:
         """Test prediction of a refit on the train posts `all_idx`, with the rounds validation chose."""
         full_stats, test_stats = _stats(target_stats, all_idx, y, inner, None)
         rounds = refit_rounds(best, n_fit, len(all_idx)) if scale_refit_rounds and best else best
-        refit = make_model(seed, rounds).fit(_with_stats(X.iloc[all_idx], full_stats), y[all_idx])
-        return refit.predict(_with_stats(X_test, test_stats))
+        X_tst = _with_stats(X_test, test_stats)
+        refit = fit(seed, rounds, _with_stats(X.iloc[all_idx], full_stats), y[all_idx], X_tst,
+                    None if pseudo is None else pseudo.refit)
+        return refit.predict(X_tst)
 
     for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
         fit_idx = np.flatnonzero((fold != v) & fit_mask)
@@ -144,7 +160,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         X_fit = _with_stats(X.iloc[fit_idx], fit_stats)
         X_val = _with_stats(X.iloc[val_idx], None if apply_stats is None else apply_stats.iloc[:len(val_idx)])
         X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
-        model = make_model(seed, None).fit(X_fit, y[fit_idx], X_val, y[val_idx])
+        labels = None if pseudo is None else pseudo.by_fold[v]  # from the stage-1 model that never saw fold v
+        model = fit(seed, None, X_fit, y[fit_idx], X_tst, labels, X_val, y[val_idx])
         pred_val = model.predict(X_val)
         oof[val_idx] = np.nan_to_num(oof[val_idx]) + pred_val / len(seeds)
         best = getattr(model, "best_iteration_", None)
@@ -154,6 +171,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
             importances.append(model.feature_importance())
         if not predict_test:
             continue
+        fold_test = model.predict(X_tst)
+        test_by_fold[v] += fold_test / len(seeds)
         if holdout:
             # test prediction from a refit on every train post, with the rounds the holdout chose
             all_idx = np.flatnonzero(fit_mask | (fold == v))
@@ -166,7 +185,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
                 test_pred += refit_test(seed, median, int(np.mean(seed_fit_rows)), np.flatnonzero(fit_mask)) / len(seeds)
                 seed_best, seed_fit_rows = [], []
         else:
-            test_pred += model.predict(X_tst) / (len(seeds) * len(val_folds))
+            test_pred += fold_test / (len(seeds) * len(val_folds))
     for v in val_folds:
         rows = fold == v
         fold_scores[v] = score(y[rows], oof[rows])
@@ -176,4 +195,4 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     if progress:  # a tuning trial (progress off) reports its own one line
         log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f", name, overall["src"], overall["mae"], overall["mse"])
     return CVResult(oof=oof, test=test_pred, fold_scores=fold_scores, score=overall,
-                    best_iterations=best_iterations, feature_importance=importance)
+                    best_iterations=best_iterations, feature_importance=importance, test_by_fold=test_by_fold)

@@ -37,12 +37,15 @@ class LightGBMRegressor:
         self.best_iteration_: int | None = None
 
     def fit(self, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame | None = None,
-            y_val: np.ndarray | None = None) -> "LightGBMRegressor":
+            y_val: np.ndarray | None = None, sample_weight: np.ndarray | None = None) -> "LightGBMRegressor":
+        """sample_weight: per fit row (pseudo-labelled test posts weigh less than train posts)."""
         _check_xy(X, y)
         params = dict(self.params)
         if self.adapt_to_size:
             params["min_data_in_leaf"] = leaf_size(params.get("min_data_in_leaf", 20), len(X))
-        train_set = lgb.Dataset(X, label=np.asarray(y, dtype=np.float64), free_raw_data=True)
+        if sample_weight is not None and len(sample_weight) != len(X):
+            raise ValueError(f"sample_weight has {len(sample_weight)} values for {len(X)} rows")
+        train_set = lgb.Dataset(X, label=np.asarray(y, dtype=np.float64), weight=sample_weight, free_raw_data=True)
         callbacks = list(self.callbacks)
         valid_sets = []
         if X_val is not None:

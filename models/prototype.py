@@ -437,6 +437,18 @@ class PrototypeNet(nn.Module):
             out["aux"] = self.aux_head(x_att).squeeze(-1)
         return out
 
+    def projected_parts(self, batch: dict[str, torch.Tensor], out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What the paper's regression stage stacks, each part reduced to the width d by the network's
+        own projections (`prototype.stack: paper`): the post's image and pooled text, x~, its attention-
+        weighted V~ and T~, and the class-probability-weighted prompt features G, L (text projection)."""
+        image = self.image_proj(batch["image"].float())
+        parts = {"image": torch.where(batch["has_image"][:, None], image, self.missing_image.to(image.dtype)),
+                 "text": self.text_proj(batch["text"].float()), "x": out["x"], "v": out["v"], "t": out["t"]}
+        for name in ("g", "l"):
+            if name in out:
+                parts[name] = self.text_proj(out[name].float())
+        return parts
+
     # -- losses ------------------------------------------------------------------------
     def loss_terms(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-post losses (B,) of every active part, weighted; NaN where a post has no label.

@@ -43,7 +43,9 @@ class PrototypeTraining:
 
 log = logging.getLogger(__name__)
 
-EMBED_PARTS = ("g", "l", "x", "v", "t")  # network outputs reduced into proto_pc_*
+EMBED_PARTS = ("g", "l", "x", "v", "t")  # network outputs reduced into proto_pc_* (prototype.stack: pca)
+PAPER_PARTS = ("image", "text", "x", "v", "t", "g", "l")  # prototype.stack: paper, PrototypeNet.projected_parts
+STACKS = ("pca", "paper")
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -324,8 +326,10 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
 
 @torch.inference_mode()
 def embed(model: PrototypeNet, data: ProtoData, rows: np.ndarray, device: torch.device,
-          batch_size: int = 512, prompts: dict[str, torch.Tensor] | None = None) -> dict[str, np.ndarray]:
-    """Per-post outputs of a trained network: the parts of F, class probabilities and pretext loss.
+          batch_size: int = 512, prompts: dict[str, torch.Tensor] | None = None,
+          paper_parts: bool = False) -> dict[str, np.ndarray]:
+    """Per-post outputs of a trained network: the parts of F, class probabilities and pretext loss;
+    with paper_parts (prototype.stack: paper) also the network-projected parts `paper_*`.
 
     prompts: the frozen network's `prompt_features()`, when the caller embeds several sets of
     posts with one network (the class prompts do not depend on the posts); computed when None.
@@ -343,6 +347,8 @@ def embed(model: PrototypeNet, data: ProtoData, rows: np.ndarray, device: torch.
                 terms = model.loss_terms(out, batch)
             probs = torch.softmax(out["logits_sub"].float(), dim=-1)
             result = {name: out[name].float() for name in EMBED_PARTS if name in out}
+            if paper_parts:
+                result.update({f"paper_{name}": v.float() for name, v in model.projected_parts(batch, out).items()})
             result["probs"] = probs
             for head in ("global", "local", "contrast_sub", "contrast_cat", "contrast_concept"):
                 if f"logits_{head}" in out:
@@ -396,9 +402,11 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
                 bar.set_postfix_str(f"fold {k} done, loss {last_loss[k]:.3f}")
             with torch.inference_mode(), deterministic(device):
                 prompts = model.prompt_features()  # one pass of the class prompts for all posts
-            outputs = {f"oof_{n}": v for n, v in embed(model, train, held_out, device, embed_batch, prompts).items()}
+            outputs = {f"oof_{n}": v for n, v in embed(model, train, held_out, device, embed_batch, prompts,
+                                                              cfg.stack == "paper").items()}
             outputs.update({f"test_{n}": v for n, v in
-                            embed(model, test, np.arange(len(test)), device, embed_batch, prompts).items()})
+                            embed(model, test, np.arange(len(test)), device, embed_batch, prompts,
+                                  cfg.stack == "paper").items()})
             _save_fold_outputs(fold_dir, key, outputs)
         for name, value in outputs.items():
             part, name = name.split("_", 1)
@@ -472,19 +480,35 @@ def _summaries(outputs: dict[str, np.ndarray], labels: dict[str, np.ndarray], vo
     return cols
 
 
+def _paper_columns(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """proto_<part><j>: the network-projected parts of PAPER_PARTS, as they are (no PCA)."""
+    cols = {}
+    for name in PAPER_PARTS:
+        if f"paper_{name}" in outputs:
+            part = outputs[f"paper_{name}"]
+            cols.update({f"proto_{name}{j}": part[:, j] for j in range(part.shape[1])})
+    return cols
+
+
 def feature_blocks(cfg, train_out: dict[str, np.ndarray], test_out: dict[str, np.ndarray],
                    train: ProtoData, test: ProtoData, vocab: ClassVocab, train_pids, test_pids
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The `proto` feature tables: Pid, proto_pc_* (F reduced by PCA fit on the train OOF rows),
-    class-probability summaries, and `_pretext_loss` (not a model feature)."""
+    """The `proto` feature tables: Pid, proto_pc_* (F reduced by PCA fit on the train OOF rows; with
+    `prototype.stack: paper` instead the network-projected parts, `_paper_columns`), class-probability
+    summaries, and `_pretext_loss` (not a model feature)."""
+    if cfg.stack not in STACKS:
+        raise ValueError(f"prototype.stack must be one of {STACKS}, got {cfg.stack!r}")
     train_wide, test_wide = _stack_parts(train_out), _stack_parts(test_out)
     pca = PCA(min(cfg.out_dim, train_wide.shape[1])).fit(train_wide)
     tables = []
     for pids, out, wide, data in ((train_pids, train_out, train_wide, train), (test_pids, test_out, test_wide, test)):
         table = {"Pid": np.asarray(pids)}
-        reduced = pca.transform(wide)
-        for i in range(reduced.shape[1]):
-            table[f"proto_pc{i}"] = reduced[:, i].astype(np.float32)
+        if cfg.stack == "paper":
+            table.update({k: v.astype(np.float32) for k, v in _paper_columns(out).items()})
+        else:
+            reduced = pca.transform(wide)
+            for i in range(reduced.shape[1]):
+                table[f"proto_pc{i}"] = reduced[:, i].astype(np.float32)
         for name, value in _summaries(out, data.labels, vocab, cfg.prob_features).items():
             table[f"proto_{name}"] = np.asarray(value, dtype=np.float32)
         table["_pretext_loss"] = out["pretext_loss"].astype(np.float32)

@@ -133,6 +133,10 @@ class PrototypeConfig:
     out_dim: int = 32
     prob_features: str = "summary"
     sample_selection: float = 1.0
+    # what the network adds to the tree model: `pca` (PCA of [G, L, x~, V~, T~] to out_dim columns) or
+    # `paper` (the paper's stage C: the post's image and text, x~, V~, T~, G and L, each through the
+    # network's own projection to `width` columns, no PCA); README, "Prototype network", measured effect
+    stack: str = "pca"
 
     def with_fields(self, **fields: Any) -> "PrototypeConfig":
         """A copy with fields changed by name, wherever they live (`use_attention=False` changes
@@ -174,6 +178,13 @@ class GBDTConfig:
     # k-fold schemes: the test prediction from one refit on every train post (per seed, with the folds'
     # median best rounds, scaled to the extra rows) instead of the mean of the fold models
     refit_kfold: bool = True
+    # two stages (models/pseudo_label.py): every LightGBM member is fit again with test posts added,
+    # labelled by its first fit (each validation fold's fit by the first-stage model that never saw that
+    # fold), at `pseudo_label_weight`; `pseudo_label_share` keeps the test posts the first-stage models
+    # agree on best. Off: README, "User features and CatBoost", measured effect
+    pseudo_label: bool = False
+    pseudo_label_share: float = 1.0
+    pseudo_label_weight: float = 0.5
     # member name -> the feature blocks it uses; blocks whose stage is off are skipped
     feature_sets: dict[str, list[str]] = field(default_factory=lambda: {
         "meta": ["meta"],

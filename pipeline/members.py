@@ -26,6 +26,7 @@ from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
 from models.linear import RidgeRegressor
+from models.pseudo_label import pseudo_labels
 from pipeline.catalog import RunContext
 from pipeline.config import Config
 
@@ -118,7 +119,9 @@ class MemberKind:
     make(seed, rounds) -> an estimator with fit(X, y, X_val, y_val) / predict(X); seeds: the seeds
     whose fits it averages; tuned: it takes the tune stage's parameters; raw_categoricals: posts
     columns it gets as categorical features of its own (`cat_<column>`), which the project's
-    target statistics then leave to it; summary: what its summary JSON adds.
+    target statistics then leave to it; pseudo_labels: (share, weight) when the kind is fit a
+    second time with test posts labelled by its first fit (models/pseudo_label.py), else None;
+    summary: what its summary JSON adds.
     """
     name: str
     members: Callable[[Config], dict[str, list[str]]]
@@ -127,6 +130,7 @@ class MemberKind:
     tuned: bool = False
     raw_categoricals: Callable[[Config], list[str]] = lambda cfg: []
     cross_fit_options: Callable[[Config], dict] = lambda cfg: {}
+    pseudo_labels: Callable[[Config], tuple[float, float] | None] = lambda cfg: None
     summary: Callable[[Config, Any], dict] = lambda cfg, result: {}
 
 
@@ -135,8 +139,11 @@ KINDS: dict[str, MemberKind] = {
         "lightgbm", lightgbm_members, lightgbm_factory, lambda cfg: cfg.gbdt.seeds, tuned=True,
         cross_fit_options=lambda cfg: {"scale_refit_rounds": cfg.gbdt.adapt_to_size,
                                        "refit_kfold": cfg.gbdt.refit_kfold},
-        summary=lambda cfg, r: {"best_iterations": r.best_iterations,
-                                "feature_importance_gain": r.feature_importance.head(50).to_dict()}),
+        pseudo_labels=lambda cfg: ((cfg.gbdt.pseudo_label_share, cfg.gbdt.pseudo_label_weight)
+                                   if cfg.gbdt.pseudo_label else None),
+        # every column's gain, not the top 50: shares per block (benchmarks/analyse_prototype.py)
+        summary=lambda cfg, r: {"best_iterations": r.best_iterations, "pseudo_labelled": cfg.gbdt.pseudo_label,
+                                "feature_importance_gain": r.feature_importance.to_dict()}),
     "catboost": MemberKind(
         "catboost", catboost_members, catboost_factory, lambda cfg: cfg.catboost.seeds,
         raw_categoricals=lambda cfg: list(cfg.catboost.cat_features),
@@ -239,8 +246,12 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
         X_test = X_test.assign(**{f"cat_{k}": cats["test"][k].to_numpy() for k in raw})
         stats.key_columns = [k for k in stats.key_columns if k not in raw]
     params = tuned_params(ctx) if kind.tuned else None
-    result = cross_fit(kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
-                       fit_mask=sample_selection_mask(ctx, blocks, len(y)), name=member, **kind.cross_fit_options(cfg))
+    fit = partial(cross_fit, kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
+                  fit_mask=sample_selection_mask(ctx, blocks, len(y)), **kind.cross_fit_options(cfg))
+    result = fit(name=member)
+    if kind.pseudo_labels(cfg) is not None:  # stage 2: refit with the test posts, labelled by stage 1
+        share, weight = kind.pseudo_labels(cfg)
+        result = fit(name=f"{member} + pseudo-labels", pseudo=pseudo_labels(result, share, weight))
     write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
     write_json(ctx.member_summary(member), {
         "member": member, "model": kind.name, "blocks": blocks,

@@ -73,7 +73,9 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
 def training_fields(cfg) -> dict:
     """What the trained networks depend on: the network, its losses and its training (not how the
     feature block is made from them)."""
-    return {part: dataclasses.asdict(getattr(cfg, part)) for part in ("model", "loss", "train")}
+    fields = {part: dataclasses.asdict(getattr(cfg, part)) for part in ("model", "loss", "train")}
+    # the paper stack also keeps the network-projected parts of every post (models/train_prototype.embed)
+    return {**fields, "stack": cfg.stack} if cfg.stack != "pca" else fields
 
 
 def stat_fold_digest(stat_fold: np.ndarray) -> str:

@@ -452,3 +452,24 @@ def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_pat
     # the same file loaded the unsafe way does run the payload: the test would catch a regression
     torch.load(fold_dir / "last.pt", weights_only=False)
     assert marker.exists()
+
+
+def test_paper_stack_gives_the_network_projected_parts_without_pca(split, backbone, tmp_path):
+    posts_train, train, vocab = split
+    _, test, _ = make_split(40, 1, vocab, with_label=False)
+    cfg = small_cfg(epochs=1, stack="paper")
+    stat_fold = np.arange(len(train)) % 2
+    train_out, test_out = tp.fit_oof(cfg, train, test, stat_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
+    tables = tp.feature_blocks(cfg, train_out, test_out, train, test, vocab, posts_train["Pid"], np.arange(40))
+    parts = [p for p in tp.PAPER_PARTS if f"paper_{p}" in train_out]
+    assert parts[:5] == ["image", "text", "x", "v", "t"]  # g, l: only with the prompt learners on
+    for table in tables:
+        assert not [c for c in table if c.startswith("proto_pc")]
+        assert [c for c in table if c.startswith("proto_x")] == [f"proto_x{j}" for j in range(cfg.model.width)]
+        assert {"proto_image0", "proto_text0", "proto_v0", "proto_t0", "proto_p_sub"} <= set(table)
+    # x~ is the same output the pca stack reduces, not reduced
+    np.testing.assert_array_equal(tables[0][[f"proto_x{j}" for j in range(cfg.model.width)]].to_numpy(),
+                                  train_out["x"].astype(np.float32))
+    with pytest.raises(ValueError, match="prototype.stack"):
+        tp.feature_blocks(small_cfg(stack="umap"), train_out, test_out, train, test, vocab, posts_train["Pid"],
+                          np.arange(40))
