@@ -113,11 +113,13 @@ def gbdt_factory(cfg: Config, params: dict | None = None):
     return make
 
 
-def tuned_params(ctx: RunContext) -> dict | None:
-    """Parameters found by the tuning stage, when it ran."""
+def tuned_params(ctx: RunContext, member: str | None = None) -> dict | None:
+    """Parameters found by the tuning stage, when it ran: `member`'s own (tuning.per_member), else
+    those of tuning.feature_set."""
     path = ctx.work_dir / "tuning" / "best_params.json"
     if ctx.config.tuning.enabled and path.is_file():
-        return {**ctx.config.gbdt.params, **read_json(path)["params"]}
+        found = read_json(path)
+        return {**ctx.config.gbdt.params, **found.get("members", {}).get(member, found)["params"]}
     return None
 
 
@@ -175,10 +177,10 @@ def run_catboost(ctx: RunContext, member: str, blocks: list[str]) -> None:
 
 
 def run(ctx: RunContext) -> None:
-    params = tuned_params(ctx)
     for member, blocks in active_catboost_members(ctx.config).items():
         run_catboost(ctx, member, blocks)
     for member, blocks in active_members(ctx.config).items():
+        params = tuned_params(ctx, member)
         X, X_test, y, folds, stats, posts = load_member_data(ctx, blocks)
         fit_mask = sample_selection_mask(ctx, blocks, len(y))
         result = cross_fit(gbdt_factory(ctx.config, params), X, y, folds, X_test, seeds=ctx.config.gbdt.seeds,
@@ -186,7 +188,7 @@ def run(ctx: RunContext) -> None:
                            scale_refit_rounds=ctx.config.gbdt.adapt_to_size, refit_kfold=ctx.config.gbdt.refit_kfold)
         write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
         write_json(ctx.member_preds(member).with_suffix(".json"), {
-            "member": member, "model": "lightgbm", "blocks": blocks, "tuned": params is not None,
+            "member": member, "model": "lightgbm", "blocks": blocks, "tuned": params is not None, "params": params,
             "score": result.score, "fold_scores": result.fold_scores, "best_iterations": result.best_iterations,
             "n_features": X.shape[1], "feature_importance_gain": result.feature_importance.head(50).to_dict(),
         })
