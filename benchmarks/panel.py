@@ -98,16 +98,19 @@ def make_set(spec: PanelSet, root: Path) -> tuple[Path, Path]:
 
 
 def run_pipeline(spec: PanelSet, data_dir: Path, work_dir: Path, subs: Path, run_name: str,
-                 overrides: list[str]) -> float:
-    args = [sys.executable, str(REPO_ROOT / "pipeline" / "run_all.py"), "--config", str(REPO_ROOT / "configs" / "demo.yaml"),
-            "--data-dir", str(data_dir), "--work-dir", str(work_dir), "--submissions-dir", str(subs),
-            "--test-labels", str(data_dir.parent / "hidden_test_labels.txt"), "--run-name", run_name,
-            *sum((["--set", o] for o in overrides), [])]
+                 overrides: list[str]) -> tuple[float, Path]:
+    """Seconds the run took, and its config folder (work_dir/config-<digest>)."""
+    from pipeline.run_all import make_context, parse_args
+    run_args = ["--config", str(REPO_ROOT / "configs" / "demo.yaml"),
+                "--data-dir", str(data_dir), "--work-dir", str(work_dir), "--submissions-dir", str(subs),
+                "--test-labels", str(data_dir.parent / "hidden_test_labels.txt"), "--run-name", run_name,
+                *sum((["--set", o] for o in overrides), [])]
     started = time.perf_counter()
-    done = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "pipeline" / "run_all.py"), *run_args], cwd=REPO_ROOT,
+                          capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"pipeline on {spec.name} failed:\n{done.stderr[-3000:]}")
-    return time.perf_counter() - started
+    return time.perf_counter() - started, make_context(parse_args(run_args)).work_dir
 
 
 def _flat(prefix: str, scores: dict) -> dict:
@@ -119,14 +122,14 @@ def _flat(prefix: str, scores: dict) -> dict:
     return out
 
 
-def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path) -> dict:
+def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path, config_dir: Path) -> dict:
     posts_test = pd.read_parquet(work_dir / "posts_test.parquet", columns=["Pid"])
     y = read_labels(labels_path, len(posts_test))
-    final = pd.read_parquet(work_dir / "preds" / "final.parquet")
+    final = pd.read_parquet(config_dir / "preds" / "final.parquet")
     test = final[final["split"] == "test"]
     if not np.array_equal(test["Pid"].astype(str).to_numpy(), posts_test["Pid"].astype(str).to_numpy()):
-        raise ValueError(f"{work_dir}/preds/final.parquet does not list the test posts in order")
-    ref_pred, seen = reference_for_work_dir(work_dir)
+        raise ValueError(f"{config_dir}/preds/final.parquet does not list the test posts in order")
+    ref_pred, seen = reference_for_work_dir(config_dir, shared_dir=work_dir)
     pipe = score_by_kind(y, test["pred"].to_numpy(dtype=np.float64), seen)
     ref = score_by_kind(y, ref_pred, seen)
     row = {"data set": spec.name, "n_train": int((final["split"] == "train").sum()), "n_test": len(y),
@@ -189,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         work_dir = args.root / "work" / mode / spec.name
         subs = args.root / "submissions"
         run_name = f"panel-{mode}-{args.label}-{spec.name}"
-        seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, overrides)
-        row = {**evaluate(spec, work_dir, labels, subs / run_name), "seconds": round(seconds, 1)}
+        seconds, config_dir = run_pipeline(spec, data_dir, work_dir, subs, run_name, overrides)
+        row = {**evaluate(spec, work_dir, labels, subs / run_name, config_dir), "seconds": round(seconds, 1)}
         rows.append(row)
         print(f"{spec.name}: pipeline SRC {row['pipe_src']:.4f} MAE {row['pipe_mae']:.4f} | reference SRC "
               f"{row['ref_src']:.4f} MAE {row['ref_mae']:.4f} ({seconds:.0f} s)", flush=True)

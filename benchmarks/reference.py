@@ -64,9 +64,11 @@ def reference_predictions(meta_train: pd.DataFrame, meta_test: pd.DataFrame, uid
     return booster.predict(X_test)
 
 
-def reference_for_work_dir(work_dir: Path, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(test predictions, seen-in-train flag per test post) for a pipeline work folder."""
-    posts = {s: pd.read_parquet(work_dir / f"posts_{s}.parquet", columns=["Pid", "Uid"] + (["label"] if s == "train" else []))
+def reference_for_work_dir(work_dir: Path, seed: int = 0, shared_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(test predictions, seen-in-train flag per test post) for a pipeline work folder (a config folder,
+    with the posts tables in `shared_dir`, the data set's folder; default: work_dir)."""
+    shared_dir = shared_dir or work_dir
+    posts = {s: pd.read_parquet(shared_dir / f"posts_{s}.parquet", columns=["Pid", "Uid"] + (["label"] if s == "train" else []))
              for s in ("train", "test")}
     meta = {s: pd.read_parquet(work_dir / "features" / f"meta_{s}.parquet") for s in ("train", "test")}
     for s in ("train", "test"):
