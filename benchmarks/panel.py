@@ -134,10 +134,14 @@ def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path, c
     ref = score_by_kind(y, ref_pred, seen)
     row = {"data set": spec.name, "n_train": int((final["split"] == "train").sum()), "n_test": len(y),
            "test_unseen_share": round(pipe["unseen_share"], 3), **_flat("pipe", pipe), **_flat("ref", ref)}
+    # the stage times of the run that made the config folder's outputs (a skipped stage keeps its first time)
+    stages = json.loads((config_dir / "stages.lock.json").read_text()).get("stages", {})
+    row.update({f"{name}_s": stages[name].get("seconds") for name in ("tune", "train_gbdt") if name in stages})
     scores_path = run_dir / "scores.json"
     if scores_path.is_file():
         scores = json.loads(scores_path.read_text())
         row["scheme"] = scores.get("scheme")
+        row.update({f"val_{m}": round(v, 4) for m, v in (scores.get("validation") or {}).items() if m in ("src", "mae")})
         share = (scores.get("validation_by_kind") or {}).get("unseen_share")
         row["val_unseen_share"] = None if share is None else round(share, 3)
     return row
@@ -151,9 +155,9 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TABLE = ["data set", "n_train", "test_unseen_share", "val_unseen_share", "scheme", "pipe_src", "ref_src",
+TABLE = ["data set", "n_train", "test_unseen_share", "val_unseen_share", "scheme", "val_src", "val_mae", "pipe_src", "ref_src",
          "pipe_mae", "ref_mae", "pipe_src_seen", "ref_src_seen", "pipe_src_unseen", "ref_src_unseen",
-         "pipe_mae_seen", "ref_mae_seen", "pipe_mae_unseen", "ref_mae_unseen"]
+         "pipe_mae_seen", "ref_mae_seen", "pipe_mae_unseen", "ref_mae_unseen", "tune_s", "train_gbdt_s"]
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
