@@ -89,10 +89,6 @@ def tuned_members(cfg: Config) -> dict[str, list[str]]:
     return {name: members[name], **later}
 
 
-def tuned_blocks(cfg: Config) -> list[str]:
-    return tuned_members(cfg)[cfg.tuning.feature_set]
-
-
 # --- the study --------------------------------------------------------------------------------
 def objective_digest(cfg: Config, blocks: list[str], X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame) -> str:
     """Digest of everything that defines the objective: trials of one study must be comparable.
