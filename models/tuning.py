@@ -400,7 +400,8 @@ def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
 
 def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], n_trials: int,
                timeout_s: float = 0.0, storage_url: str | None = None, worker: str = "0",
-               first_params: dict[str, Any] | None = None, progress: bool = True, poll_s: float = 1.0) -> int:
+               first_params: dict[str, Any] | None = None, progress: bool = True, poll_s: float = 1.0,
+               warm_params: dict[str, Any] | None = None) -> int:
     """Run trials until the study holds `n_trials` finished ones; returns how many ran here.
 
     A place in the budget is taken under the study's `BudgetLock` (for `storage_url`),
@@ -413,7 +414,9 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     queued again (or, after a second death, its place freed), and this worker runs it.
     `timeout_s` > 0 stops taking new trials after that many seconds in this process.
     first_params: the parameters of the study's first trial (e.g. `base_trial_params`).
+    warm_params: a warm start (e.g. another member's best parameters), evaluated before first_params.
     """
+    points = start_points(first_params, warm_params)
     lock = BudgetLock(storage_url, study.study_name)
     taken_over = False  # the trial that just ran was failed by another worker while it ran
 
@@ -443,7 +446,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         lock.acquire()
         taken_over = False
         try:
-            action = _take_place(study, n_trials, first_params)
+            action = _take_place(study, n_trials, points)
             if action == "run":
                 study.optimize(run_trial, n_trials=1, gc_after_trial=False, show_progress_bar=False, catch=(),
                                callbacks=[finished])
@@ -471,7 +474,19 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
     return ran
 
 
-def _take_place(study: optuna.Study, n_trials: int, first_params: dict[str, Any] | None) -> str:
+def start_points(first_params: dict[str, Any] | None,
+                 warm_params: dict[str, Any] | None) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The fixed parameters a study evaluates before sampling, in order, with their trials' user attributes:
+    the warm start, then the hand-set parameters (once, when they are not the warm start)."""
+    points = []
+    if warm_params is not None:
+        points.append((warm_params, {"base": False, "warm_start": True, "start_point": len(points)}))
+    if first_params is not None and first_params != warm_params:
+        points.append((first_params, {"base": True, "start_point": len(points)}))
+    return points
+
+
+def _take_place(study: optuna.Study, n_trials: int, points: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """Under the budget lock: "done" (budget finished), "wait" (every place running) or "run",
     with a WAITING trial in the queue for `study.optimize` to pop."""
     fail_stale_trials(study)
@@ -483,9 +498,31 @@ def _take_place(study: optuna.Study, n_trials: int, first_params: dict[str, Any]
     if finished + states.count(TrialState.RUNNING) >= n_trials:
         return "wait"
     if TrialState.WAITING not in states:  # else the queue holds a retried (or unstarted) trial: run that
-        first = first_params is not None and not trials
-        study.enqueue_trial(first_params if first else {}, user_attrs={"base": first})
+        # each start point once, in order (a failed one is not rerun), then the sampler's draws
+        taken = {t.user_attrs.get("start_point") for t in trials}
+        params, attrs = next(((p, a) for p, a in points if a["start_point"] not in taken), ({}, {"base": False}))
+        study.enqueue_trial(params, user_attrs=attrs)
     return "run"
+
+
+def split_trial_budget(n_trials: int, members: Sequence[str], first_share: float = 0.5) -> dict[str, int]:
+    """The trial budget of one study per member, summing to exactly `n_trials`: the first member gets
+    `first_share` of it (rounded up), the others share the rest evenly (the earlier ones any remainder),
+    and every member gets at least one trial (a later member's first trial is its warm start)."""
+    members = list(members)
+    if not members or len(set(members)) != len(members):
+        raise ValueError(f"tuning: the members to tune must be distinct and at least one, got {members}")
+    if not 0.0 < first_share <= 1.0:
+        raise ValueError(f"tuning.per_member_first_share must be in (0, 1], got {first_share}")
+    if n_trials < len(members):
+        raise ValueError(f"tuning.n_trials: {n_trials} trials cannot give each of the {len(members)} tuned members "
+                         f"({', '.join(members)}) one trial; raise tuning.n_trials or set tuning.per_member=false")
+    later = len(members) - 1
+    first = min(n_trials - later, max(1, math.ceil(n_trials * first_share)))
+    if not later:
+        return {members[0]: n_trials}
+    rest = n_trials - first
+    return {members[0]: first, **{m: rest // later + (i < rest % later) for i, m in enumerate(members[1:])}}
 
 
 def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, n_trials: int, worker: str = "0") -> str:

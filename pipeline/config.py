@@ -245,6 +245,10 @@ class TuningConfig:
     report_interval: int = 10  # boosting rounds between pruning checks
     heartbeat_s: int = 60  # RDB storages: a trial whose worker is silent 2x this long is failed and rerun
     base_first: bool = True  # trial 0 evaluates gbdt.params, so tuning never ends below the untuned model
+    # a study per active LightGBM member (feature_set first), splitting n_trials between them; later members
+    # start from the first's best parameters (README, "Tuning and ensemble"); off: feature_set's for all
+    per_member: bool = False
+    per_member_first_share: float = 0.5  # of n_trials for feature_set; the rest is split evenly
     search_space: dict[str, list] = field(default_factory=lambda: {
         "num_leaves": [7, 255, "log"],
         "min_data_in_leaf": [5, 300, "log"],

@@ -214,10 +214,12 @@ def sample_selection_mask(ctx: RunContext, blocks: list[str], n: int) -> np.ndar
     return loss <= np.nanquantile(loss, keep)
 
 
-def tuned_params(ctx: RunContext) -> dict | None:
-    """Parameters found by the tuning stage, when it ran."""
+def tuned_params(ctx: RunContext, member: str | None = None) -> dict | None:
+    """Parameters found by the tuning stage, when it ran: `member`'s own (tuning.per_member), else
+    those of tuning.feature_set."""
     if ctx.config.tuning.enabled and ctx.best_params.is_file():
-        return {**ctx.config.gbdt.params, **read_json(ctx.best_params)["params"]}
+        found = read_json(ctx.best_params)
+        return {**ctx.config.gbdt.params, **found.get("members", {}).get(member, found)["params"]}
     return None
 
 
@@ -245,7 +247,7 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
         X = X.assign(**{f"cat_{k}": cats["train"][k].to_numpy() for k in raw})
         X_test = X_test.assign(**{f"cat_{k}": cats["test"][k].to_numpy() for k in raw})
         stats.key_columns = [k for k in stats.key_columns if k not in raw]
-    params = tuned_params(ctx) if kind.tuned else None
+    params = tuned_params(ctx, member) if kind.tuned else None
     fit = partial(cross_fit, kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
                   fit_mask=sample_selection_mask(ctx, blocks, len(y)), **kind.cross_fit_options(cfg))
     result = fit(name=member)
@@ -255,7 +257,7 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
     write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
     write_json(ctx.member_summary(member), {
         "member": member, "model": kind.name, "blocks": blocks,
-        **({"tuned": params is not None} if kind.tuned else {}),
+        **({"tuned": params is not None, "params": params} if kind.tuned else {}),
         "score": result.score, "fold_scores": result.fold_scores, "n_features": X.shape[1],
         **kind.summary(cfg, result),
     })

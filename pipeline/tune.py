@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Stage `tune`: Optuna tuning of LightGBM on one feature set (tuning.feature_set).
+"""Stage `tune`: Optuna tuning of LightGBM on one feature set (tuning.feature_set), or with
+tuning.per_member a study per active LightGBM member, tuning.feature_set first, sharing the budget.
 
-Writes tuning/best_params.json ({"params": ...}, read by train_gbdt) and
+Writes tuning/best_params.json ({"params": ...} and with per_member {"members": {name: {"params": ...}}},
+read by train_gbdt) and
 study_summary.json (every trial, for the run's history plot) in the config folder.
 The study lives in tuning.storage (default: SQLite file work/<ds>/tuning/study.db,
 shared by the data set's configs), so rerunning an
@@ -46,13 +48,16 @@ from pipeline.members import lightgbm_members, load_member_data, sample_selectio
 log = logging.getLogger(__name__)
 
 
-def tuned_blocks(cfg: Config) -> list[str]:
+def tuned_members(cfg: Config) -> dict[str, list[str]]:
+    """The members tuned, in the order they are tuned: tuning.feature_set, then (tuning.per_member)
+    every other active LightGBM member. Their blocks."""
     members = lightgbm_members(cfg)
     name = cfg.tuning.feature_set
     if name not in members:
         raise ValueError(f"tuning.feature_set {name!r} is not an active gbdt.feature_sets member under this "
                          f"config; active: {sorted(members)}")
-    return members[name]
+    later = {m: b for m, b in members.items() if m != name} if cfg.tuning.per_member else {}
+    return {name: members[name], **later}
 
 
 # --- the study --------------------------------------------------------------------------------
@@ -79,15 +84,16 @@ def objective_digest(cfg: Config, blocks: list[str], X: pd.DataFrame, y: np.ndar
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def prepare(ctx: RunContext):
-    """The study (created or loaded), the objective, the storage URL and the first trial's parameters."""
+def prepare(ctx: RunContext, member: str | None = None):
+    """The study (created or loaded) of `member` (default tuning.feature_set), the objective, the storage
+    URL, the first trial's parameters and the whole trial budget (of every member together)."""
     cfg, t = ctx.config, ctx.config.tuning
     if t.metric not in tuning.METRICS:
         raise ValueError(f"tuning.metric must be one of {sorted(tuning.METRICS)}, got {t.metric!r}")
     if t.n_trials < 1:
         raise ValueError(f"tuning.n_trials must be at least 1, got {t.n_trials}")
     space = tuning.search_space(t.search_space)
-    blocks = tuned_blocks(cfg)
+    blocks = tuned_members(cfg)[member or t.feature_set]
     X, _, y, folds, stats, _ = load_member_data(ctx, blocks)
     fit_mask = sample_selection_mask(ctx, blocks, len(y))
     g = cfg.gbdt
@@ -97,16 +103,47 @@ def prepare(ctx: RunContext):
         num_threads=g.num_threads, seed=g.seeds[0], report_interval=t.report_interval, pruning=t.pruning,
         adapt_to_size=g.adapt_to_size)
     url = ctx.study_storage
-    name = f"{t.study_name}-{objective_digest(cfg, blocks, X, y, folds)}"
+    # a member's own study holds a share of the budget: never the shared study's trials
+    name = f"{t.study_name}-{f'{member or t.feature_set}-' if t.per_member else ''}{objective_digest(cfg, blocks, X, y, folds)}"
     pruner = tuning.make_pruner(t.prune_startup_trials, t.prune_warmup_rounds, t.pruning, t.prune_percentile)
     study = tuning.open_study(url, name, t.metric, t.seed, t.startup_trials, pruner, t.heartbeat_s)
-    study.set_user_attr("feature_set", t.feature_set)
+    study.set_user_attr("feature_set", member or t.feature_set)
     first = tuning.base_trial_params(g.params, space) if t.base_first else None
     n_trials = sizing.tuning_trials(t.n_trials, int((folds["fold"] >= 0).sum())) if t.adapt_to_size else t.n_trials
     if n_trials < t.n_trials:
         log.info("tuning: %d trials (tuning.n_trials %d is the cap; %d validated posts)", n_trials, t.n_trials,
                  int((folds["fold"] >= 0).sum()))
     return study, objective, url, first, n_trials
+
+
+def tune_members(ctx: RunContext, worker: str) -> dict[str, tuple[optuna.Study, str, int]]:
+    """This worker's trials on every tuned member's study in turn; {member: (study, storage URL, its budget)}.
+
+    With tuning.per_member the budget is split (models.tuning.split_trial_budget) and each later member's
+    study starts from the first member's best parameters, read once every trial of that study finished.
+    tuning.timeout_s caps the whole loop; a member left without trials keeps the first member's parameters.
+    """
+    t = ctx.config.tuning
+    members = list(tuned_members(ctx.config))
+    started = None
+    studies: dict[str, tuple[optuna.Study, str, int]] = {}
+    budgets: dict[str, int] = {}
+    warm = None
+    for member in members:
+        study, objective, url, first, n_trials = prepare(ctx, member)
+        budgets = budgets or tuning.split_trial_budget(n_trials, members, t.per_member_first_share)
+        log.info("tuning study %s in %s: %d of %d trials%s (worker %s)", study.study_name, tuning.redact(url),
+                 budgets[member], n_trials, f", starting from {members[0]}'s best" if warm is not None else "", worker)
+        started = started or time.monotonic()
+        left = max(t.timeout_s - (time.monotonic() - started), 1e-3) if t.timeout_s > 0 else 0.0
+        ran = tuning.run_worker(study, objective, budgets[member], left, storage_url=url, worker=worker,
+                                first_params=first, warm_params=warm)
+        log.info("worker %s ran %d trial(s) of study %s", worker, ran, study.study_name)
+        studies[member] = (study, url, budgets[member])
+        if member == members[0] and len(members) > 1:
+            wait_for_running(study)  # other workers' trials count toward the best
+            warm = tuning.study_summary(study, t.metric).get("best_params")
+    return studies
 
 
 def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
@@ -116,7 +153,9 @@ def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
         time.sleep(poll_s)
 
 
-def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float, n_trials: int) -> dict:
+def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float, n_trials: int,
+                  members: dict[str, tuple[optuna.Study, str, int]] | None = None) -> dict:
+    """The first member's study is the summary's; `members` (tuning.per_member) adds each member's best."""
     t = ctx.config.tuning
     summary = tuning.study_summary(study, t.metric)
     if "best_params" not in summary:
@@ -125,13 +164,23 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
     summary.update({"storage": tuning.redact(url), "feature_set": t.feature_set, "n_trials": n_trials,
                     "tuning_seconds": round(seconds, 1), "workers": t.workers,
                     "trial_seconds_total": round(sum(r["seconds"] or 0.0 for r in summary["trials"]), 1)})
+    best = {"params": summary["best_params"], "value": summary["best_value"], "metric": t.metric,
+            "trial": summary["best_trial"], "scores": summary["best_scores"], "study_name": study.study_name,
+            "feature_set": t.feature_set,
+            "n_finished": sum(summary["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED"))}
+    if members:
+        own = {m: tuning.study_summary(s, t.metric) for m, (s, _, _) in members.items()}
+        summary["members"] = {m: {k: o.get(k) for k in ("study_name", "counts", "best_value", "best_trial", "best_params")}
+                              | {"n_trials": members[m][2],
+                                 "trial_seconds_total": round(sum(r["seconds"] or 0.0 for r in o["trials"]), 1)}
+                              for m, o in own.items()}
+        summary["trial_seconds_total"] = round(sum(o["trial_seconds_total"] for o in summary["members"].values()), 1)
+        best["members"] = {m: {"params": o["best_params"], "value": o["best_value"], "trial": o["best_trial"],
+                               "study_name": o["study_name"], "n_trials": members[m][2]}
+                           for m, o in own.items() if "best_params" in o}
     write_json(ctx.tuning_summary, summary)
     # no timings here: this file is an input of train_gbdt, so it must not change when nothing else does
-    write_json(ctx.best_params, {
-        "params": summary["best_params"], "value": summary["best_value"], "metric": t.metric,
-        "trial": summary["best_trial"], "scores": summary["best_scores"], "study_name": study.study_name,
-        "feature_set": t.feature_set, "n_finished": sum(summary["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED")),
-    })
+    write_json(ctx.best_params, best)
     log.info("tuning: best %s %.4f (trial %d) in %.1f s; %s", t.metric, summary["best_value"], summary["best_trial"],
              seconds, summary["counts"])
     return summary
@@ -151,25 +200,28 @@ def run(ctx: RunContext) -> None:
     write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     write_json(worker_context_path(ctx.work_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.work_dir),
                                                   "data_dir": str(ctx.data_dir), "dataset": ctx.dataset})
-    study, objective, url, first, n_trials = prepare(ctx)
-    log.info("tuning study %s in %s: %d trials over %d worker(s); more workers: python pipeline/tune.py "
-             "--work-dir %s", study.study_name, tuning.redact(url), n_trials, t.workers, ctx.work_dir)
+    members = list(tuned_members(ctx.config))
+    log.info("tuning %s over %d worker(s); more workers: python pipeline/tune.py --work-dir %s",
+             ", ".join(members), t.workers, ctx.work_dir)
     extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.work_dir),
                                "--worker", str(i)], cwd=REPO_ROOT) for i in range(1, t.workers)]
     try:
-        tuning.run_worker(study, objective, n_trials, t.timeout_s, storage_url=url, worker="0",
-                          first_params=first)
+        studies = tune_members(ctx, worker="0")
     finally:
         codes = [p.wait() for p in extra]
     if any(codes):
         raise RuntimeError(f"tuning worker process(es) failed with exit codes {codes}; rerun to resume the study")
-    wait_for_running(study)
-    write_results(ctx, study, url, time.perf_counter() - started, n_trials)
+    for study, _, _ in studies.values():
+        wait_for_running(study)
+    study, url, _ = studies[members[0]]
+    write_results(ctx, study, url, time.perf_counter() - started, sum(n for _, _, n in studies.values()),
+                  studies if t.per_member else None)
 
 
 def inputs(ctx: RunContext) -> list[Path]:
     paths = [ctx.posts("train"), ctx.posts("test"), ctx.folds]
-    return paths + [ctx.feature_block(b, s) for b in tuned_blocks(ctx.config) for s in ("train", "test")]
+    blocks = dict.fromkeys(b for bs in tuned_members(ctx.config).values() for b in bs)
+    return paths + [ctx.feature_block(b, s) for b in blocks for s in ("train", "test")]
 
 
 STAGE = Stage(
@@ -208,11 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                      run_name="tune-worker", shared_dir=shared_dir, dataset=context.get("dataset", ""))
     quiet_optuna()
     worker = args.worker or f"{socket.gethostname()}:{os.getpid()}"
-    study, objective, url, first, n_trials = prepare(ctx)
-    log.info("worker %s joins study %s in %s", worker, study.study_name, tuning.redact(url))
-    ran = tuning.run_worker(study, objective, n_trials, cfg.tuning.timeout_s,
-                            storage_url=url, worker=worker, first_params=first)
-    log.info("worker %s ran %d trial(s)", worker, ran)
+    log.info("worker %s joins the tuning of %s", worker, ", ".join(tuned_members(cfg)))
+    tune_members(ctx, worker)
     return 0
 
 

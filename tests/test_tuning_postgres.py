@@ -227,3 +227,24 @@ def test_more_workers_keep_the_start_up_trials_and_differ_only_where_the_readme_
     same_best = one_and_three_workers["one"]["best_params"] == one_and_three_workers["three"]["best_params"]
     same_submission = one_and_three_workers["one"]["submission"] == one_and_three_workers["three"]["submission"]
     assert same_best == same_submission
+
+
+# --- a study per member (tuning.per_member) on the server -------------------------------------------
+def test_workers_on_per_member_studies_keep_each_member_s_exact_budget(new_database, tmp_path):
+    from test_tuning_per_member import two_member_work_dir
+    url = new_database()
+    two_member_work_dir(tmp_path, per_member=True, n_trials=9)
+    workers = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(tmp_path),
+                                 "--worker", name, "--set", f"tuning.storage={url}"], cwd=ROOT, env=ENV,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b", "c")]
+    for w in workers:
+        log = w.communicate(timeout=400)[0]
+        assert w.returncode == 0, log[-3000:]
+    studies = {s.study_name: optuna.load_study(study_name=s.study_name, storage=url)
+               for s in optuna.get_all_study_summaries(storage=url)}
+    by_member = {s.user_attrs["feature_set"]: s for s in studies.values()}
+    assert sorted(by_member) == ["meta", "meta_emb"]
+    assert_exact_budget(by_member["meta"].get_trials(), 5)  # 9 trials: 5 for the first member, 4 for the other
+    assert_exact_budget(by_member["meta_emb"].get_trials(), 4)
+    warm = [t for t in by_member["meta_emb"].get_trials() if t.user_attrs.get("warm_start")]
+    assert len(warm) == 1 and warm[0].params == by_member["meta"].best_params
