@@ -57,6 +57,7 @@ def first_run(clone: Path, timeout_s: float) -> dict:
     demo = yaml.safe_load((clone / "configs" / "demo.yaml").read_text())
     result["demo_config"] = {"n_train": demo["demo"]["n_train"], "n_test": demo["demo"]["n_test"],
                              "folds": demo["validation"]["n_folds"], "prototype_epochs": demo["prototype"]["epochs"],
+                             "prototype_batch_size": demo["prototype"].get("batch_size"),
                              "trials": demo["tuning"]["n_trials"], "seeds": demo["gbdt"]["seeds"],
                              "image_resolution": demo["encoders"]["image_resolution"]}
     return result
