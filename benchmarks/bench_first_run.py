@@ -36,8 +36,10 @@ def first_run(clone: Path, timeout_s: float) -> dict:
     load_before = os.getloadavg()
     started = time.perf_counter()
     with open(clone / "first_run.log", "w") as log:
+        # the clone's own code, not the installed checkout's (the project installs itself editable)
         proc = subprocess.run([sys.executable, "pipeline/run_all.py", "--run-name", RUN_NAME], cwd=clone,
-                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                              env={**os.environ, "PYTHONPATH": str(clone)})
     wall = time.perf_counter() - started
     result = {"commit": commit, "returncode": proc.returncode, "wall_s": round(wall, 1),
               "load_average_before": [round(x, 2) for x in load_before],
@@ -56,7 +58,8 @@ def first_run(clone: Path, timeout_s: float) -> dict:
     import yaml
     demo = yaml.safe_load((clone / "configs" / "demo.yaml").read_text())
     result["demo_config"] = {"n_train": demo["demo"]["n_train"], "n_test": demo["demo"]["n_test"],
-                             "folds": demo["validation"]["n_folds"], "prototype_epochs": demo["prototype"]["epochs"],
+                             "folds": demo["validation"]["n_folds"], "prototype_epochs": demo["prototype"]["train"]["epochs"],
+                             "prototype_batch_size": demo["prototype"]["train"].get("batch_size"),
                              "trials": demo["tuning"]["n_trials"], "seeds": demo["gbdt"]["seeds"],
                              "image_resolution": demo["encoders"]["image_resolution"]}
     return result

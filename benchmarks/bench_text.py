@@ -10,9 +10,12 @@ texts, same process, alternating runs:
 
     python benchmarks/bench_text.py                         # 3,000 demo posts (titles and tag strings)
     python benchmarks/bench_text.py --n-posts 600 --plain-posts 100 --repeats 1
+    python benchmarks/bench_text.py --texts unique          # every title and tag string distinct
 
 Texts are the built-in demo's (`features.demo`: empty titles, camera file names, subject words, users'
-habitual tags). texts/s counts titles and tag strings (two a post), as the issue did; the token texts'
+habitual tags: repeated strings, as on real SMPD, which the stage encodes once), and (`--texts unique`,
+or both with the default `--texts both`) the same texts made all distinct by appending the post's number
+to every title and tag string (one or two tokens more each): the stage's gain without repetition. texts/s counts titles and tag strings (two a post), as the issue did; the token texts'
 work is included in the time. On a shared machine wall time depends on the load, so every rate is given
 by wall time and by this process's CPU time (x torch threads: the wall rate of an idle machine), and the
 ratios are what to compare. Prints one JSON line, with the largest difference between the stage's arrays
@@ -50,6 +53,13 @@ def demo_texts(folder: Path, n_posts: int) -> SplitInputs:
     make_demo(folder / "data", folder / "labels.txt", n_train=n_posts, n_test=1, image_size=8)
     train, _, _ = read_smpd(folder / "data")
     return SplitInputs.from_posts(train, folder / "data")
+
+
+def all_unique(inputs: SplitInputs) -> SplitInputs:
+    """The same posts with every title and tag string distinct (the post's number appended)."""
+    return SplitInputs(pids=inputs.pids, image_paths=inputs.image_paths,
+                       titles=[f"{t} post{r}".strip() for r, t in enumerate(inputs.titles)],
+                       tags=[f"{t} post{r}".strip() for r, t in enumerate(inputs.tags)])
 
 
 class Timer:
@@ -112,40 +122,52 @@ def run_plain(inputs: SplitInputs, encoder: BackboneTextEncoder, n_posts: int, m
     return rate(2 * n_posts, timer)
 
 
+def measure(inputs: SplitInputs, encoder: BackboneTextEncoder, enc_cfg: EncoderConfig, args, folder: Path) -> dict:
+    """plain, chunked and stage on one set of texts, alternating, the best of `args.repeats` each."""
+    runs = {"plain": [], "chunked": [], "stage": []}
+    for repeat in range(args.repeats):
+        n_plain = min(args.plain_posts, len(inputs))
+        runs["plain"].append(run_plain(inputs, encoder, n_plain, enc_cfg.max_text_tokens))
+        chunked, chunked_arrays = run_chunked(inputs, encoder, enc_cfg.max_text_tokens)
+        runs["chunked"].append(chunked)
+        stage, stage_arrays = run_stage(inputs, encoder, enc_cfg, folder / f"work-{repeat}")
+        runs["stage"].append(stage)
+    best = {k: max(v, key=lambda r: r["texts_per_cpu_s_x_threads"]) for k, v in runs.items()}
+    result = {"distinct_titles": len(set(inputs.titles)), "distinct_tags": len(set(inputs.tags)),
+              "distinct_token_texts": len(set(inputs.token_texts())),
+              "empty_titles": sum(not t for t in inputs.titles), **best}
+    for base in ("plain", "chunked"):
+        for measure_name in ("texts_per_s", "texts_per_cpu_s_x_threads"):
+            key = f"stage_over_{base}" + ("" if measure_name == "texts_per_s" else "_cpu")
+            result[key] = round(best["stage"][measure_name] / best[base][measure_name], 2)
+    diff = {k: float(np.abs(stage_arrays[k].astype(np.float32) - chunked_arrays[k].astype(np.float32)).max())
+            for k in ("title", "tags", "tokens")}
+    assert np.array_equal(stage_arrays["token_mask"], chunked_arrays["token_mask"])
+    result["max_abs_diff_stage_vs_chunked"] = diff
+    result["all_runs"] = {k: [r["texts_per_s"] for r in v] for k, v in runs.items()}
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-posts", type=int, default=3000, help="demo posts whose texts are encoded")
     parser.add_argument("--plain-posts", type=int, default=300, help="posts of the one-text-at-a-time loop")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best counts")
+    parser.add_argument("--texts", choices=("demo", "unique", "both"), default="both",
+                        help="the demo's texts (with their repeats), all made distinct, or both")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="bench_text_"))
     try:
         inputs = demo_texts(folder, args.n_posts)
         enc_cfg = EncoderConfig(text="minilm", device="cpu", precision="fp32")
         encoder = load_text_encoder(enc_cfg, torch.device("cpu"))
-        runs = {"plain": [], "chunked": [], "stage": []}
-        for repeat in range(args.repeats):
-            n_plain = min(args.plain_posts, len(inputs))
-            runs["plain"].append(run_plain(inputs, encoder, n_plain, enc_cfg.max_text_tokens))
-            chunked, chunked_arrays = run_chunked(inputs, encoder, enc_cfg.max_text_tokens)
-            runs["chunked"].append(chunked)
-            stage, stage_arrays = run_stage(inputs, encoder, enc_cfg, folder / f"work-{repeat}")
-            runs["stage"].append(stage)
-        best = {k: max(v, key=lambda r: r["texts_per_cpu_s_x_threads"]) for k, v in runs.items()}
         result = {"model": encoder.model_id, "precision": encoder.precision, "n_posts": len(inputs),
                   "max_text_length": enc_cfg.max_text_length, "max_text_tokens": enc_cfg.max_text_tokens,
-                  "distinct_titles": len(set(inputs.titles)), "distinct_tags": len(set(inputs.tags)),
-                  "empty_titles": sum(not t for t in inputs.titles), "torch_threads": torch.get_num_threads(),
-                  "cpu_count": os.cpu_count(), "repeats": args.repeats, **best}
-        for base in ("plain", "chunked"):
-            for measure in ("texts_per_s", "texts_per_cpu_s_x_threads"):
-                key = f"stage_over_{base}" + ("" if measure == "texts_per_s" else "_cpu")
-                result[key] = round(best["stage"][measure] / best[base][measure], 2)
-        diff = {k: float(np.abs(stage_arrays[k].astype(np.float32) - chunked_arrays[k].astype(np.float32)).max())
-                for k in ("title", "tags", "tokens")}
-        assert np.array_equal(stage_arrays["token_mask"], chunked_arrays["token_mask"])
-        result["max_abs_diff_stage_vs_chunked"] = diff
-        result["all_runs"] = {k: [r["texts_per_s"] for r in v] for k, v in runs.items()}
+                  "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "repeats": args.repeats}
+        if args.texts in ("demo", "both"):
+            result["demo_texts"] = measure(inputs, encoder, enc_cfg, args, folder / "demo")
+        if args.texts in ("unique", "both"):
+            result["unique_texts"] = measure(all_unique(inputs), encoder, enc_cfg, args, folder / "unique")
         result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -476,6 +476,19 @@ def test_offline_encoders_load_without_the_hub_and_carry_meaning():
     assert result["efficientnet"][0] >= 0.8 and result["efficientnet"][1] == 1280
 
 
+def test_efficientnet_on_cpu_runs_a_batch_in_parts_with_the_whole_batch_outputs():
+    """A CPU runs EfficientNet a few 224 px crops at a time (cache-sized parts): same outputs as one pass."""
+    from features.encoders_image import load_efficientnet_lite0
+    image = load_efficientnet_lite0("cpu")
+    assert image.split_batches  # depthwise convolutions: the parts path is the one taken
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (9, 3, 224, 224), dtype=np.uint8))
+    in_parts = image.embed(crops)  # 9 crops of 224 px: parts of 4, 4 and 1
+    image.split_batches = False
+    whole = image.embed(crops)
+    assert in_parts.shape == (9, 1280)
+    np.testing.assert_allclose(in_parts, whole, rtol=0, atol=1e-5)
+
+
 def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
     """The demo's encoders (EfficientNet-Lite0 + MiniLM) through the stage."""
     from pipeline.encode import encode_posts
