@@ -50,9 +50,16 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
 
 
+def quiet_transformers() -> None:
+    """No transformers progress bar while a checkpoint loads: a stage shows one bar of its own."""
+    from transformers.utils import logging as transformers_logging
+    transformers_logging.disable_progress_bar()
+
+
 def load_clip_model(model_id: str):
     """`CLIPModel.from_pretrained(model_id)` in eval mode, or a clear error (never a fallback)."""
     from transformers import CLIPModel
+    quiet_transformers()
     try:
         model = CLIPModel.from_pretrained(model_id)
     except Exception as err:  # hub unreachable, wrong id, missing files

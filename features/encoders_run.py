@@ -24,6 +24,7 @@ machine, so shards of other machines merge (`copy_chunks`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -276,9 +277,25 @@ def _write_table(path: Path, table: pd.DataFrame) -> None:
         table.to_parquet(tmp, index=False)
 
 
+@contextlib.contextmanager
+def _pass_bar(shared, total: int, progress: bool, what: str, unit: str):
+    """The bar a pass advances: the stage's shared one (its total grown by `total`, `what` shown beside
+    it), or a bar of the pass's own."""
+    if shared is None:
+        with tqdm(total=total, disable=not progress, desc=f"encode {what}", unit=unit) as own:
+            yield own
+        return
+    shared.total += total
+    shared.set_postfix_str(what, refresh=True)
+    yield shared
+
+
 def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
-               progress: bool = True) -> PassResult:
-    """Image embeddings, has_image flags and image statistics of one split."""
+               progress: bool = True, bar=None) -> PassResult:
+    """Image embeddings, has_image flags and image statistics of one split.
+
+    bar: a progress bar shared by the stage's passes (its total grows by this pass's images); without
+    one, the pass shows its own when `progress`."""
     name = image_encoder_name(enc_cfg)
     out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "image"))
     pids_digest = pid_digest(inputs.pids)
@@ -293,7 +310,8 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     chunks = _chunks(len(inputs), enc_cfg.batch_size)
     shard_i, shard_n = parse_shard(shard)
     mine = [j for j in range(len(chunks)) if j % shard_n == shard_i]
-    files = image_file_digests(inputs, [r for j in mine for r in chunks[j]], known, enc_cfg.num_workers, progress)
+    files = image_file_digests(inputs, [r for j in mine for r in chunks[j]], known, enc_cfg.num_workers,
+                               progress and bar is None)
     chunk_keys = {j: _chunk_content_key(key, files["sha256"].iloc[chunks[j].start:chunks[j].stop].tolist())
                   for j in mine}
     old_keys = manifest["splits"][split]["image"].get("chunk_keys", []) if finished else []
@@ -320,17 +338,19 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
             loader = gpu_image_batches(inputs.image_paths, [list(chunks[j]) for j in pending], encoder.prep,
                                        enc_cfg.max_image_pixels, enc_cfg.num_workers, encoder.device,
                                        problems=inputs.image_problems)
-        for idx, crops, ok, stats, reasons in tqdm(loader, total=len(pending), disable=not progress,
-                                                   desc=f"encode {split} images ({name})", unit="batch"):
-            ok = ok.numpy().astype(bool)
-            embedding = np.zeros((len(idx), encoder.dim), np.float16)
-            if ok.all():
-                embedding[:] = encoder.embed(crops)
-            elif ok.any():
-                embedding[ok] = encoder.embed(crops[ok])
-            _save_chunk(chunk_files[int(idx[0]) // enc_cfg.batch_size], image=embedding,
-                        has_image=ok, imgstats=stats.numpy().astype(np.float32),
-                        reason=np.array(reasons, dtype=str), precision=np.array([encoder.precision] * len(idx)))
+        images = sum(len(chunks[j]) for j in pending)
+        with _pass_bar(bar, images, progress, f"{split} images ({name})", "image") as pass_bar:
+            for idx, crops, ok, stats, reasons in loader:
+                ok = ok.numpy().astype(bool)
+                embedding = np.zeros((len(idx), encoder.dim), np.float16)
+                if ok.all():
+                    embedding[:] = encoder.embed(crops)
+                elif ok.any():
+                    embedding[ok] = encoder.embed(crops[ok])
+                _save_chunk(chunk_files[int(idx[0]) // enc_cfg.batch_size], image=embedding,
+                            has_image=ok, imgstats=stats.numpy().astype(np.float32),
+                            reason=np.array(reasons, dtype=str), precision=np.array([encoder.precision] * len(idx)))
+                pass_bar.update(len(idx))
     if shard_n > 1:
         done = {int(path.name[:6]) for path in chunk_dir.glob("*.npz")}
         return PassResult("image", False, len(pending), sum(j not in done for j in range(len(chunks))))
@@ -453,7 +473,7 @@ def _write_rows(target: Path, row_index: np.ndarray, groups: list[list[int]], lo
 
 
 def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
-              progress: bool = True) -> PassResult:
+              progress: bool = True, bar=None) -> PassResult:
     """Title and tag-string embeddings, and token features of title + " " + tags (see `TextPlan`)."""
     name = text_encoder_name(enc_cfg)
     out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "text"))
@@ -475,11 +495,10 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
     sizes = [len(g) for g in plan.sentence_groups + plan.token_groups]
     log.info("[encode] %s texts (%s): %d posts -> %d distinct titles and tag strings, %d distinct token texts, "
              "%d groups", split, name, len(inputs), len(plan.sentences), len(plan.token_texts), plan.n_groups)
-    with tqdm(total=sum(sizes[j] for j in pending), disable=not progress, unit="text",
-              desc=f"encode {split} texts ({name})") as bar:
+    with _pass_bar(bar, sum(sizes[j] for j in pending), progress, f"{split} texts ({name})", "text") as pass_bar:
         for j in pending:
             _save_chunk(chunk_files[j], **_encode_text_group(plan, j, encoder, length))
-            bar.update(sizes[j])
+            pass_bar.update(sizes[j])
     missing = len(_pending(chunk_files, (0, 1)))
     if missing or parse_shard(shard)[1] > 1:
         return PassResult("text", False, len(pending), missing)

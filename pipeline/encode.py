@@ -28,6 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
 
 from common.devices import resolve_device  # noqa: E402
 from common.io import read_npy, read_parquet, write_parquet  # noqa: E402
@@ -82,16 +83,21 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
     parse_shard(shard)  # fail early on a malformed shard
     models = _Models(cfg)
     complete = True
-    for split in SPLITS:
-        posts = read_parquet(ctx.posts(split), columns=POST_COLUMNS)
-        inputs = SplitInputs.from_posts(posts, ctx.data_dir)
-        for result in (image_pass(inputs, split, cfg, ctx.encoder_cache, models.image, shard, progress),
-                       text_pass(inputs, split, cfg, ctx.encoder_cache, models.text, shard, progress)):
-            if not result.done:
-                complete = False
-                log.info("[encode] %s %s: encoded %d batches in this run; %d batches not finished yet (other "
-                         "shards); run without --shard to finish and join them", split, result.kind,
-                         result.encoded, result.missing)
+    results = []
+    # one bar for the stage: its total grows as each split's image and text pass finds its work
+    with tqdm(total=0, desc="encode", unit="item", disable=not progress) as bar:
+        for split in SPLITS:
+            posts = read_parquet(ctx.posts(split), columns=POST_COLUMNS)
+            inputs = SplitInputs.from_posts(posts, ctx.data_dir)
+            results += [(split, image_pass(inputs, split, cfg, ctx.encoder_cache, models.image, shard, progress,
+                                           bar)),
+                        (split, text_pass(inputs, split, cfg, ctx.encoder_cache, models.text, shard, progress, bar))]
+    for split, result in results:
+        if not result.done:
+            complete = False
+            log.info("[encode] %s %s: encoded %d batches in this run; %d batches not finished yet (other "
+                     "shards); run without --shard to finish and join them", split, result.kind,
+                     result.encoded, result.missing)
     if complete:
         write_imgstats(ctx)
     return complete

@@ -635,3 +635,20 @@ def test_a_replaced_image_is_encoded_again_and_only_its_batch(smpd_posts, tmp_pa
     assert calls == []
     for name, array in reference.items():
         assert np.array_equal(encoded_arrays(ctx)[name], array), name
+
+
+def test_the_stage_shows_one_progress_bar_for_every_pass(tmp_path, smpd_posts, tiny_clip, capsys):
+    """Images and texts of both splits advance one bar, `encode`, with the pass shown beside it; at the
+    end it has counted every image and every distinct text the passes encoded."""
+    from pipeline.encode import encode_posts
+    ctx = make_ctx(tmp_path, smpd_posts, **clip_settings(tiny_clip))
+    assert encode_posts(ctx, progress=True)
+    err = capsys.readouterr().err
+    bars = {line.split(":")[0].strip() for line in err.replace("\r", "\n").splitlines() if "it/s" in line
+            or "item/s" in line or "s/item" in line}
+    assert bars == {"encode"}, bars
+    _, posts = smpd_posts
+    images = sum(len(p) for p in posts.values())
+    final = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("encode:")][-1]
+    done, total = map(int, final.split("|")[2].split("[")[0].strip().split("/"))
+    assert done == total and total > images  # every image, then the distinct texts of both splits
