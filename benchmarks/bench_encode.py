@@ -25,7 +25,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -231,11 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if gpu and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no GPU", file=sys.stderr)
         return 2
-    folder = Path(tempfile.mkdtemp(prefix="bench_encode_"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench_encode_") as scratch:
+        folder = Path(scratch)
         result = run_clip_shapes(args, folder) if args.arch else run_cpu(args, folder)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -77,15 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="clone into this (new) folder and keep it")
     parser.add_argument("--timeout-s", type=float, default=3600)
     args = parser.parse_args(argv)
-    folder = Path(tempfile.mkdtemp(prefix="bench_first_run_"))
-    clone = args.keep or folder / "smp-pipeline"
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench_first_run_") as scratch:
+        clone = args.keep or Path(scratch) / "smp-pipeline"
         result = {"first_run": first_run(clone, args.timeout_s), "cpu_count": os.cpu_count()}
         if not args.no_encoders:
             result["text"] = benchmark("bench_text.py", ["--repeats", "1"])
             result["image"] = benchmark("bench_encode.py", ["--precisions", "fp32"])
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

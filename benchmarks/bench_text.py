@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -156,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--texts", choices=("demo", "unique", "both"), default="both",
                         help="the demo's texts (with their repeats), all made distinct, or both")
     args = parser.parse_args(argv)
-    folder = Path(tempfile.mkdtemp(prefix="bench_text_"))
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench_text_") as scratch:
+        folder = Path(scratch)
         inputs = demo_texts(folder, args.n_posts)
         enc_cfg = EncoderConfig(text="minilm", device="cpu", precision="fp32")
         encoder = load_text_encoder(enc_cfg, torch.device("cpu"))
@@ -169,8 +168,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.texts in ("unique", "both"):
             result["unique_texts"] = measure(all_unique(inputs), encoder, enc_cfg, args, folder / "unique")
         result["load_average"] = [round(x, 2) for x in os.getloadavg()]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
     print(json.dumps(result))
     return 0
 

@@ -1,8 +1,4 @@
 """Optuna tuning: shared trial budget over worker processes, resuming, pruning, reproducibility."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import optuna
@@ -13,9 +9,8 @@ from models import tuning
 from models.gbdt import LightGBMRegressor
 from models.validation import make_folds
 from pipeline.members import tuned_params
-from tuning_work import TINY, context, make_work_dir
+from tuning_work import TINY, context, make_work_dir, run_tune_workers
 
-ROOT = Path(__file__).resolve().parent.parent
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def test_search_space_from_config():
@@ -34,13 +29,7 @@ def test_search_space_from_config():
 
 def test_two_worker_processes_share_one_sqlite_study(tmp_path):
     make_work_dir(tmp_path, n=1000, overrides={"tuning": {**TINY["tuning"], "n_trials": 10}})
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    workers = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(tmp_path),
-                                 "--worker", name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
-    logs = [w.communicate(timeout=300)[0] for w in workers]
-    for w, log in zip(workers, logs):
-        assert w.returncode == 0, log[-3000:]
+    run_tune_workers(tmp_path, ("a", "b"), timeout=300)
 
     from pipeline.tune import prepare
     ctx = context(tmp_path)

@@ -1,7 +1,4 @@
 """tuning.per_member: a study per LightGBM member within one trial budget, and train_gbdt applying each one's own."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +9,8 @@ import pytest
 from models import tuning
 from pipeline import train_gbdt, tune
 from common.io import read_json, write_json, write_parquet
-from tuning_work import TINY, context, make_work_dir
+from tuning_work import TINY, context, make_work_dir, run_tune_workers
 
-ROOT = Path(__file__).resolve().parent.parent
 FINISHED = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -122,13 +118,7 @@ def test_with_the_switch_off_one_study_tunes_the_feature_set_for_every_member_as
 
 def test_two_worker_processes_keep_each_member_s_exact_budget(tmp_path):
     two_member_work_dir(tmp_path, per_member=True, n_trials=8)
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    workers = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(tmp_path),
-                                 "--worker", name], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
-    logs = [w.communicate(timeout=400)[0] for w in workers]
-    for w, log in zip(workers, logs):
-        assert w.returncode == 0, log[-3000:]
+    run_tune_workers(tmp_path, ("a", "b"))
     by_member = {s.user_attrs["feature_set"]: s for s in studies_in(context(tmp_path)).values()}
     trials = {m: s.get_trials() for m, s in by_member.items()}
     assert {m: len(t) for m, t in trials.items()} == {"meta": 4, "meta_emb": 4}

@@ -22,7 +22,7 @@ import sqlalchemy
 
 from models import tuning
 from tiny_demo import OPTIONAL_OFF, TINY_DEMO
-from tuning_work import TINY, context, make_work_dir
+from tuning_work import TINY, make_work_dir, run_tune_workers
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("SMP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -234,12 +234,7 @@ def test_workers_on_per_member_studies_keep_each_member_s_exact_budget(new_datab
     from test_tuning_per_member import two_member_work_dir
     url = new_database()
     two_member_work_dir(tmp_path, per_member=True, n_trials=9)
-    workers = [subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(tmp_path),
-                                 "--worker", name, "--set", f"tuning.storage={url}"], cwd=ROOT, env=ENV,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b", "c")]
-    for w in workers:
-        log = w.communicate(timeout=400)[0]
-        assert w.returncode == 0, log[-3000:]
+    run_tune_workers(tmp_path, ("a", "b", "c"), "--set", f"tuning.storage={url}")
     studies = {s.study_name: optuna.load_study(study_name=s.study_name, storage=url)
                for s in optuna.get_all_study_summaries(storage=url)}
     by_member = {s.user_attrs["feature_set"]: s for s in studies.values()}

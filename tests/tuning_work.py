@@ -1,4 +1,7 @@
 """A synthetic work folder for the tuning stage: posts, folds, a `meta` block and the config its workers read."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +56,16 @@ def make_work_dir(work: Path, n: int = 800, seed: int = 0, overrides: dict | Non
 def context(work: Path, *overrides: str) -> RunContext:
     cfg = load_config(work / "tuning" / "config.yaml", list(overrides))
     return RunContext(config=cfg, data_dir=work / "data", work_dir=work, run_name="test")
+
+
+def run_tune_workers(work: Path, names: tuple[str, ...], *extra: str, timeout: float = 400) -> list[str]:
+    """`pipeline/tune.py` workers on one config folder, side by side, as on several machines; their logs."""
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    workers = [subprocess.Popen([sys.executable, str(root / "pipeline" / "tune.py"), "--work-dir", str(work),
+                                 "--worker", name, *extra], cwd=root, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for name in names]
+    logs = [w.communicate(timeout=timeout)[0] for w in workers]
+    for w, log in zip(workers, logs):
+        assert w.returncode == 0, log[-3000:]
+    return logs
