@@ -89,7 +89,7 @@ def proto_variant(ctx: RunContext, row: Row, trained: dict) -> tuple[pd.DataFram
     folder = trained.setdefault(json.dumps(training_fields(cfg), sort_keys=True, default=str), row.name)
     out_dir = ctx.ablation_dir / folder
     started = time.perf_counter()
-    train, test = build_proto_block(ctx, cfg, out_dir / "prototype")
+    train, test, _ = build_proto_block(ctx, cfg, out_dir / "prototype")
     seconds = time.perf_counter() - started
     write_parquet(out_dir / f"proto_{row.name}_train.parquet", train)
     write_parquet(out_dir / f"proto_{row.name}_test.parquet", test)

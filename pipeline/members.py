@@ -251,8 +251,9 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
     fit = partial(cross_fit, kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
                   fit_mask=sample_selection_mask(ctx, blocks, len(y)), **kind.cross_fit_options(cfg))
     result = fit(name=member)
-    if kind.pseudo_labels(cfg) is not None:  # stage 2: refit with the test posts, labelled by stage 1
-        share, weight = kind.pseudo_labels(cfg)
+    pseudo = kind.pseudo_labels(cfg)
+    if pseudo is not None:  # stage 2: refit with the test posts, labelled by stage 1
+        share, weight = pseudo
         result = fit(name=f"{member} + pseudo-labels", pseudo=pseudo_labels(result, share, weight))
     write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
     write_json(ctx.member_summary(member), {

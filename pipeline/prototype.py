@@ -28,21 +28,14 @@ SECTIONS = ("prototype", "encoders", "validation")
 POST_COLUMNS = ["Pid", "Uid", "Postdate", "Category", "Subcategory", "Concept"]
 
 
-def networks_dir(ctx: RunContext, cfg=None) -> Path:
-    """Where the K networks of prototype config `cfg` (default: the run's) are kept: one folder
-    per run key in the data set's shared folder (fold_<k>/last.pt, outputs.npz)."""
-    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
-    return ctx.prototype_networks(run_key(ctx, cfg or ctx.config.prototype, stat_fold))
-
-
 def uses_backbone(cfg) -> bool:
     return cfg.model.use_prompts_global or cfg.model.use_prompts_local
 
 
 def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progress: bool = True):
     """Train the K out-of-fold networks of config `cfg` (a PrototypeConfig) and return the
-    (train, test) proto tables; checkpoints and per-fold outputs go under `out_dir`
-    (default: networks_dir)."""
+    (train, test) proto tables and the networks' run key; checkpoints and per-fold outputs go under
+    `out_dir` (default: ctx.prototype_networks(run key))."""
     import torch
 
     from features.encoders import load_encoded, load_text_backbone
@@ -66,8 +59,9 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     out_dir = out_dir or ctx.prototype_networks(key)
     train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
                                   ctx.config.seed, resolve_device(cfg.train.device), out_dir, key, progress)
-    return feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
-                          posts["train"]["Pid"].to_numpy(), posts["test"]["Pid"].to_numpy())
+    train, test = feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
+                                 posts["train"]["Pid"].to_numpy(), posts["test"]["Pid"].to_numpy())
+    return train, test, key
 
 
 def training_fields(cfg) -> dict:
@@ -99,7 +93,7 @@ def run(ctx: RunContext) -> None:
     from models.train_prototype import NothingToLearn
     cfg = ctx.config.prototype
     try:
-        train, test = build_proto_block(ctx, cfg)
+        train, test, key = build_proto_block(ctx, cfg)
     except NothingToLearn as err:
         # an empty block: members that list it run without it, the report says why
         skipped = {"proto": str(err)}
@@ -113,9 +107,8 @@ def run(ctx: RunContext) -> None:
              float(np.nanmean(train["_pretext_loss"])))
     write_parquet(ctx.feature_block("proto", "train"), train)
     write_parquet(ctx.feature_block("proto", "test"), test)
-    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
     write_json(ctx.prototype_summary, {
-        "run_key": run_key(ctx, cfg, stat_fold),  # the networks' folder: ctx.prototype_networks(run_key)
+        "run_key": key,  # the networks' folder: ctx.prototype_networks(run_key)
         "columns": list(train.columns), "pretext_loss_train_mean": float(np.nanmean(train["_pretext_loss"])),
         "own_class_prob_train_mean": float(np.nanmean(train["proto_p_sub"]))})
 

@@ -387,7 +387,7 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     from models.validation import make_folds
     from pipeline.config import Config
     from common.io import read_json, read_parquet, write_json, write_npy, write_parquet
-    from pipeline.prototype import STAGE, networks_dir
+    from pipeline.prototype import STAGE
     from pipeline.run_all import run_stages
     from pipeline.catalog import RunContext
 
@@ -412,7 +412,8 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     test = read_parquet(ctx.feature_block("proto", "test"))
     assert list(train["Pid"]) == list(read_parquet(ctx.posts("train"))["Pid"]) and len(test) == 40
     assert list(train.columns) == list(test.columns) and "_pretext_loss" in train
-    assert all((networks_dir(ctx) / f"fold_{k}" / "last.pt").is_file() for k in (0, 1))
+    networks = ctx.prototype_networks(read_json(ctx.prototype_summary)["run_key"])
+    assert all((networks / f"fold_{k}" / "last.pt").is_file() for k in (0, 1))
     stamp = ctx.feature_block("proto", "train").stat().st_mtime_ns
     run_stages(ctx, [STAGE], None, False)  # up to date: skipped
     assert ctx.feature_block("proto", "train").stat().st_mtime_ns == stamp
