@@ -48,7 +48,7 @@ def main() -> int:
                          "--stages", "read_data,make_folds,build_metadata"]) != 0:
             raise SystemExit("preparing the data set failed")
         cfg = load_config(config_path, OVERRIDES)
-        ctx = RunContext(config=cfg, data_dir=data, work_dir=work, run_name="bench")
+        ctx = RunContext(config=cfg, data_dir=data, config_dir=work, run_name="bench")
         X, X_test, y, folds, stats, posts = load_member_data(ctx, ["meta"])
         Xc = X.assign(**{f"cat_{k}": posts["train"][k].to_numpy() for k in cfg.catboost.cat_features})
         Xc_test = X_test.assign(**{f"cat_{k}": posts["test"][k].to_numpy() for k in cfg.catboost.cat_features})

@@ -52,10 +52,10 @@ data = {s: make_data(load_encoded(encoder_cache(work), config.encoders, s), post
 train, test = head(data["train"], int(n_train)), head(data["test"], int(n_test))
 cfg = config.prototype.with_fields(epochs=int(epochs), device="cpu")
 backbone = load_text_backbone(config.encoders) if cfg.model.use_prompts_global or cfg.model.use_prompts_local else None
-stat_fold = np.random.default_rng(0).permutation(len(train)) % int(folds)
+feature_fold = np.random.default_rng(0).permutation(len(train)) % int(folds)
 torch.manual_seed(config.seed)
 started = time.perf_counter()
-train_out, test_out = fit_oof(cfg, train, test, stat_fold, vocab, backbone, config.seed, torch.device("cpu"),
+train_out, test_out = fit_oof(cfg, train, test, feature_fold, vocab, backbone, config.seed, torch.device("cpu"),
                               None, "", False)
 seconds = time.perf_counter() - started
 np.savez(out, **{f"train_{k}": v for k, v in train_out.items()}, **{f"test_{k}": v for k, v in test_out.items()})

@@ -11,7 +11,7 @@ stage of `pipeline/run_all.py` in its own process (the real code path, the
 stage lock's hashing included) and records its wall time and peak resident
 memory (the child's VmHWM). Feature extraction is excluded; the embeddings reach
 LightGBM as the `emb` block does: PCA to `encoders.pca_dim` per modality, fit on
-train (the `reduce_embeddings` stage when the pipeline has one, else the
+train (the `embed_features` stage when the pipeline has one, else the
 equivalent step defined here). LightGBM runs with fixed parameters
 (configs/smpd.yaml) and `--rounds` boosting rounds at most.
 
@@ -43,7 +43,7 @@ from benchmarks.synth_smpd import EMB_DIM, make_synthetic_smpd, write_embeddings
 from common.io import write_json, write_npy  # noqa: E402
 from pipeline.stage import Stage  # noqa: E402
 
-STAGE_ORDER = ["read_data", "make_folds", "build_metadata", "reduce_embeddings", "train_gbdt", "train_linear",
+STAGE_ORDER = ["read_data", "make_folds", "build_metadata", "embed_features", "train_trees", "train_linear",
                "blend", "submit"]
 MODALITIES = ("image", "title", "tags")
 RUN_NAME = "bench"
@@ -220,7 +220,7 @@ def bench_main(args: argparse.Namespace) -> int:
             shutil.rmtree(size_root)
     growth = growth_exponents(results)
     print_table(results, growth)
-    emb_stage = pipeline_stage("reduce_embeddings")
+    emb_stage = pipeline_stage("embed_features")
     report = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "rounds_cap": args.rounds, "emb_step": f"{emb_stage.run.__module__} ({emb_stage.name})",
               "config": config, "sizes": sizes, "results": results, "growth": growth}

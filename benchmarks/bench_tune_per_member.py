@@ -32,7 +32,7 @@ def run_tune(run_args: list[str], per_member: bool, storage: Path) -> dict:
                            "--stages", "tune", "--force"], cwd=REPO_ROOT, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"tune stage failed:\n{done.stderr[-3000:]}")
-    config_dir = make_context(parse_args(args)).work_dir
+    config_dir = make_context(parse_args(args)).config_dir
     seconds = json.loads((config_dir / "stages.lock.json").read_text())["stages"]["tune"]["seconds"]
     summary = json.loads((config_dir / "tuning" / "study_summary.json").read_text())
     members = summary.get("members") or {summary["feature_set"]: {

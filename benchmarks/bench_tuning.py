@@ -41,7 +41,7 @@ def config_dir(run_args: list[str]) -> Path:
     """The config folder run_all.py uses for these arguments."""
     from pipeline.catalog import make_context
     from pipeline.run_all import parse_args
-    return make_context(parse_args(run_args)).work_dir
+    return make_context(parse_args(run_args)).config_dir
 
 
 def main(argv: list[str] | None = None) -> int:

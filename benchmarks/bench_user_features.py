@@ -5,7 +5,7 @@
 
 Per data set the stages up to `build_metadata` run once; every run uses the metadata members only
 (LightGBM `meta`, ridge `ridge_meta`, CatBoost on `meta`), one seed, no prototype network, no
-tuning (`--base-set` adds overrides); then every variant reruns `user_features`, `train_gbdt`,
+tuning (`--base-set` adds overrides); then every variant reruns `user_features`, `train_trees`,
 `train_linear` and `blend` with its own switches on top of the same base, and is scored on the
 validation rows (the blend's cross-fitted score) and on the hidden test labels. The run time of
 the four stages is recorded beside the scores (the machine is shared: compare within a data set).
@@ -56,7 +56,7 @@ VARIANTS = {
                   "users.similar_users=true"],
 }
 PREP_STAGES = "make_demo,read_data,make_folds,build_metadata"
-VARIANT_STAGES = "user_features,train_gbdt,train_linear,blend"
+VARIANT_STAGES = "user_features,train_trees,train_linear,blend"
 
 
 def prepare(name: str, root: Path, base: list[str]) -> tuple[list[str], Path]:

@@ -98,7 +98,7 @@ def target_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.
     """Target-statistic features for fit rows (out of fold) and apply rows (from all fit rows).
 
     keys_*: the posts' key columns (`key_columns`, plus `Alltags` when `tags`).
-    inner_fold: fold id per fit row, 0..K-1 (the folds' `stat_fold`).
+    inner_fold: fold id per fit row, 0..K-1 (the folds' `feature_fold`).
     """
     y_fit = np.asarray(y_fit, dtype=np.float64)
     inner_fold = pd.factorize(np.asarray(inner_fold))[0].astype(np.int64)  # compact ids 0..K'-1

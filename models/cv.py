@@ -120,7 +120,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     if len(X) != len(y) or len(folds) != len(y):
         raise ValueError(f"features ({len(X)}), labels ({len(y)}) and folds ({len(folds)}) must have one row per post")
     fold = folds["fold"].to_numpy()
-    inner = folds["stat_fold"].to_numpy()
+    inner = folds["feature_fold"].to_numpy()
     fit_mask = np.ones(len(y), dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
     val_folds = validation_folds(folds)
     if not val_folds:

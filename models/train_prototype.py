@@ -1,6 +1,6 @@
 """Training loop and out-of-fold embeddings of the prototype network (method.md, stages B-C).
 
-`fit_oof` trains one `PrototypeNet` per fold k of `stat_fold` on the train posts
+`fit_oof` trains one `PrototypeNet` per fold k of `feature_fold` on the train posts
 outside fold k (prototypes from those rows only), embeds the posts of fold k with
 it, and embeds the test posts with every model (their mean is taken), so that no
 train post is embedded by a model that saw it. `feature_blocks` turns the result
@@ -362,25 +362,25 @@ def embed(model: PrototypeNet, data: ProtoData, rows: np.ndarray, device: torch.
 
 
 # --- out of fold ------------------------------------------------------------------------
-def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab: ClassVocab, backbone,
+def fit_oof(cfg, train: ProtoData, test: ProtoData, feature_fold: np.ndarray, vocab: ClassVocab, backbone,
             seed: int, device: torch.device, work_dir: Path | None = None, key: str = "",
             progress: bool = True) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """K models on the K folds of `stat_fold`; each train post is embedded by the model that
+    """K models on the K folds of `feature_fold`; each train post is embedded by the model that
     did not train on it, each test post by the mean of the K models.
 
     work_dir: per fold `fold_<k>/last.pt` (training checkpoint) and `fold_<k>/outputs.npz`
     (its embeddings; a finished fold is not redone). Returns (train outputs, test outputs).
     """
-    stat_fold = np.asarray(stat_fold)
-    if len(stat_fold) != len(train):
-        raise ValueError(f"stat_fold has {len(stat_fold)} rows, the train posts {len(train)}")
-    folds = sorted(int(f) for f in np.unique(stat_fold))
+    feature_fold = np.asarray(feature_fold)
+    if len(feature_fold) != len(train):
+        raise ValueError(f"feature_fold has {len(feature_fold)} rows, the train posts {len(train)}")
+    folds = sorted(int(f) for f in np.unique(feature_fold))
     if len(folds) < 2 or folds[0] < 0:
-        raise ValueError(f"stat_fold must hold at least two folds 0..K-1, got {folds}")
+        raise ValueError(f"feature_fold must hold at least two folds 0..K-1, got {folds}")
     train_out: dict[str, np.ndarray] = {}
     test_sum: dict[str, np.ndarray] = {}
     # one bar for the whole stage: folds x epochs x batches (a finished fold counts as done)
-    fold_steps = {k: cfg.train.epochs * -(-int((stat_fold != k).sum()) // cfg.train.batch_size) for k in folds}
+    fold_steps = {k: cfg.train.epochs * -(-int((feature_fold != k).sum()) // cfg.train.batch_size) for k in folds}
     bar = tqdm(total=sum(fold_steps.values()), unit="batch", disable=not progress,
                desc=f"prototype network: {len(folds)} folds x {cfg.train.epochs} epochs")
     last_loss: dict[int, float] = {}
@@ -389,13 +389,13 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, stat_fold: np.ndarray, vocab
     embed_batch = 4096 if device.type == "cuda" else 512
     for k in folds:
         fold_dir = Path(work_dir) / f"fold_{k}" if work_dir is not None else None
-        held_out = np.flatnonzero(stat_fold == k)
+        held_out = np.flatnonzero(feature_fold == k)
         outputs = _load_fold_outputs(fold_dir, key)
         if outputs is not None:
             bar.update(fold_steps[k])
         else:
             bar.set_postfix_str(f"fold {k}")
-            model, history = train_model(cfg, train, np.flatnonzero(stat_fold != k), vocab, backbone, seed, device,
+            model, history = train_model(cfg, train, np.flatnonzero(feature_fold != k), vocab, backbone, seed, device,
                                          fold_dir, key, progress, bar=bar)
             if history:
                 last_loss[k] = history[-1]["loss"]

@@ -3,8 +3,9 @@
 `make_folds` returns, per train post in file order:
 - `fold`: the validation fold the post belongs to (0..K-1), or -1 for a post that
   only ever trains (the early part of a time-ordered holdout);
-- `stat_fold`: 0..K-1, the fold used for out-of-fold target statistics inside the
-  training part, so that no post's own label reaches its own features.
+- `feature_fold`: 0..K-1, the fold that makes a train post's out-of-fold features (its
+  target statistics, user features and prototype-network embedding come from models fit
+  on the other feature folds), so that no post's own label reaches its own features.
 
 Two things adapt the folds to the data (`fold_plan` decides, `make_folds` applies):
 - size: a time holdout of fewer than `min_holdout_posts` posts is too small to drive
@@ -84,15 +85,15 @@ def make_folds(posts: pd.DataFrame, scheme: str, n_folds: int, seed: int, holdou
     else:
         random_folds = mirrored_folds(uids, n_folds, plan.unseen_target, rng)
     if plan.scheme == "kfold":
-        fold = stat_fold = random_folds
+        fold = feature_fold = random_folds
     elif plan.scheme == "group_kfold":
-        fold = stat_fold = _group_folds(uids, n_folds, rng)
+        fold = feature_fold = _group_folds(uids, n_folds, rng)
     else:
-        stat_fold = random_folds
+        feature_fold = random_folds
         fold = np.full(n, -1, dtype=np.int64)
         fold[_holdout_rows(posts, plan.n_holdout, plan.unseen_target)] = 0
     return pd.DataFrame({"Pid": posts["Pid"].to_numpy(), "fold": np.asarray(fold, dtype=np.int64),
-                         "stat_fold": np.asarray(stat_fold, dtype=np.int64)})
+                         "feature_fold": np.asarray(feature_fold, dtype=np.int64)})
 
 
 def _holdout_rows(posts: pd.DataFrame, n_holdout: int, unseen_target: float | None) -> np.ndarray:

@@ -13,7 +13,7 @@ full class-probability columns, and the prototype block in place of the raw
 embeddings. Every prototype variant trains its own K out-of-fold networks
 (checkpoints and outputs under work/<ds>/ablation/<row>/, so an interrupted ablation
 resumes; rows that differ only in how the block is used share them). LightGBM is
-scored by `models.cv.cross_fit` on the shared folds, as the `train_gbdt` stage does.
+scored by `models.cv.cross_fit` on the shared folds, as the `train_trees` stage does.
 The table goes to work/<ds>/ablation/ablation_<validation scheme>.md (and .json),
 written atomically, and to stdout. `--score-only` rescores the blocks an earlier run
 wrote, training nothing: e.g.
@@ -21,7 +21,7 @@ wrote, training nothing: e.g.
     python pipeline/run_all.py --stages make_folds --set validation.scheme=kfold
     python pipeline/ablate.py --score-only --set validation.scheme=kfold
 
-(kfold and time_holdout share their inner folds `stat_fold` for one seed, so the
+(kfold and time_holdout share their inner folds `feature_fold` for one seed, so the
 blocks stay out of fold; a block made under other inner folds is refused).
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def proto_variant(ctx: RunContext, row: Row, trained: dict) -> tuple[pd.DataFram
     seconds = time.perf_counter() - started
     write_parquet(out_dir / f"proto_{row.name}_train.parquet", train)
     write_parquet(out_dir / f"proto_{row.name}_test.parquet", test)
-    write_json(out_dir / f"proto_{row.name}.json", {"stat_fold": _stat_fold_digest(ctx), "seconds": seconds})
+    write_json(out_dir / f"proto_{row.name}.json", {"feature_fold": _feature_fold_digest(ctx), "seconds": seconds})
     return train, test, seconds
 
 
@@ -111,8 +111,8 @@ def saved_variant(ctx: RunContext, row: Row) -> tuple[pd.DataFrame, pd.DataFrame
     name = train_path.name[len("proto_"):-len("_train.parquet")]
     info_path = train_path.parent / f"proto_{name}.json"
     info = read_json(info_path) if info_path.is_file() else {}
-    if info.get("stat_fold") not in (None, _stat_fold_digest(ctx)):
-        raise ValueError(f"{train_path} was made under other inner folds (stat_fold) than {ctx.folds}: its train "
+    if info.get("feature_fold") not in (None, _feature_fold_digest(ctx)):
+        raise ValueError(f"{train_path} was made under other inner folds (feature_fold) than {ctx.folds}: its train "
                          "rows would not be out of fold; run the ablation without --score-only")
     if not info:
         log.warning("%s: no record of its inner folds; assuming they are those of %s", train_path, ctx.folds)
@@ -120,9 +120,9 @@ def saved_variant(ctx: RunContext, row: Row) -> tuple[pd.DataFrame, pd.DataFrame
     return read_parquet(train_path), test, info.get("seconds")
 
 
-def _stat_fold_digest(ctx: RunContext) -> str:
-    from pipeline.prototype import stat_fold_digest
-    return stat_fold_digest(read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy())
+def _feature_fold_digest(ctx: RunContext) -> str:
+    from pipeline.prototype import feature_fold_digest
+    return feature_fold_digest(read_parquet(ctx.folds, columns=["feature_fold"])["feature_fold"].to_numpy())
 
 
 def score_row(ctx: RunContext, row: Row, proto: tuple[pd.DataFrame, pd.DataFrame] | None) -> dict:
@@ -136,7 +136,7 @@ def score_row(ctx: RunContext, row: Row, proto: tuple[pd.DataFrame, pd.DataFrame
         X = pd.concat([X, join_blocks({"proto": proto[0]}, pids["train"])], axis=1)
         X_test = pd.concat([X_test, join_blocks({"proto": proto[1]}, pids["test"])], axis=1)
         keep = row.proto["sample_selection"]
-        if keep < 1.0:  # the paper's trick, as train_gbdt applies it: fit on the lowest pretext losses
+        if keep < 1.0:  # the paper's trick, as train_trees applies it: fit on the lowest pretext losses
             loss = proto[0]["_pretext_loss"].to_numpy()
             fit_mask = loss <= np.nanquantile(loss, keep)
     result = cross_fit(lightgbm_factory(ctx.config), X, y, folds, X_test, seeds=ctx.config.gbdt.seeds,

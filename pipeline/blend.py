@@ -1,6 +1,6 @@
 """Stage `blend`: combine the members' predictions into the final one.
 
-Members are the LightGBM feature sets (train_gbdt) and the ridge members
+Members are the LightGBM feature sets (train_trees) and the ridge members
 (train_linear). Weights (ensemble.method: `best` or `nnls`) are fit on the
 out-of-fold rows only and applied to the test rows. They sum to one, so the
 blend keeps the members' level. The train rows of final.parquet hold the

@@ -12,7 +12,7 @@ depend on the config.
                                   (features/encoders/<encoder>-<settings>/), trained prototype
                                   networks (prototype/<run key>/), stages.lock.json of the
                                   shared stages (make_demo, read_data)
-    work/<data set>/config-<d>/   work_dir: everything that depends on the config (folds,
+    work/<data set>/config-<d>/   config_dir: everything that depends on the config (folds,
                                   feature blocks, tuning, predictions) and its own
                                   stages.lock.json; <d> = Config.work_digest()
 
@@ -41,19 +41,19 @@ class RunContext:
     """Everything a stage needs to find its inputs and outputs."""
     config: Config
     data_dir: Path
-    work_dir: Path
+    config_dir: Path  # the config's folder, work/<data set>/config-<digest>
     run_name: str
     submissions_dir: Path = REPO_ROOT / "submissions"
     test_labels: Path | None = None
     is_demo: bool = False
-    shared_dir: Path | None = None  # the data set's folder, shared by its configs (default: work_dir)
+    shared_dir: Path | None = None  # the data set's folder, shared by its configs (default: config_dir)
     # the data set's name in work/ and the leaderboard (run_all.py: the folder's name and a digest
     # of its files); default: the data folder's name
     dataset: str = ""
 
     def __post_init__(self):
         if self.shared_dir is None:
-            self.shared_dir = self.work_dir
+            self.shared_dir = self.config_dir
         if not self.dataset:
             self.dataset = Path(self.data_dir).name
 
@@ -94,25 +94,25 @@ class RunContext:
     @property
     def lock_file(self) -> Path:
         """The lock of this config's stages."""
-        return self.work_dir / "stages.lock.json"
+        return self.config_dir / "stages.lock.json"
 
     @property
     def config_record(self) -> Path:
         """Which config a config-<digest> folder holds (written by run_all.py)."""
-        return self.work_dir / "config.yaml"
+        return self.config_dir / "config.yaml"
 
     @property
     def folds(self) -> Path:
-        return self.work_dir / "folds.parquet"
+        return self.config_dir / "folds.parquet"
 
     @property
     def folds_plan(self) -> Path:
         """What make_folds did: the scheme applied, and the shares of unseen users."""
-        return self.work_dir / "folds.json"
+        return self.config_dir / "folds.json"
 
     @property
     def features_dir(self) -> Path:
-        return self.work_dir / "features"
+        return self.config_dir / "features"
 
     def feature_block(self, block: str, split: str) -> Path:
         """A feature block (`meta`, `emb`, `proto`, ...) for one split, keyed by Pid."""
@@ -121,11 +121,11 @@ class RunContext:
     @property
     def prototype_summary(self) -> Path:
         """What the prototype stage built (its columns, or why it skipped the block)."""
-        return self.work_dir / "prototype" / "summary.json"
+        return self.config_dir / "prototype" / "summary.json"
 
     @property
     def tuning_dir(self) -> Path:
-        return self.work_dir / "tuning"
+        return self.config_dir / "tuning"
 
     @property
     def best_params(self) -> Path:
@@ -138,7 +138,7 @@ class RunContext:
 
     @property
     def preds_dir(self) -> Path:
-        return self.work_dir / "preds"
+        return self.config_dir / "preds"
 
     def member_preds(self, member: str) -> Path:
         """One member's out-of-fold and test predictions (Pid, split, fold, pred)."""
@@ -159,7 +159,7 @@ class RunContext:
 
     @property
     def ablation_dir(self) -> Path:
-        return self.work_dir / "ablation"
+        return self.config_dir / "ablation"
 
     # --- the run's folder -----------------------------------------------------------------------
     @property
@@ -247,17 +247,17 @@ def make_context(args: argparse.Namespace) -> RunContext:
         raise ConfigError(f"--test-labels {test_labels} is not a file")
     run_name = args.run_name or f"{dataset}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     shared_dir = Path(shared_dir).resolve()
-    return RunContext(config=config, data_dir=data_dir, work_dir=shared_dir / f"config-{config.work_digest()}",
+    return RunContext(config=config, data_dir=data_dir, config_dir=shared_dir / f"config-{config.work_digest()}",
                       run_name=run_name, submissions_dir=args.submissions_dir.resolve(),
                       test_labels=Path(test_labels).resolve() if test_labels else None, is_demo=is_demo,
                       shared_dir=shared_dir, dataset=dataset)
 
 
 # --- a tuning worker's view of a config folder (before there is a RunContext) ------------------
-def worker_config_path(work_dir: Path) -> Path:
-    return Path(work_dir) / "tuning" / "config.yaml"
+def worker_config_path(config_dir: Path) -> Path:
+    return Path(config_dir) / "tuning" / "config.yaml"
 
 
-def worker_context_path(work_dir: Path) -> Path:
-    """Where a worker finds the data set's folders (relative to work_dir) and its name."""
-    return Path(work_dir) / "tuning" / "context.json"
+def worker_context_path(config_dir: Path) -> Path:
+    """Where a worker finds the data set's folders (relative to config_dir) and its name."""
+    return Path(config_dir) / "tuning" / "context.json"

@@ -4,7 +4,7 @@ A member is a model kind (LightGBM, CatBoost, ridge) applied to a set of feature
 kind is registered once in KINDS: where the config lists its members, the factory that makes
 its estimator (the fit/predict contract of models/gbdt.py), the seeds it averages, and what its
 summary adds. `train_members` trains every member of the given kinds with `models.cv.cross_fit`
-and writes its out-of-fold and test predictions and summary; the stages train_gbdt and
+and writes its out-of-fold and test predictions and summary; the stages train_trees and
 train_linear, the tuning stage, the blend, the plots and the report all read this registry.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Stage `prototype`: the multimodal prototype network's out-of-fold embeddings (feature block `proto`).
 
 Reads the posts tables, the folds and the cached encoder outputs; trains one network
-per fold of `stat_fold` (models/train_prototype.py) with per-epoch checkpoints under
+per fold of `feature_fold` (models/train_prototype.py) with per-epoch checkpoints under
 work/<ds>/prototype/<run key>/fold_<k>/ (an interrupted run resumes from the last finished
 epoch, a finished fold is not redone); writes proto_{train,test}.parquet. The networks
 live in the data set's shared folder, keyed by `run_key`, so configs that differ
@@ -55,9 +55,9 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
         log.warning("%d test posts have a subcategory no train post has: their own-class columns are NaN", unseen)
     backbone = load_text_backbone(enc_cfg) if uses_backbone(cfg) else None
     torch.manual_seed(ctx.config.seed)
-    key = run_key(ctx, cfg, folds["stat_fold"].to_numpy())
+    key = run_key(ctx, cfg, folds["feature_fold"].to_numpy())
     out_dir = out_dir or ctx.prototype_networks(key)
-    train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["stat_fold"].to_numpy(), vocab, backbone,
+    train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["feature_fold"].to_numpy(), vocab, backbone,
                                   ctx.config.seed, resolve_device(cfg.train.device), out_dir, key, progress)
     train, test = feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
                                  posts["train"]["Pid"].to_numpy(), posts["test"]["Pid"].to_numpy())
@@ -72,19 +72,19 @@ def training_fields(cfg) -> dict:
     return {**fields, "stack": cfg.stack} if cfg.stack != "pca" else fields
 
 
-def stat_fold_digest(stat_fold: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(stat_fold, dtype=np.int64).tobytes()).hexdigest()[:16]
+def feature_fold_digest(feature_fold: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(feature_fold, dtype=np.int64).tobytes()).hexdigest()[:16]
 
 
-def run_key(ctx: RunContext, cfg, stat_fold: np.ndarray) -> str:
+def run_key(ctx: RunContext, cfg, feature_fold: np.ndarray) -> str:
     """What a checkpoint was made from: the training config, the inputs, the inner folds
-    (`stat_fold` only: a change of validation scheme that keeps them reuses the networks)
+    (`feature_fold` only: a change of validation scheme that keeps them reuses the networks)
     and the network's code."""
     cache: dict = {}
     parts = {"prototype": json.dumps(training_fields(cfg), sort_keys=True, default=str),
              "encoders": ctx.config.digest("encoders"), "seed": ctx.config.seed,
              "inputs": {p.name: file_digest(p, cache) for p in inputs(ctx) if p != ctx.folds},
-             "stat_fold": stat_fold_digest(stat_fold),
+             "feature_fold": feature_fold_digest(feature_fold),
              "code": module_digest(("models.prototype", "models.train_prototype"))}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

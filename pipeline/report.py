@@ -110,7 +110,7 @@ def validation_frame(ctx: RunContext, preds_path: Path | None = None) -> pd.Data
 
 
 def member_summaries(ctx: RunContext) -> dict[str, dict]:
-    """The summary JSON of every member that train_gbdt wrote (scores, importance, ...)."""
+    """The summary JSON of every member that train_trees wrote (scores, importance, ...)."""
     from pipeline.members import members_of
     return {m: read_json(ctx.member_summary(m)) for m in members_of(ctx.config)
             if ctx.member_summary(m).is_file()}
@@ -119,9 +119,9 @@ def member_summaries(ctx: RunContext) -> dict[str, dict]:
 # --- prototype network ------------------------------------------------------------------------
 def prototype_fold_dirs(ctx: RunContext) -> dict[int, Path]:
     """The folder of each fold's network of this config (work/<ds>/prototype/<run key>/fold_<k>/)."""
-    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
+    feature_fold = read_parquet(ctx.folds, columns=["feature_fold"])["feature_fold"].to_numpy()
     folder = ctx.prototype_networks(read_json(ctx.prototype_summary)["run_key"])
-    return {int(k): folder / f"fold_{k}" for k in np.unique(stat_fold)}
+    return {int(k): folder / f"fold_{k}" for k in np.unique(feature_fold)}
 
 
 def _check_key(ctx: RunContext, path: Path, key: str) -> None:
@@ -147,11 +147,11 @@ def prototype_oof_outputs(ctx: RunContext) -> dict[str, np.ndarray]:
     """The networks' outputs for every train post from the network that did not train on it
     (`probs`, `probs_global`, `probs_local`, `probs_contrast_<level>`, `pretext_loss`, ...),
     read from each fold's `outputs.npz`."""
-    stat_fold = read_parquet(ctx.folds, columns=["stat_fold"])["stat_fold"].to_numpy()
+    feature_fold = read_parquet(ctx.folds, columns=["feature_fold"])["feature_fold"].to_numpy()
     out: dict[str, np.ndarray] = {}
     for fold, folder in prototype_fold_dirs(ctx).items():
         _check_key(ctx, folder / "outputs.npz", read_json(folder / "outputs.json")["key"])
-        rows = np.flatnonzero(stat_fold == fold)
+        rows = np.flatnonzero(feature_fold == fold)
         with np.load(folder / "outputs.npz") as arrays:
             for key in (k for k in arrays.files if k.startswith("oof_")):
                 value = arrays[key]
@@ -160,7 +160,7 @@ def prototype_oof_outputs(ctx: RunContext) -> dict[str, np.ndarray]:
                                      f"posts of fold {fold}; rerun the prototype stage")
                 name = key.removeprefix("oof_")
                 if name not in out:
-                    out[name] = np.full((len(stat_fold),) + value.shape[1:], np.nan, dtype=np.float32)
+                    out[name] = np.full((len(feature_fold),) + value.shape[1:], np.nan, dtype=np.float32)
                 out[name][rows] = value
     return out
 

@@ -3,7 +3,7 @@
 
     python pipeline/run_all.py                                       # built-in demo data set
     python pipeline/run_all.py --data-dir /data/smpd                 # the real SMPD (official layout)
-    python pipeline/run_all.py --stages train_gbdt,blend,submit --force   # after a first run: redo the models
+    python pipeline/run_all.py --stages train_trees,blend,submit --force   # after a first run: redo the models
     python pipeline/run_all.py --set gbdt.num_boost_round=200 --run-name fewer-rounds
     python pipeline/run_all.py --list                                # the stages, in run order
 
@@ -114,7 +114,7 @@ def _duration(seconds: float) -> str:
 
 
 def plan_text(ctx: RunContext, rows: list[dict]) -> str:
-    lines = [f"plan for data set {ctx.dataset}, config folder {ctx.work_dir}:"]
+    lines = [f"plan for data set {ctx.dataset}, config folder {ctx.config_dir}:"]
     for row in rows:
         status = row["status"]
         if status == "run":
@@ -139,7 +139,7 @@ def plan_text(ctx: RunContext, rows: list[dict]) -> str:
 
 
 def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool) -> None:
-    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    ctx.config_dir.mkdir(parents=True, exist_ok=True)
     config_text = yaml.safe_dump(ctx.config.to_dict(), sort_keys=True)
     config_file = ctx.config_record
     if not config_file.is_file() or config_file.read_text() != config_text:
@@ -200,10 +200,15 @@ def run_summary(ctx: RunContext, seconds: float) -> str:
     return "; ".join(parts)
 
 
+# stages renamed in 0.5 (issue 23), so that an old command line gets the new name
+RENAMED_STAGES = {"train_gbdt": "train_trees", "gbdt": "train_trees", "reduce_embeddings": "embed_features"}
+
+
 def unknown_stage_message(unknown: set[str], known: list[str]) -> str:
     hints = []
     for name in sorted(unknown):
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.5) or [k for k in known if name in k][:1]
+        close = ([RENAMED_STAGES[name]] if name in RENAMED_STAGES else
+                 difflib.get_close_matches(name, known, n=1, cutoff=0.5) or [k for k in known if name in k][:1])
         hints.append(f"{name!r}" + (f" (did you mean {close[0]}?)" if close else ""))
     return f"unknown stage(s) {', '.join(hints)}; known, in run order: {', '.join(known)}"
 

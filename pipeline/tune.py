@@ -3,7 +3,7 @@
 tuning.per_member a study per active LightGBM member, tuning.feature_set first, sharing the budget.
 
 Writes tuning/best_params.json ({"params": ...} and with per_member {"members": {name: {"params": ...}}},
-read by train_gbdt) and
+read by train_trees) and
 study_summary.json (every trial, for the run's history plot) in the config folder.
 The study lives in tuning.storage (default: SQLite file work/<ds>/tuning/study.db,
 shared by the data set's configs), so rerunning an
@@ -72,7 +72,7 @@ def objective_digest(cfg: Config, blocks: list[str], X: pd.DataFrame, y: np.ndar
     data.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
     data.update(",".join(X.columns).encode())
     data.update(np.asarray(y, dtype=np.float64).tobytes())
-    data.update(folds[["fold", "stat_fold"]].to_numpy(dtype=np.int64).tobytes())
+    data.update(folds[["fold", "feature_fold"]].to_numpy(dtype=np.int64).tobytes())
     parts = {
         "metric": t.metric, "search_space": t.search_space, "blocks": blocks,
         "gbdt": {"params": g.params, "num_boost_round": g.num_boost_round,
@@ -179,7 +179,7 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
                                "study_name": o["study_name"], "n_trials": members[m][2]}
                            for m, o in own.items() if "best_params" in o}
     write_json(ctx.tuning_summary, summary)
-    # no timings here: this file is an input of train_gbdt, so it must not change when nothing else does
+    # no timings here: this file is an input of train_trees, so it must not change when nothing else does
     write_json(ctx.best_params, best)
     log.info("tuning: best %s %.4f (trial %d) in %.1f s; %s", t.metric, summary["best_value"], summary["best_trial"],
              seconds, summary["counts"])
@@ -197,13 +197,13 @@ def run(ctx: RunContext) -> None:
     quiet_optuna()
     started = time.perf_counter()
     # keys in their order: the order of tuning.search_space is the order of the draws, which must match
-    write_text(worker_config_path(ctx.work_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
-    write_json(worker_context_path(ctx.work_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.work_dir),
+    write_text(worker_config_path(ctx.config_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
+    write_json(worker_context_path(ctx.config_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.config_dir),
                                                   "data_dir": str(ctx.data_dir), "dataset": ctx.dataset})
     members = list(tuned_members(ctx.config))
     log.info("tuning %s over %d worker(s); more workers: python pipeline/tune.py --work-dir %s",
-             ", ".join(members), t.workers, ctx.work_dir)
-    extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.work_dir),
+             ", ".join(members), t.workers, ctx.config_dir)
+    extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.config_dir),
                                "--worker", str(i)], cwd=REPO_ROOT) for i in range(1, t.workers)]
     try:
         studies = tune_members(ctx, worker="0")
@@ -246,17 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", default=None, help="name of this worker in the trials (default: host:pid)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    work_dir = args.work_dir.resolve()
-    config_path = args.config or worker_config_path(work_dir)
+    config_dir = args.work_dir.resolve()
+    config_path = args.config or worker_config_path(config_dir)
     if not config_path.is_file():
         print(f"error: {config_path} is missing: run the tune stage first "
               "(python pipeline/run_all.py --stages tune) or pass --config", file=sys.stderr)
         return 2
     cfg = load_config(config_path, args.overrides)
-    where = worker_context_path(work_dir)
+    where = worker_context_path(config_dir)
     context = read_json(where) if where.is_file() else {}
-    shared_dir = (work_dir / context["shared_dir"]).resolve() if "shared_dir" in context else work_dir
-    ctx = RunContext(config=cfg, data_dir=Path(context.get("data_dir", shared_dir)), work_dir=work_dir,
+    shared_dir = (config_dir / context["shared_dir"]).resolve() if "shared_dir" in context else config_dir
+    ctx = RunContext(config=cfg, data_dir=Path(context.get("data_dir", shared_dir)), config_dir=config_dir,
                      run_name="tune-worker", shared_dir=shared_dir, dataset=context.get("dataset", ""))
     quiet_optuna()
     worker = args.worker or f"{socket.gethostname()}:{os.getpid()}"

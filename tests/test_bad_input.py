@@ -43,7 +43,7 @@ def run_all(data: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
                            "--work-dir", str(tmp / "work"), "--submissions-dir", str(tmp / "subs"),
                            "--run-name", "run", "--config", str(config), "--stages",
-                           "read_data,make_folds,build_metadata,train_gbdt,train_linear,blend,submit", *extra],
+                           "read_data,make_folds,build_metadata,train_trees,train_linear,blend,submit", *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

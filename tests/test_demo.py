@@ -232,7 +232,7 @@ def test_never_overwrites_a_folder_it_did_not_write(tmp_path):
 
 def test_stage_runs_through_the_pipeline_and_is_then_up_to_date(tmp_path):
     config = Config(demo=DemoConfig(**SMALL))
-    ctx = RunContext(config=config, data_dir=tmp_path / "work" / "data", work_dir=tmp_path / "work",
+    ctx = RunContext(config=config, data_dir=tmp_path / "work" / "data", config_dir=tmp_path / "work",
                      run_name="t", test_labels=tmp_path / "work" / "hidden_test_labels.txt", is_demo=True)
     assert STAGE.enabled(ctx) and not STAGE.enabled(RunContext(config, tmp_path, tmp_path, "t"))
     assert STAGE.inputs(ctx) == [] and ctx.test_labels in STAGE.outputs(ctx)

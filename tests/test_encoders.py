@@ -165,7 +165,7 @@ def make_ctx(work_dir: Path, smpd_posts, **encoders) -> RunContext:
                     max_image_pixels=MAX_PIXELS, text_group_tokens=48)
     for key, value in {**settings, **encoders}.items():
         setattr(config.encoders, key, value)
-    ctx = RunContext(config=config, data_dir=Path(data_dir), work_dir=Path(work_dir), run_name="test")
+    ctx = RunContext(config=config, data_dir=Path(data_dir), config_dir=Path(work_dir), run_name="test")
     for split, frame in posts.items():
         ctx.posts(split).parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(ctx.posts(split), index=False)
@@ -177,7 +177,7 @@ def clip_settings(tiny_clip) -> dict:
 
 
 def encoded_arrays(ctx) -> dict[str, np.ndarray]:
-    return {str(p.relative_to(ctx.work_dir)): np.load(p) for p in output_paths(ctx.encoder_cache, ctx.config.encoders)
+    return {str(p.relative_to(ctx.config_dir)): np.load(p) for p in output_paths(ctx.encoder_cache, ctx.config.encoders)
             if p.suffix == ".npy"}
 
 
@@ -326,7 +326,7 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
     with pytest.raises(KeyboardInterrupt):
         encode_posts(ctx, progress=False)
     # batches 0-2 of train were written (batch 2 has no usable image, so it never reached the model)
-    chunk_files = sorted(ctx.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz"))
+    chunk_files = sorted(ctx.config_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz"))
     assert [p.name[:7] for p in chunk_files] == ["000000-", "000001-", "000002-"]  # index-digest of its files
     assert not any(p.exists() for p in output_paths(ctx.encoder_cache, ctx.config.encoders))
     # a half-written temp file of the batch being written when the process died is ignored
@@ -341,7 +341,7 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
     with pytest.raises(KeyboardInterrupt):
         encode_posts(ctx, progress=False)
     assert calls["image"] == 3 + 1  # the rerun encoded only the one missing train batch
-    text_chunks = list(ctx.work_dir.glob("features/encoders/*/_chunks/train-text-*/*.npz"))
+    text_chunks = list(ctx.config_dir.glob("features/encoders/*/_chunks/train-text-*/*.npz"))
     text = ctx.config.encoders
     plan = TextPlan.make(SplitInputs.from_posts(smpd_posts[1]["train"], smpd_posts[0]),
                          load_text_encoder(text, torch.device("cpu")), text.max_text_tokens, text.text_group_tokens)
@@ -367,7 +367,7 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
     assert resumed.keys() == reference.keys()
     for name, array in reference.items():
         assert np.array_equal(resumed[name], array), name
-    assert not list(ctx.work_dir.glob("features/encoders/*/_chunks/*/*.npz"))  # chunks removed once joined
+    assert not list(ctx.config_dir.glob("features/encoders/*/_chunks/*/*.npz"))  # chunks removed once joined
 
 
 def test_shards_in_two_work_folders_merge_to_the_same_arrays(clip_run, smpd_posts, tmp_path, tiny_clip):
@@ -376,8 +376,8 @@ def test_shards_in_two_work_folders_merge_to_the_same_arrays(clip_run, smpd_post
     ctx1 = make_ctx(tmp_path / "gpu1", smpd_posts, **clip_settings(tiny_clip))
     assert not encode_posts(ctx0, "0/2", progress=False)
     assert not encode_posts(ctx1, "1/2", progress=False)
-    part0 = {p.name for p in ctx0.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
-    part1 = {p.name for p in ctx1.work_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
+    part0 = {p.name for p in ctx0.config_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
+    part1 = {p.name for p in ctx1.config_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz")}
     assert part0 and part1 and not part0 & part1 and len(part0 | part1) == 4  # 16 posts in batches of 4
     assert copy_chunks([ctx1.encoder_cache], ctx0.encoder_cache) > 0
     assert encode_posts(ctx0, progress=False)
@@ -401,7 +401,7 @@ def test_clip_preprocessing_equals_the_checkpoint_processor(tiny_clip, tmp_path)
 
 def test_embedding_features_block(clip_run, smpd_posts):
     """PCA fit on train only; NaN image components without an image; CLIP adds image-text cosines."""
-    from pipeline.reduce_embeddings import run
+    from pipeline.embed_features import run
     ctx = clip_run
     ctx.config.encoders.pca_dim = 4
     run(ctx)
@@ -499,7 +499,7 @@ def test_offline_stage_run_with_the_demo_encoders(smpd_posts, tmp_path):
     assert train.image.shape[1] == 1280 and train.title.shape[1] == 384 and not train.shared_space
     assert train.tokens.shape[1:] == (12, 384) and np.asarray(train.has_image).sum() == 10
     manifests = {m["encoder"]: m for m in (json.loads(p.read_text())
-                                           for p in ctx.work_dir.glob("features/encoders/*/manifest.json"))}
+                                           for p in ctx.config_dir.glob("features/encoders/*/manifest.json"))}
     # one folder per encoder, named after it and a digest of its settings
     assert sorted(name.rsplit("-", 1)[0] for name in manifests) == ["efficientnet-lite0", "minilm"]
     image_folder = encoder_folder(ctx.config.encoders, "image")

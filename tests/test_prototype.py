@@ -287,7 +287,7 @@ def test_each_switch_removes_its_part(split, backbone):
 def test_no_train_post_is_embedded_by_a_model_that_trained_on_it(split, backbone, monkeypatch, tmp_path):
     _, train, vocab = split
     _, test, _ = make_split(60, 1, vocab, with_label=False)
-    stat_fold = np.arange(len(train)) % 3
+    feature_fold = np.arange(len(train)) % 3
     trained, embedded = [], []
     real_train, real_embed = tp.train_model, tp.embed
 
@@ -305,7 +305,7 @@ def test_no_train_post_is_embedded_by_a_model_that_trained_on_it(split, backbone
     monkeypatch.setattr(tp, "train_model", spy_train)
     monkeypatch.setattr(tp, "embed", spy_embed)
     cfg = small_cfg(epochs=1, aux_regression=True)
-    train_out, test_out = tp.fit_oof(cfg, train, test, stat_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
+    train_out, test_out = tp.fit_oof(cfg, train, test, feature_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
     assert len(trained) == 3 and len(embedded) == 3
     for seen, rows in embedded:
         assert not seen & rows
@@ -316,7 +316,7 @@ def test_no_train_post_is_embedded_by_a_model_that_trained_on_it(split, backbone
     np.testing.assert_allclose(test_out["probs"], np.mean([f["test_probs"] for f in folds], axis=0), rtol=1e-6)
     # finished folds are reused, not retrained
     trained.clear()
-    again, _ = tp.fit_oof(cfg, train, test, stat_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
+    again, _ = tp.fit_oof(cfg, train, test, feature_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
     assert not trained and np.array_equal(again["x"], train_out["x"])
     # the feature tables
     posts_train, _, _ = split
@@ -395,7 +395,7 @@ def test_stage_writes_the_proto_block_and_skips_when_up_to_date(backbone, tmp_pa
     config.encoders = dataclasses.replace(config.encoders, enabled=True, text="clip", clip_model=backbone.model_id)
     config.prototype = small_cfg(epochs=1)
     config.validation = dataclasses.replace(config.validation, scheme="kfold", n_folds=2)
-    ctx = RunContext(config=config, data_dir=tmp_path / "data", work_dir=tmp_path / "work", run_name="t")
+    ctx = RunContext(config=config, data_dir=tmp_path / "data", config_dir=tmp_path / "work", run_name="t")
     for split, n, seed in (("train", 120, 0), ("test", 40, 1)):
         posts, arrays = synthetic_posts(n, seed, with_label=split == "train")
         write_parquet(ctx.posts(split), posts)
@@ -438,8 +438,8 @@ def test_a_crafted_checkpoint_runs_no_code_and_is_named(split, backbone, tmp_pat
     from pipeline.report import prototype_history
     _, data, vocab = split
     marker = tmp_path / "payload_ran"
-    ctx = RunContext(config=Config(), data_dir=tmp_path / "data", work_dir=tmp_path / "work", run_name="t")
-    write_parquet(ctx.folds, pd.DataFrame({"Pid": ["1", "2"], "stat_fold": [0, 1]}))
+    ctx = RunContext(config=Config(), data_dir=tmp_path / "data", config_dir=tmp_path / "work", run_name="t")
+    write_parquet(ctx.folds, pd.DataFrame({"Pid": ["1", "2"], "feature_fold": [0, 1]}))
     write_json(ctx.prototype_summary, {"run_key": "key"})  # the stage's record of its networks' folder
     fold_dir = ctx.prototype_networks("key") / "fold_0"
     fold_dir.mkdir(parents=True)
@@ -459,8 +459,8 @@ def test_paper_stack_gives_the_network_projected_parts_without_pca(split, backbo
     posts_train, train, vocab = split
     _, test, _ = make_split(40, 1, vocab, with_label=False)
     cfg = small_cfg(epochs=1, stack="paper")
-    stat_fold = np.arange(len(train)) % 2
-    train_out, test_out = tp.fit_oof(cfg, train, test, stat_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
+    feature_fold = np.arange(len(train)) % 2
+    train_out, test_out = tp.fit_oof(cfg, train, test, feature_fold, vocab, backbone, 0, CPU, tmp_path, "k", False)
     tables = tp.feature_blocks(cfg, train_out, test_out, train, test, vocab, posts_train["Pid"], np.arange(40))
     parts = [p for p in tp.PAPER_PARTS if f"paper_{p}" in train_out]
     assert parts[:5] == ["image", "text", "x", "v", "t"]  # g, l: only with the prompt learners on

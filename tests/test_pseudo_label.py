@@ -30,7 +30,7 @@ def holdout_data(seed=0, n=120, n_test=60):
     y = X.to_numpy() @ np.array([1.0, -0.5, 0.25]) + rng.normal(scale=0.3, size=n)
     X_test = pd.DataFrame(rng.normal(size=(n_test, 3)), columns=["a", "b", "c"])
     # time holdout: the latest 30 posts validate (fold 0), the rest only fit (fold -1)
-    folds = pd.DataFrame({"fold": np.r_[np.full(n - 30, -1), np.zeros(30, int)], "stat_fold": np.arange(n) % 2})
+    folds = pd.DataFrame({"fold": np.r_[np.full(n - 30, -1), np.zeros(30, int)], "feature_fold": np.arange(n) % 2})
     return X, y, folds, X_test
 
 
@@ -83,7 +83,7 @@ def run_gbdt(data, tmp, *extra):
         [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
          "--work-dir", str(tmp / "work"),
          "--submissions-dir", str(tmp / "subs"), "--run-name", "run", "--config", str(ROOT / "configs" / "demo.yaml"),
-         "--stages", "read_data,make_folds,build_metadata,train_gbdt",
+         "--stages", "read_data,make_folds,build_metadata,train_trees",
          "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
          "--set", "gbdt.seeds=[0]", "--set", "gbdt.num_boost_round=40", "--set", "validation.min_holdout_posts=0",
          *sum((["--set", e] for e in extra), [])], cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -189,36 +189,36 @@ def test_killed_in_encode_and_in_tune_ends_with_the_same_study_and_submission(ru
 # --- the lock: a stage counts as done only when every output was written -----------------------
 def two_output_stage(fail_after_first: bool) -> Stage:
     def run(ctx: RunContext) -> None:
-        write_text(ctx.work_dir / "first.txt", "one")
+        write_text(ctx.config_dir / "first.txt", "one")
         if fail_after_first:
             raise RuntimeError("killed between the two outputs")
-        write_text(ctx.work_dir / "second.txt", "two")
+        write_text(ctx.config_dir / "second.txt", "two")
 
     return Stage(name="two_outputs", run=run, inputs=lambda ctx: [],
-                 outputs=lambda ctx: [ctx.work_dir / "first.txt", ctx.work_dir / "second.txt"])
+                 outputs=lambda ctx: [ctx.config_dir / "first.txt", ctx.config_dir / "second.txt"])
 
 
 def test_a_stage_that_dies_between_outputs_is_not_recorded_and_reruns(tmp_path):
-    ctx = RunContext(config=Config(), data_dir=tmp_path, work_dir=tmp_path / "work", run_name="t")
+    ctx = RunContext(config=Config(), data_dir=tmp_path, config_dir=tmp_path / "work", run_name="t")
     with pytest.raises(RuntimeError, match="between the two outputs"):
         run_stages(ctx, [two_output_stage(fail_after_first=True)], None, force=False)
-    assert (ctx.work_dir / "first.txt").is_file() and not (ctx.work_dir / "second.txt").exists()
+    assert (ctx.config_dir / "first.txt").is_file() and not (ctx.config_dir / "second.txt").exists()
     assert "two_outputs" not in Lock(ctx.lock_file).data["stages"]
     run_stages(ctx, [two_output_stage(fail_after_first=False)], None, force=False)
-    assert (ctx.work_dir / "second.txt").read_text() == "two"
+    assert (ctx.config_dir / "second.txt").read_text() == "two"
     assert "two_outputs" in Lock(ctx.lock_file).data["stages"]
 
 
 def test_an_output_changed_after_the_stage_finished_makes_it_rerun(tmp_path, caplog):
-    ctx = RunContext(config=Config(), data_dir=tmp_path, work_dir=tmp_path / "work", run_name="t")
+    ctx = RunContext(config=Config(), data_dir=tmp_path, config_dir=tmp_path / "work", run_name="t")
     stage = two_output_stage(fail_after_first=False)
     run_stages(ctx, [stage], None, force=False)
     lock = Lock(ctx.lock_file)
     key = lock.data["stages"]["two_outputs"]["key"]
     assert lock.is_current(stage, ctx, key)
-    (ctx.work_dir / "second.txt").write_text("tw")  # e.g. truncated by a crash of something else
+    (ctx.config_dir / "second.txt").write_text("tw")  # e.g. truncated by a crash of something else
     assert not Lock(ctx.lock_file).is_current(stage, ctx, key)
-    (ctx.work_dir / "second.txt").unlink()
+    (ctx.config_dir / "second.txt").unlink()
     assert not Lock(ctx.lock_file).is_current(stage, ctx, key)
 
 

@@ -94,7 +94,7 @@ def test_rerun_skips_finished_stages_and_force_reruns(demo_run):
     tmp, args, _ = demo_run
     again = run_all(*[a if a != "first" else "second" for a in args])
     assert again.returncode == 0, again.stderr[-3000:]
-    for stage in ("make_demo", "read_data", "make_folds", "build_metadata", "train_gbdt", "blend"):
+    for stage in ("make_demo", "read_data", "make_folds", "build_metadata", "train_trees", "blend"):
         assert f"[{stage}] up to date, skipped" in again.stderr
     assert "[submit] running" in again.stderr  # a new run name gets its own submission
     # the plan said so first, with the seconds of the last run
@@ -120,7 +120,7 @@ def test_another_config_runs_beside_the_default_one_and_shares_the_data(demo_run
     assert changed.returncode == 0, changed.stderr[-3000:]
     # the data and posts tables are shared; the config's stages run in a folder of their own
     assert "[make_demo] up to date, skipped" in changed.stderr and "[read_data] up to date, skipped" in changed.stderr
-    assert "[build_metadata] running" in changed.stderr and "[train_gbdt] running" in changed.stderr
+    assert "[build_metadata] running" in changed.stderr and "[train_trees] running" in changed.stderr
     folders = sorted((tmp / "work").glob("config-*"))
     assert len(folders) == 2 and default in folders
     other = next(f for f in folders if f != default)
@@ -132,7 +132,7 @@ def test_another_config_runs_beside_the_default_one_and_shares_the_data(demo_run
     # and the default config, run again, finds everything of its own up to date
     again = run_all(*[a if a != "first" else "fifth" for a in args])
     assert again.returncode == 0, again.stderr[-3000:]
-    for stage in ("make_folds", "build_metadata", "train_gbdt", "train_linear", "blend"):
+    for stage in ("make_folds", "build_metadata", "train_trees", "train_linear", "blend"):
         assert f"[{stage}] up to date, skipped" in again.stderr, stage
     board = pd.read_csv(tmp / "subs" / "leaderboard.csv").set_index("run")
     assert board.loc["fourth", "config_digest"] != board.loc["fifth", "config_digest"]
@@ -193,7 +193,10 @@ def test_bad_input_fails_with_a_message_and_nonzero_exit(tmp_path):
 
 def test_unknown_stage_and_bad_override_are_refused(tmp_path):
     hint = run_all("--stages", "gbdt,submit")  # the example --help gave before
-    assert hint.returncode == 2 and "'gbdt' (did you mean train_gbdt?)" in hint.stderr
+    assert hint.returncode == 2 and "'gbdt' (did you mean train_trees?)" in hint.stderr
+    renamed = run_all("--stages", "reduce_embeddings,train_gbdt")  # the stage names before 0.5
+    assert renamed.returncode == 2 and "'reduce_embeddings' (did you mean embed_features?)" in renamed.stderr
+    assert "'train_gbdt' (did you mean train_trees?)" in renamed.stderr
     result = run_all("--set", "gbdt.no_such_key=1", "--work-dir", str(tmp_path))
     assert result.returncode == 2 and "unknown key 'no_such_key'" in result.stderr
 

@@ -1,4 +1,4 @@
-"""tuning.per_member: a study per LightGBM member within one trial budget, and train_gbdt applying each one's own."""
+"""tuning.per_member: a study per LightGBM member within one trial budget, and train_trees applying each one's own."""
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from models import tuning
-from pipeline import train_gbdt, tune
+from pipeline import train_trees, tune
 from common.io import read_json, write_json, write_parquet
 from tuning_work import TINY, context, make_work_dir, run_tune_workers
 
@@ -79,17 +79,17 @@ def test_each_member_is_tuned_in_its_share_of_the_budget_and_trained_with_its_ow
         {m: s.best_params for m, s in by_member.items()}
     assert {m: v["n_trials"] for m, v in best["members"].items()} == {"meta": 4, "meta_emb": 3}
 
-    train_gbdt.STAGE.run(ctx)
+    train_trees.STAGE.run(ctx)
     for member in ("meta", "meta_emb"):
         trained = read_json(ctx.member_preds(member).with_suffix(".json"))
         assert trained["params"] == {**ctx.config.gbdt.params, **best["members"][member]["params"]}
 
 
-def test_train_gbdt_uses_a_member_s_own_parameters_and_the_shared_ones_for_the_others(tmp_path):
+def test_train_trees_uses_a_member_s_own_parameters_and_the_shared_ones_for_the_others(tmp_path):
     ctx = context(two_member_work_dir(tmp_path, per_member=True))
     write_json(ctx.best_params, {"params": {"num_leaves": 5, "min_data_in_leaf": 40},
                                             "members": {"meta_emb": {"params": {"num_leaves": 9}}}})
-    train_gbdt.STAGE.run(ctx)
+    train_trees.STAGE.run(ctx)
     params = {m: read_json(ctx.member_preds(m).with_suffix(".json"))["params"] for m in ("meta", "meta_emb")}
     assert params["meta"] == {**ctx.config.gbdt.params, "num_leaves": 5, "min_data_in_leaf": 40}
     assert params["meta_emb"] == {**ctx.config.gbdt.params, "num_leaves": 9}
@@ -110,7 +110,7 @@ def test_with_the_switch_off_one_study_tunes_the_feature_set_for_every_member_as
     assert [t.user_attrs["base"] for t in study.get_trials()] == [True, False, False, False, False]
     best = read_json(ctx.best_params)
     assert "members" not in best and best["params"] == study.best_params
-    train_gbdt.STAGE.run(ctx)
+    train_trees.STAGE.run(ctx)
     for member in ("meta", "meta_emb"):
         trained = read_json(ctx.member_preds(member).with_suffix(".json"))
         assert trained["params"] == {**ctx.config.gbdt.params, **study.best_params}

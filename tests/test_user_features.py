@@ -143,7 +143,7 @@ def run_pipeline(data: Path, tmp: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
                            "--work-dir", str(tmp / "work"), "--submissions-dir", str(tmp / "subs"),
                            "--run-name", "run", "--config", str(config), "--stages",
-                           "read_data,make_folds,build_metadata,user_features,train_gbdt,train_linear,blend,submit"],
+                           "read_data,make_folds,build_metadata,user_features,train_trees,train_linear,blend,submit"],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 

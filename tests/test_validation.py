@@ -15,7 +15,7 @@ def posts(n=200, n_users=23, seed=0):
 def test_kfold_covers_every_post_once_and_is_seeded():
     f = make_folds(posts(), "kfold", 5, seed=1)
     assert sorted(f["fold"].unique()) == [0, 1, 2, 3, 4]
-    assert (f["fold"] == f["stat_fold"]).all()
+    assert (f["fold"] == f["feature_fold"]).all()
     assert f["fold"].value_counts().max() - f["fold"].value_counts().min() <= 1
     assert f.equals(make_folds(posts(), "kfold", 5, seed=1))
     assert not f.equals(make_folds(posts(), "kfold", 5, seed=2))
@@ -34,7 +34,7 @@ def test_time_holdout_validates_on_the_latest_posts():
     hold = f["fold"] == 0
     assert hold.sum() == 50 and set(f["fold"]) == {-1, 0}
     assert p["Postdate"][hold].min() >= p["Postdate"][~hold].max()
-    assert set(f["stat_fold"]) == {0, 1, 2, 3, 4}
+    assert set(f["feature_fold"]) == {0, 1, 2, 3, 4}
     assert validation_folds(f) == [0]
 
 
@@ -64,7 +64,7 @@ def test_time_holdout_mirrors_the_tests_share_of_unseen_users():
     assert (~seen_in_fit(p["Uid"].to_numpy(), plain["fold"].to_numpy())[plain_hold]).mean() < 0.2
 
 
-def test_kfold_and_target_stat_folds_mirror_the_unseen_share():
+def test_kfold_and_target_feature_folds_mirror_the_unseen_share():
     from models.validation import seen_in_fit
     p = posts(n=600, n_users=60, seed=5)
     test_uids = np.r_[p["Uid"].to_numpy()[:50], [f"new{i}" for i in range(50)]]

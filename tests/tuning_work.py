@@ -55,7 +55,7 @@ def make_work_dir(work: Path, n: int = 800, seed: int = 0, overrides: dict | Non
 
 def context(work: Path, *overrides: str) -> RunContext:
     cfg = load_config(work / "tuning" / "config.yaml", list(overrides))
-    return RunContext(config=cfg, data_dir=work / "data", work_dir=work, run_name="test")
+    return RunContext(config=cfg, data_dir=work / "data", config_dir=work, run_name="test")
 
 
 def run_tune_workers(work: Path, names: tuple[str, ...], *extra: str, timeout: float = 400) -> list[str]:

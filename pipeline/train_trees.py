@@ -1,4 +1,4 @@
-"""Stage `train_gbdt`: the gradient-boosted members (LightGBM per gbdt.feature_sets, CatBoost per
+"""Stage `train_trees`: the gradient-boosted members (LightGBM per gbdt.feature_sets, CatBoost per
 catboost.feature_sets), out-of-fold and test predictions.
 
 Each member writes work/preds/<member>.parquet (Pid, split, fold, pred) and a summary (scores,
@@ -12,7 +12,7 @@ from pipeline.stage import Stage
 KINDS = ("catboost", "lightgbm")
 
 STAGE = Stage(
-    name="train_gbdt",
+    name="train_trees",
     run=lambda ctx: train_members(ctx, KINDS),
     inputs=lambda ctx: member_inputs(ctx, KINDS),
     outputs=lambda ctx: member_outputs(ctx, KINDS),
