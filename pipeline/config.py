@@ -43,7 +43,7 @@ class ValidationConfig:
     scheme: str = "time_holdout"
     n_folds: int = 5
     holdout_frac: float = 0.2
-    seed: int = 0
+    seed: int | None = field(default=None, metadata={"seed": "one"})  # the folds' shuffle; None: Config.seed
     min_holdout_posts: int = 500
     mirror_unseen: bool = False
 
@@ -171,7 +171,7 @@ class GBDTConfig:
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
     num_threads: int = 2
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # one model per seed; None: [Config.seed]
     # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
     # (models/sizing.py); on thousands of posts the configured values stand
     adapt_to_size: bool = True
@@ -209,7 +209,7 @@ class CatBoostConfig:
     })
     iterations: int = 2000
     early_stopping_rounds: int = 100
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # None: [Config.seed]
 
 
 @dataclass
@@ -234,7 +234,7 @@ class TuningConfig:
     storage: str = ""  # RDB URL; empty: a SQLite file in the work folder
     study_name: str = "lgbm"
     feature_set: str = "meta"
-    seed: int = 0
+    seed: int | None = field(default=None, metadata={"seed": "one"})  # the sampler's; None: Config.seed
     metric: str = "src"  # objective: validation `src` (maximised) or `mse` (minimised)
     workers: int = 1  # processes the stage runs on the study; more than 1 is not bit-reproducible
     startup_trials: int = 10  # random trials before TPE models the search space
@@ -282,6 +282,10 @@ class EnsembleConfig:
 
 @dataclass
 class Config:
+    """The run's settings. `seed` is the one seed of a run: the prototype networks, the user
+    features and the report's samples use it, and every other seed derives from it unless set
+    (`validation.seed` and `tuning.seed` equal it, `gbdt.seeds` and `catboost.seeds` are
+    `[seed]`). `demo.seed` is not a run's seed: it draws the demo data set, part of its name."""
     seed: int = 0
     demo: DemoConfig = field(default_factory=DemoConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -293,6 +297,15 @@ class Config:
     catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+    def __post_init__(self):
+        # the derived seeds are filled in here, so a digest (cache keys, leaderboard) sees the values used
+        for section in (self.validation, self.tuning):
+            if section.seed is None:
+                section.seed = self.seed
+        for section in (self.gbdt, self.catboost):
+            if section.seeds is None:
+                section.seeds = [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -350,6 +363,8 @@ def _build(cls: type, values: dict[str, Any], where: str, section: str = "") -> 
             kwargs[key] = {**default, **value}
         elif fields[key].metadata.get("or_auto"):
             kwargs[key] = _auto_or_number(value, f"{where}.{key}")
+        elif fields[key].metadata.get("seed"):
+            kwargs[key] = _seed_or_none(value, fields[key].metadata["seed"] == "list", f"{where}.{key}")
         else:
             kwargs[key] = _coerce(value, default, f"{where}.{key}")
     return cls(**kwargs)
@@ -361,6 +376,17 @@ def _auto_or_number(value: Any, where: str) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise ConfigError(f"{where}: expected 'auto' or a number, got {value!r}")
+
+
+def _seed_or_none(value: Any, many: bool, where: str) -> Any:
+    """A seed setting: an integer (a list of them for `seeds`), or null to derive it from `seed`."""
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+    if value is None or (is_int(value) and not many) or (many and isinstance(value, list) and value
+                                                         and all(is_int(v) for v in value)):
+        return value
+    expected = "a non-empty list of integers" if many else "an integer"
+    raise ConfigError(f"{where}: expected {expected} or null (derived from seed), got {value!r}")
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:

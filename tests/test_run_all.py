@@ -213,3 +213,18 @@ def test_a_prototype_key_that_moved_names_its_new_place():
     assert load_config(None).prototype.with_fields(epochs=5, weight_aux=0.5, out_dim=4) == load_config(None, [
         "prototype.train.epochs=5", "prototype.loss.weight_aux=0.5", "prototype.out_dim=4",
         "prototype.model.use_attention=false"]).prototype.with_fields(use_attention=True)
+
+
+def test_every_seed_derives_from_the_run_seed_unless_set():
+    from pipeline.config import ConfigError, load_config
+    derived = load_config(None, ["seed=7"])
+    assert (derived.validation.seed, derived.tuning.seed, derived.gbdt.seeds, derived.catboost.seeds) == (7, 7, [7], [7])
+    assert derived.demo.seed == 0  # the demo data set's draw is not a run's seed
+    chosen = load_config(None, ["seed=7", "validation.seed=3", "gbdt.seeds=[1,2]"])
+    assert (chosen.validation.seed, chosen.tuning.seed, chosen.gbdt.seeds) == (3, 7, [1, 2])
+    # the folds follow the run seed, so their digest (the make_folds cache key) does too
+    assert load_config(None, ["seed=7"]).digest("validation") != load_config(None).digest("validation")
+    assert load_config(None, ["seed=7"]).digest("validation") == load_config(None, ["validation.seed=7"]).digest("validation")
+    for bad in ("gbdt.seeds=[]", "tuning.seed=1.5", "validation.seed=true"):
+        with pytest.raises(ConfigError, match="or null"):
+            load_config(None, [bad])
