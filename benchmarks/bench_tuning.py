@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The demo three ways: untuned single LightGBM, tuned single LightGBM, tuned blend.
 
-    python benchmarks/bench_tuning.py                 # README figures (default demo, 30 trials)
+    python benchmarks/bench_tuning.py                 # docs/results.md figures (default demo, 30 trials)
     python benchmarks/bench_tuning.py --trials 10     # quicker
 
 Each variant is one `pipeline/run_all.py` run on the same work folder (the demo

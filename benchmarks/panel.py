@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The panel: every modelling change is judged on these data sets, against the reference model.
 
-    python benchmarks/panel.py --quick                # metadata only, small budgets (README table)
+    python benchmarks/panel.py --quick                # metadata only, small budgets (docs/results.md table)
     python benchmarks/panel.py                        # offline encoders, a cheap prototype network
     python benchmarks/panel.py --quick --label old --set validation.min_holdout_posts=0   # a variant
     python benchmarks/panel.py --quick --only small-200-u20,demo-s0

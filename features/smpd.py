@@ -1,7 +1,7 @@
 """Reader of the official SMPD files: one typed table per split.
 
 All files of a split are joined on Pid and checked to agree. The rule per field,
-decided here once (README: "What is an error and what is a gap"):
+decided here once (docs/guide.md: "What is an error and what is a gap"):
 
 Errors stop the run before any work, with an `SMPDFormatError` naming the file,
 row, field, the value and what was expected: a file missing, not UTF-8 or not a

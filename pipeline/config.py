@@ -38,7 +38,7 @@ class ValidationConfig:
     `n_folds`-fold cross-fitting, so early stopping, tuning and the blend weights see every
     train post (0: never). mirror_unseen: the validation part (and the target-statistic
     folds) hold the test's share of posts by users unseen in train (models/validation.py);
-    off by default: on the panel (README) it hurt as often as it helped.
+    off by default: on the panel (docs/results.md) it hurt as often as it helped.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
@@ -135,7 +135,7 @@ class PrototypeConfig:
     sample_selection: float = 1.0
     # what the network adds to the tree model: `pca` (PCA of [G, L, x~, V~, T~] to out_dim columns) or
     # `paper` (the paper's stage C: the post's image and text, x~, V~, T~, G and L, each through the
-    # network's own projection to `width` columns, no PCA); README, "Prototype network", measured effect
+    # network's own projection to `width` columns, no PCA); docs/results.md, "Why the prototype member adds little"
     stack: str = "pca"
 
     def with_fields(self, **fields: Any) -> "PrototypeConfig":
@@ -181,7 +181,7 @@ class GBDTConfig:
     # two stages (models/pseudo_label.py): every LightGBM member is fit again with test posts added,
     # labelled by its first fit (each validation fold's fit by the first-stage model that never saw that
     # fold), at `pseudo_label_weight`; `pseudo_label_share` keeps the test posts the first-stage models
-    # agree on best. Off: README, "User features and CatBoost", measured effect
+    # agree on best. Off: docs/results.md, "User features and CatBoost"
     pseudo_label: bool = False
     pseudo_label_share: float = 1.0
     pseudo_label_weight: float = 0.5
@@ -246,7 +246,7 @@ class TuningConfig:
     heartbeat_s: int = 60  # RDB storages: a trial whose worker is silent 2x this long is failed and rerun
     base_first: bool = True  # trial 0 evaluates gbdt.params, so tuning never ends below the untuned model
     # a study per active LightGBM member (feature_set first), splitting n_trials between them; later members
-    # start from the first's best parameters (README, "Tuning and ensemble"); off: feature_set's for all
+    # start from the first's best parameters (docs/guide.md, "Tuning and ensemble"); off: feature_set's for all
     per_member: bool = False
     per_member_first_share: float = 0.5  # of n_trials for feature_set; the rest is split evenly
     search_space: dict[str, list] = field(default_factory=lambda: {
