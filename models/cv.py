@@ -2,9 +2,13 @@
 
 For each validation fold v a model is fit on the other rows and predicts fold v
 and the test posts. Out-of-fold target statistics are recomputed inside each
-fit, so no validation label ever reaches the rows a model is fit on. In a
-time-ordered holdout (one fold, the latest posts), the test prediction comes
-from a refit on all train posts with the number of rounds found on the holdout.
+fit, so no validation label ever reaches the rows a model is fit on. The
+protocol is models/validation.py's: the model of fold v stops early on fold v's
+selection posts only, report-slice posts never fit a cross-fit model, and the
+result's `score` is the report slice's (`selection_score`, which tuning reads, is
+the selection posts'). In a time-ordered holdout (one fold, the latest posts),
+the test prediction comes from a refit on all train posts, report slice
+included, with the number of rounds found on the holdout's selection posts.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from features.target_stats import target_statistics
 from models.metrics import score
 from models.pseudo_label import PseudoLabels, with_pseudo_rows
 from models.sizing import refit_rounds
-from models.validation import validation_folds
+from models.validation import report_rows, scored_rows, selection_rows, validation_folds
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +65,13 @@ class TargetStatSpec:
 class CVResult:
     oof: np.ndarray                 # per train post; NaN where the post never validates (fold -1)
     test: np.ndarray                # per test post
-    fold_scores: dict[int, dict]
-    score: dict                     # on all validated posts
+    fold_scores: dict[int, dict]    # per fold, on its selection posts
+    score: dict                     # the reported score: on the report slice (selection posts when it has none)
     best_iterations: list[int]
     feature_importance: pd.Series = field(default_factory=pd.Series)
     # per validation fold: the test prediction of the models fit without that fold (seed mean); pseudo-labels
     test_by_fold: dict[int, np.ndarray] = field(default_factory=dict)
+    selection_score: dict = field(default_factory=dict)  # on the selection posts: what tuning compares
 
 
 def _with_stats(X: pd.DataFrame, stats: pd.DataFrame | None) -> pd.DataFrame:
@@ -121,6 +126,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         raise ValueError(f"features ({len(X)}), labels ({len(y)}) and folds ({len(folds)}) must have one row per post")
     fold = folds["fold"].to_numpy()
     inner = folds["feature_fold"].to_numpy()
+    report = report_rows(folds)      # kept apart: never fit, never stop early (models/validation.py)
+    selection = selection_rows(folds)
     fit_mask = np.ones(len(y), dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
     val_folds = validation_folds(folds)
     if not val_folds:
@@ -154,14 +161,17 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         return refit.predict(X_tst)
 
     for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
-        fit_idx = np.flatnonzero((fold != v) & fit_mask)
-        val_idx = np.flatnonzero(fold == v)
+        fit_idx = np.flatnonzero((fold != v) & fit_mask & ~report)
+        val_idx = np.flatnonzero(fold == v)   # predicted: the fold's selection and report posts
+        stop = selection[val_idx]             # early stopping sees the selection posts only
         fit_stats, apply_stats = _stats(target_stats, fit_idx, y, inner, val_idx)
         X_fit = _with_stats(X.iloc[fit_idx], fit_stats)
         X_val = _with_stats(X.iloc[val_idx], None if apply_stats is None else apply_stats.iloc[:len(val_idx)])
         X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
-        labels = None if pseudo is None else pseudo.by_fold[v]  # from the stage-1 model that never saw fold v
-        model = fit(seed, None, X_fit, y[fit_idx], X_tst, labels, X_val, y[val_idx])
+        # from the stage-1 model fit without fold v; its rounds were chosen on fold v's selection posts
+        labels = None if pseudo is None else pseudo.by_fold[v]
+        model = fit(seed, None, X_fit, y[fit_idx], X_tst, labels, X_val[stop].reset_index(drop=True),
+                    y[val_idx[stop]])
         pred_val = model.predict(X_val)
         oof[val_idx] = np.nan_to_num(oof[val_idx]) + pred_val / len(seeds)
         best = getattr(model, "best_iteration_", None)
@@ -187,12 +197,16 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         else:
             test_pred += fold_test / (len(seeds) * len(val_folds))
     for v in val_folds:
-        rows = fold == v
+        rows = (fold == v) & selection
         fold_scores[v] = score(y[rows], oof[rows])
-    validated = fold >= 0
-    overall = score(y[validated], oof[validated])
+    chosen_on = score(y[selection], oof[selection])
+    scored = scored_rows(folds)
+    overall = score(y[scored], oof[scored])
     importance = pd.concat(importances, axis=1).mean(axis=1).sort_values(ascending=False) if importances else pd.Series(dtype=float)
     if progress:  # a tuning trial (progress off) reports its own one line
-        log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f", name, overall["src"], overall["mae"], overall["mse"])
+        log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f (%s; selection posts SRC %.4f)", name, overall["src"],
+                 overall["mae"], overall["mse"], "report slice" if report.any() else "no report slice",
+                 chosen_on["src"])
     return CVResult(oof=oof, test=test_pred, fold_scores=fold_scores, score=overall,
-                    best_iterations=best_iterations, feature_importance=importance, test_by_fold=test_by_fold)
+                    best_iterations=best_iterations, feature_importance=importance, test_by_fold=test_by_fold,
+                    selection_score=chosen_on)

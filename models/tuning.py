@@ -2,7 +2,8 @@
 
 The objective runs `models.cv.cross_fit`, so a trial validates exactly like the
 final model (same folds, target statistics recomputed inside each fit, early
-stopping on the validation fold). A LightGBM callback reports the validation
+stopping on the validation fold's selection posts), and scores on the selection
+posts: the report slice of models/validation.py never scores a trial. A LightGBM callback reports the validation
 score every few boosting rounds so that the pruner can stop a hopeless trial.
 
 The study lives in Optuna's own storage (SQLite, PostgreSQL/MySQL, or a journal
@@ -242,11 +243,12 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
         started = time.perf_counter()
         result = cross_fit(make, X, y, folds, no_test, seeds=[seed], target_stats=target_stats,
                            fit_mask=fit_mask, progress=False, name=f"trial {trial.number}", predict_test=False)
-        for key, value in result.score.items():
+        # the selection posts' score (models/validation.py): the report slice never scores a trial
+        for key, value in result.selection_score.items():
             trial.set_user_attr(key, value)
         trial.set_user_attr("best_iterations", result.best_iterations)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
-        return float(result.score[metric])  # constant predictions score SRC 0 (models.metrics.src)
+        return float(result.selection_score[metric])  # constant predictions score SRC 0 (models.metrics.src)
 
     return objective
 

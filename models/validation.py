@@ -5,7 +5,24 @@
   only ever trains (the early part of a time-ordered holdout);
 - `feature_fold`: 0..K-1, the fold that makes a train post's out-of-fold features (its
   target statistics, user features and prototype-network embedding come from models fit
-  on the other feature folds), so that no post's own label reaches its own features.
+  on the other feature folds), so that no post's own label reaches its own features;
+- `report`: the post belongs to the report slice (below).
+
+The protocol (one for every consumer: models/cv.py, models/tuning.py, pipeline/blend.py,
+pipeline/submit.py read it from here). Validated posts (fold >= 0) are of two kinds:
+- selection posts (`selection_rows`): every choice is made on them: the early-stopping
+  round of each LightGBM/CatBoost fit, the Optuna trials' scores, the blend weights;
+- report posts (`report_rows`, `validation.report_frac` of train): kept apart. They never
+  fit a cross-fit model, never stop one early, never score a trial, never weigh a blend
+  member; the models of their fold predict them, and the score the run reports (last line,
+  scores.json, report, leaderboard) is computed on them only. On a time holdout they are the
+  latest posts of the holdout (its later half at the defaults: the slice that follows the
+  selection part in time, as test follows train); under k-fold they are dealt to the folds
+  like the other posts (the latest posts when the configured scheme was a time holdout,
+  random posts under kfold, whole users under group_kfold). Only the refits that predict
+  test (which nobody validates) train on them.
+A run's protocol is named by `protocol_name` and its folds by `folds_digest`: the leaderboard
+ranks a run only among runs of the same protocol and folds.
 
 Two things adapt the folds to the data (`fold_plan` decides, `make_folds` applies):
 - size: a time holdout of fewer than `min_holdout_posts` posts is too small to drive
@@ -19,12 +36,16 @@ Two things adapt the folds to the data (`fold_plan` decides, `make_folds` applie
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
 SCHEMES = ("kfold", "group_kfold", "time_holdout")
+# a report slice smaller than this scores nothing worth reading: none is kept (the run reports the
+# selection score and its protocol says so); at most half of the validated posts go to it
+MIN_REPORT_POSTS = 5
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,11 @@ class FoldPlan:
     n_holdout: int         # posts of the time holdout (0 for a k-fold scheme)
     unseen_target: float | None  # share of validation posts by users unseen in the fit part (None: not mirrored)
     reason: str = ""
+    n_report: int = 0      # posts of the report slice (0: none, the selection posts give the reported score)
+
+    @property
+    def protocol(self) -> str:
+        return protocol_name(self.scheme, self.n_report)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,9 +72,39 @@ def test_unseen_share(train_uids: np.ndarray, test_uids: np.ndarray) -> float:
     return float((~np.isin(test_uids, np.asarray(train_uids))).mean()) if len(test_uids) else 0.0
 
 
+def protocol_name(scheme: str, n_report: int) -> str:
+    """The name of a validation protocol: the scheme applied, and whether a report slice gives its score."""
+    return f"{scheme}/report-slice" if n_report else f"{scheme}/selection-score"
+
+
+def report_size(n: int, n_validated: int, n_folds: int, report_frac: float, kfold: bool) -> int:
+    """Posts of the report slice: `report_frac` of the `n` train posts, at most half of the `n_validated`
+    candidates, leaving every k-fold fold two selection posts; 0 below MIN_REPORT_POSTS."""
+    if not 0.0 <= report_frac < 1.0:
+        raise ValueError(f"validation.report_frac must be in [0, 1), got {report_frac}")
+    if report_frac == 0.0:
+        return 0
+    cap = n_validated // 2 if not kfold else min(n_validated // 2, n_validated - 2 * n_folds)
+    size = min(max(MIN_REPORT_POSTS, int(round(report_frac * n))), cap)
+    return size if size >= MIN_REPORT_POSTS else 0
+
+
 def fold_plan(n: int, scheme: str, n_folds: int, holdout_frac: float = 0.2, min_holdout_posts: int = 0,
-              unseen_share: float | None = None) -> FoldPlan:
+              unseen_share: float | None = None, report_frac: float = 0.0) -> FoldPlan:
     """The scheme `make_folds` applies to `n` train posts (see the module docstring)."""
+    plan = _scheme_plan(n, scheme, n_folds, holdout_frac, min_holdout_posts, unseen_share)
+    kfold = plan.scheme != "time_holdout"
+    n_report = report_size(n, n if kfold else plan.n_holdout, n_folds, report_frac, kfold)
+    reason = plan.reason
+    if report_frac > 0 and not n_report:
+        reason = (reason + "; " if reason else "") + (
+            f"too few validated posts for a report slice of at least {MIN_REPORT_POSTS}: the reported score is "
+            "the selection score (optimistic)")
+    return FoldPlan(plan.scheme, plan.configured, plan.n_holdout, plan.unseen_target, reason, n_report)
+
+
+def _scheme_plan(n: int, scheme: str, n_folds: int, holdout_frac: float, min_holdout_posts: int,
+                 unseen_share: float | None) -> FoldPlan:
     if scheme not in SCHEMES:
         raise ValueError(f"validation.scheme must be one of {SCHEMES}, got {scheme!r}")
     if n_folds < 2:
@@ -69,17 +125,22 @@ def fold_plan(n: int, scheme: str, n_folds: int, holdout_frac: float = 0.2, min_
 
 
 def make_folds(posts: pd.DataFrame, scheme: str, n_folds: int, seed: int, holdout_frac: float = 0.2,
-               min_holdout_posts: int = 0, test_uids: np.ndarray | None = None) -> pd.DataFrame:
+               min_holdout_posts: int = 0, test_uids: np.ndarray | None = None,
+               report_frac: float = 0.0) -> pd.DataFrame:
     """Assign folds to the train posts (needs columns Pid, Uid, Postdate).
 
     test_uids: the test posts' users; given, the validation part mirrors the test's share of
     unseen users (kfold and time_holdout; group_kfold holds out whole users anyway).
+    report_frac: share of train posts kept apart as the report slice (module docstring).
     """
     n = len(posts)
     share = None if test_uids is None else test_unseen_share(posts["Uid"].to_numpy(), test_uids)
-    plan = fold_plan(n, scheme, n_folds, holdout_frac, min_holdout_posts, share)
+    plan = fold_plan(n, scheme, n_folds, holdout_frac, min_holdout_posts, share, report_frac)
     rng = np.random.default_rng(seed)
     uids = posts["Uid"].to_numpy()
+    report = np.zeros(n, dtype=bool)
+    if plan.n_report and plan.scheme != "time_holdout":
+        return _kfold_with_report(posts, plan, n_folds, rng)
     if plan.unseen_target is None:
         random_folds = rng.permutation(np.arange(n) % n_folds)
     else:
@@ -91,9 +152,50 @@ def make_folds(posts: pd.DataFrame, scheme: str, n_folds: int, seed: int, holdou
     else:
         feature_fold = random_folds
         fold = np.full(n, -1, dtype=np.int64)
-        fold[_holdout_rows(posts, plan.n_holdout, plan.unseen_target)] = 0
+        holdout = _holdout_rows(posts, plan.n_holdout, plan.unseen_target)
+        fold[holdout] = 0
+        # the report slice: the holdout's latest posts (ties in time keep file order)
+        if plan.n_report:
+            later = holdout[np.argsort(posts["Postdate"].to_numpy()[holdout], kind="stable")]
+            report[later[len(later) - plan.n_report:]] = True
+    return _folds_frame(posts, fold, feature_fold, report)
+
+
+def _folds_frame(posts: pd.DataFrame, fold, feature_fold, report) -> pd.DataFrame:
     return pd.DataFrame({"Pid": posts["Pid"].to_numpy(), "fold": np.asarray(fold, dtype=np.int64),
-                         "feature_fold": np.asarray(feature_fold, dtype=np.int64)})
+                         "feature_fold": np.asarray(feature_fold, dtype=np.int64),
+                         "report": np.asarray(report, dtype=bool)})
+
+
+def _kfold_with_report(posts: pd.DataFrame, plan: FoldPlan, n_folds: int, rng: np.random.Generator) -> pd.DataFrame:
+    """k folds with a report slice: the slice is chosen first (latest posts when a time holdout was
+    configured, whole users under group_kfold, random posts under kfold), then the selection posts
+    and the report posts are dealt to the folds each on their own, so every fold keeps both."""
+    n = len(posts)
+    uids = posts["Uid"].to_numpy()
+    report = np.zeros(n, dtype=bool)
+    if plan.configured == "time_holdout":
+        report[np.argsort(posts["Postdate"].to_numpy(), kind="stable")[n - plan.n_report:]] = True
+    elif plan.scheme == "group_kfold":
+        codes = pd.factorize(uids)[0]
+        sizes = np.bincount(codes)
+        taken = 0
+        for user in rng.permutation(len(sizes)):
+            if taken + sizes[user] <= plan.n_report:
+                report[codes == user] = True
+                taken += sizes[user]
+    else:
+        report[rng.choice(n, plan.n_report, replace=False)] = True
+    fold = np.empty(n, dtype=np.int64)
+    for part in (~report, report):
+        rows = np.flatnonzero(part)
+        if plan.scheme == "group_kfold":
+            fold[rows] = _group_folds(uids[rows], n_folds, rng)
+        elif plan.unseen_target is not None:
+            fold[rows] = mirrored_folds(uids[rows], n_folds, plan.unseen_target, rng)
+        else:
+            fold[rows] = rng.permutation(np.arange(len(rows)) % n_folds)
+    return _folds_frame(posts, fold, fold, report)
 
 
 def _holdout_rows(posts: pd.DataFrame, n_holdout: int, unseen_target: float | None) -> np.ndarray:
@@ -191,6 +293,39 @@ def _group_folds(groups: np.ndarray, n_folds: int, rng: np.random.Generator) -> 
 def validation_folds(folds: pd.DataFrame) -> list[int]:
     """The folds that validate a model (all but -1)."""
     return sorted(int(f) for f in np.unique(folds["fold"]) if f >= 0)
+
+
+def report_rows(folds: pd.DataFrame) -> np.ndarray:
+    """Per post: in the report slice (kept apart from every choice; the reported score's posts).
+    A folds table without the column (written before the protocol) has no report slice."""
+    if "report" not in folds:
+        return np.zeros(len(folds), dtype=bool)
+    return folds["report"].to_numpy(dtype=bool) & (folds["fold"].to_numpy() >= 0)
+
+
+def selection_rows(folds: pd.DataFrame) -> np.ndarray:
+    """Per post: validated and not in the report slice: early stopping, trials and blend weights use these."""
+    return (folds["fold"].to_numpy() >= 0) & ~report_rows(folds)
+
+
+def scored_rows(folds: pd.DataFrame) -> np.ndarray:
+    """The posts whose score a run reports: the report slice, or the selection posts when there is none."""
+    report = report_rows(folds)
+    return report if report.any() else selection_rows(folds)
+
+
+def run_protocol(folds: pd.DataFrame, scheme: str) -> str:
+    """The protocol name of a folds table under the applied `scheme`."""
+    return protocol_name(scheme, int(report_rows(folds).sum()))
+
+
+def folds_digest(folds: pd.DataFrame) -> str:
+    """12 hex digits naming the fold assignment (posts, folds, report slice): runs compare only on equal folds."""
+    digest = hashlib.sha256()
+    digest.update(folds["Pid"].astype(str).str.cat(sep=",").encode())
+    for column in (folds["fold"].to_numpy(dtype=np.int64), report_rows(folds)):
+        digest.update(b"|" + np.ascontiguousarray(column).tobytes())
+    return digest.hexdigest()[:12]
 
 
 def seen_in_fit(uids: np.ndarray, fold: np.ndarray) -> np.ndarray:

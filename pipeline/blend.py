@@ -2,14 +2,15 @@
 
 Members are the LightGBM feature sets (train_trees) and the ridge members
 (train_linear). Weights (ensemble.method: `best` or `nnls`) are fit on the
-out-of-fold rows only and applied to the test rows. They sum to one, so the
-blend keeps the members' level. The train rows of final.parquet hold the
-cross-fitted blend (each chunk of out-of-fold rows blended with weights fit on
-the other chunks: folds, or time-ordered chunks of a holdout), and the blend's
-validation score is measured on them, so choosing the weights does not flatter
-it (final.json also gives the in-sample score). With a time-ordered holdout,
-final.json reports what a level shift (median holdout residual) does to MAE;
-ensemble.recalibrate_level applies it to the test prediction.
+selection rows only (out-of-fold rows outside the report slice of
+models/validation.py) and applied to the report slice and the test rows. They
+sum to one, so the blend keeps the members' level. The blend's validation score
+is the report slice's, which no weight saw; final.json also gives the selection
+rows' cross-fitted score (each chunk blended with weights fit on the other
+chunks: folds, or time-ordered chunks of a holdout) and the in-sample one.
+With a time-ordered holdout, final.json reports what a level shift (median
+holdout residual, from the selection rows) does to the report slice's MAE;
+ensemble.recalibrate_level (off: models/ensemble.py says why) applies it to test.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from common.io import read_json, read_parquet, write_json, write_parquet
 from features.blocks import check_post_order
 from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.metrics import score
-from models.validation import validation_folds
+from models.validation import report_rows, validation_folds
 from pipeline.catalog import RunContext
 from pipeline.members import members_of
 from pipeline.stage import Stage
@@ -48,30 +49,51 @@ def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dic
 
 
 def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.ndarray, time_train: np.ndarray,
-                method: str, n_chunks: int, recalibrate: bool) -> tuple[pd.DataFrame, dict]:
-    """The blended predictions of every row, from weights fit on the out-of-fold rows, and a summary."""
+                method: str, n_chunks: int, recalibrate: bool,
+                report: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+    """The blended predictions of every row, from weights fit on the selection rows, and a summary.
+
+    report: per train post, in the report slice (models/validation.report_rows); those rows never
+    reach the weights, and the summary's `score` is theirs (the selection rows' cross-fitted score
+    when there is no report slice)."""
     train = (keys["split"] == "train").to_numpy()
     test = (keys["split"] == "test").to_numpy()
     fold = keys["fold"].to_numpy()
+    in_report = np.zeros(len(keys), dtype=bool)
+    if report is not None:
+        in_report[np.flatnonzero(train)] = np.asarray(report, dtype=bool)
     validated = train & (fold >= 0)
-    val_train = validated[train]  # validated rows among the train rows (train rows are in posts order)
-    y, t = y_train[val_train], time_train[val_train]
-    oof = {m: p[validated] for m, p in preds.items()}
+    selection = validated & ~in_report
+    rep = validated & in_report
+    y_all = np.full(len(keys), np.nan)
+    t_all = np.full(len(keys), np.nan)
+    y_all[train], t_all[train] = y_train, time_train  # train rows are in posts order
+    y, t = y_all[selection], t_all[selection]
+    oof = {m: p[selection] for m, p in preds.items()}
 
-    blend = fit_blend(method, oof, y)  # out-of-fold rows only: test rows never reach the weights
+    blend = fit_blend(method, oof, y)  # selection rows only: test and report rows never reach the weights
     folds_seen = validation_folds(keys[validated])
-    chunk = fold[validated] if len(folds_seen) > 1 else time_chunks(t, n_chunks)
+    chunk = fold[selection] if len(folds_seen) > 1 else time_chunks(t, n_chunks)
     oof_blend = cross_fitted_blend(method, oof, y, chunk)
 
     pred = np.full(len(keys), np.nan)
-    pred[validated] = oof_blend
+    pred[selection] = oof_blend
+    pred[rep] = blend.predict({m: p[rep] for m, p in preds.items()})
     pred[test] = blend.predict({m: p[test] for m, p in preds.items()})
+    selection_score = score(y, oof_blend)
     info = {"method": method, "weights": blend.weights,
-            "score": score(y, oof_blend),
+            "score": score(y_all[rep], pred[rep]) if rep.any() else selection_score,
+            "scored_on": "report slice" if rep.any() else "selection posts (cross-fitted; no report slice)",
+            "n_scored": int(rep.sum() or selection.sum()),
+            "score_selection": selection_score,  # cross-fitted: each chunk with weights fit on the others
             "score_in_sample": score(y, blend.predict(oof)),  # weights fit on these very rows: optimistic
             "chunks": int(len(np.unique(chunk)))}
     if len(folds_seen) == 1:  # a time-ordered holdout: the drift of the label level is measurable
-        recal = level_recalibration(y, oof_blend, t)
+        if rep.any():  # the shift from the selection rows, its effect on the later report slice
+            recal = level_recalibration(np.r_[y, y_all[rep]], np.r_[oof_blend, pred[rep]],
+                                        np.r_[t, t_all[rep]], later=np.r_[np.zeros(len(y), bool), np.ones(rep.sum(), bool)])
+        else:
+            recal = level_recalibration(y, oof_blend, t)
         recal["applied"] = bool(recalibrate)
         if recalibrate:
             pred[test] += recal["shift"]
@@ -87,6 +109,8 @@ def run(ctx: RunContext) -> None:
     posts = read_parquet(ctx.posts("train"), columns=["Pid", "label", "Postdate"])
     train_keys = keys[keys["split"] == "train"]
     check_post_order(train_keys["Pid"], posts["Pid"], "the member predictions", "rerun the member stages")
+    folds = read_parquet(ctx.folds)
+    check_post_order(folds["Pid"], posts["Pid"], str(ctx.folds), "rerun make_folds")
     e = ctx.config.ensemble
     recalibrate = e.recalibrate_level
     plan = read_json(ctx.folds_plan)
@@ -96,22 +120,23 @@ def run(ctx: RunContext) -> None:
         recalibrate = False
     final, info = blend_frame(keys, preds, posts["label"].to_numpy(dtype=np.float64),
                               posts["Postdate"].to_numpy(dtype=np.float64), e.method, e.score_chunks,
-                              recalibrate)
+                              recalibrate, report_rows(folds))
     info["members"] = {m: s["score"] for m, s in summaries.items()}
     info["member_models"] = {m: s.get("model", "lightgbm") for m, s in summaries.items()}
-    log.info("blend (%s): validation SRC %.4f MAE %.4f (cross-fitted; in-sample SRC %.4f); weights %s", e.method,
-             info["score"]["src"], info["score"]["mae"], info["score_in_sample"]["src"],
+    log.info("blend (%s): validation SRC %.4f MAE %.4f on the %s (%d posts); selection posts SRC %.4f "
+             "(cross-fitted), in-sample %.4f; weights %s", e.method, info["score"]["src"], info["score"]["mae"],
+             info["scored_on"], info["n_scored"], info["score_selection"]["src"], info["score_in_sample"]["src"],
              {m: round(w, 3) for m, w in info["weights"].items()})
     if "recalibration" in info:
         r = info["recalibration"]
-        log.info("level shift %+.3f: later-half holdout MAE %.4f -> %.4f%s", r["shift"], r["mae_later_half_before"],
+        log.info("level shift %+.3f: later holdout posts' MAE %.4f -> %.4f%s", r["shift"], r["mae_later_half_before"],
                  r["mae_later_half_after"], " (applied to test)" if r["applied"] else " (not applied)")
     write_parquet(ctx.final_preds, final)
     write_json(ctx.final_summary, info)
 
 
 def inputs(ctx: RunContext) -> list[Path]:
-    paths = [ctx.posts("train"), ctx.folds_plan]
+    paths = [ctx.posts("train"), ctx.folds, ctx.folds_plan]
     for m in list(members_of(ctx.config)):
         paths += [ctx.member_preds(m), ctx.member_summary(m)]
     return paths
@@ -123,6 +148,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [ctx.final_preds, ctx.final_summary],
     sections=("ensemble",),
-    modules=("models.metrics", "models.ensemble"),
+    modules=("models.metrics", "models.ensemble", "models.validation"),
     description="blend member predictions (weights from out-of-fold predictions only)",
 )

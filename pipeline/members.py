@@ -259,7 +259,9 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
     write_json(ctx.member_summary(member), {
         "member": member, "model": kind.name, "blocks": blocks,
         **({"tuned": params is not None, "params": params} if kind.tuned else {}),
-        "score": result.score, "fold_scores": result.fold_scores, "n_features": X.shape[1],
+        # score: the report slice's (models/validation.py); selection_score: where the rounds were chosen
+        "score": result.score, "selection_score": result.selection_score, "fold_scores": result.fold_scores,
+        "n_features": X.shape[1],
         **kind.summary(cfg, result),
     })
 

@@ -359,7 +359,7 @@ def build_report(ctx: RunContext) -> RunReport:
         position=leaderboard_position(board, ctx.run_name, dataset) if board is not None else None,
         stages=stages, figures=out.figures, notes=skipped + notes + out.notes, facts=facts,
         config_yaml=config_file.read_text() if config_file.is_file() else "",
-        leaderboard=ranked_runs(board, dataset) if board is not None else None)
+        leaderboard=ranked_runs(board, dataset, ctx.run_name) if board is not None else None)
 
 
 def report_path(ctx: RunContext) -> Path:

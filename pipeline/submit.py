@@ -2,7 +2,9 @@
 
 Writes submissions/<run>/submission.csv and submission.json (test file order),
 scores.json and config.yaml, and appends a row to submissions/leaderboard.csv.
-With hidden test labels (`--test-labels`), the row also gets the test scores.
+With hidden test labels (`--test-labels`), the row also gets the test scores. The row names
+the validation protocol and a digest of the folds (models/validation.py): the leaderboard
+ranks a run only among runs of the same protocol and folds.
 Scores are also split by kind of post: validation posts whose user has a post in the
 part that fit their model (`seen`) or not (`unseen`), and test posts whose user is in
 train or not; the share of unseen posts of each part goes beside them.
@@ -23,7 +25,7 @@ from common.io import file_lock, read_json, read_parquet, write_json, write_text
 from features.blocks import check_post_order
 from features.smpd import read_labels
 from models.metrics import score, score_by_kind
-from models.validation import seen_in_fit
+from models.validation import folds_digest, run_protocol, scored_rows, seen_in_fit
 from pipeline.catalog import REPO_ROOT, RunContext
 from pipeline.stage import Stage
 from reporting.submission_format import append_leaderboard, check_submission, submission_csv, submission_json
@@ -49,13 +51,15 @@ def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.nda
     return test["pred"].to_numpy(dtype=np.float64)
 
 
-def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame) -> dict:
-    """Validation scores of the final (cross-fitted) predictions, split by posts of seen and unseen users."""
+def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame, folds: pd.DataFrame) -> dict:
+    """Validation scores of the final predictions on the posts the run reports (the report slice,
+    models/validation.py), split by posts of seen and unseen users."""
     train = final[final["split"] == "train"]
     check_post_order(train["Pid"], posts["Pid"], "the final predictions", "rerun the blend")
+    check_post_order(folds["Pid"], posts["Pid"], "the folds", "rerun make_folds")
     fold = train["fold"].to_numpy()
     seen = seen_in_fit(posts["Uid"].to_numpy(), fold)
-    rows = fold >= 0
+    rows = scored_rows(folds)
     return score_by_kind(posts["label"].to_numpy()[rows], train["pred"].to_numpy()[rows], seen[rows])
 
 
@@ -82,7 +86,8 @@ def run(ctx: RunContext) -> None:
     posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label"])
     test_uids = read_parquet(ctx.posts("test"), columns=["Uid"])["Uid"].to_numpy()
     test_seen = np.isin(test_uids, posts["Uid"].to_numpy())
-    val_by_kind = validation_by_kind(final, posts)
+    folds = read_parquet(ctx.folds)
+    val_by_kind = validation_by_kind(final, posts, folds)
     test_scores, test_by_kind = {}, {"unseen_share": float((~test_seen).mean()), "n_unseen": int((~test_seen).sum()),
                                      "n_seen": int(test_seen.sum())}
     if ctx.test_labels is not None and Path(ctx.test_labels).is_file():
@@ -91,10 +96,13 @@ def run(ctx: RunContext) -> None:
         test_by_kind = score_by_kind(labels, preds, test_seen)
         log.info("test: SRC %.4f MAE %.4f MSE %.4f", test_scores["src"], test_scores["mae"], test_scores["mse"])
     plan = read_json(ctx.folds_plan)
+    protocol, digest = run_protocol(folds, plan["scheme"]), folds_digest(folds)
     log.info("posts by users unseen in the fit part: validation %.1f%%, test %.1f%% (scheme %s)",
              100 * val_by_kind["unseen_share"], 100 * test_by_kind["unseen_share"], plan["scheme"])
     scores = {"validation": blend["score"], "test": test_scores, "members": blend["members"],
               "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
+              "protocol": protocol, "folds_digest": digest, "scored_on": blend.get("scored_on"),
+              "validation_selection": blend.get("score_selection"),
               "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
     write_json(ctx.scores, scores)
 
@@ -105,6 +113,7 @@ def run(ctx: RunContext) -> None:
         "config_digest": ctx.config.digest(),
         "dataset": ctx.dataset,
         "scheme": plan["scheme"],
+        "protocol": protocol, "folds_digest": digest,
         "member": f"blend:{blend['method']}",
         "val_src": round(blend["score"]["src"], 5), "val_mae": round(blend["score"]["mae"], 5),
         "val_mse": round(blend["score"]["mse"], 5),
@@ -138,7 +147,7 @@ def outputs(ctx: RunContext) -> list[Path]:
 STAGE = Stage(
     name="submit",
     run=run,
-    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.folds_plan, ctx.final_preds,
+    inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.folds, ctx.folds_plan, ctx.final_preds,
                         ctx.final_summary]
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,

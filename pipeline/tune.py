@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from models import sizing, tuning  # noqa: E402
+from models.validation import report_rows, selection_rows  # noqa: E402
 from common.io import read_json, write_json, write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.catalog import RunContext, worker_config_path, worker_context_path  # noqa: E402
@@ -71,8 +72,11 @@ def objective_digest(cfg: Config, blocks: list[str], X: pd.DataFrame, y: np.ndar
     data = hashlib.sha256()
     data.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
     data.update(",".join(X.columns).encode())
-    data.update(np.asarray(y, dtype=np.float64).tobytes())
+    report = report_rows(folds)  # the report slice's labels never reach a trial (models/validation.py)
+    data.update(np.where(report, np.nan, np.asarray(y, dtype=np.float64)).tobytes())
     data.update(folds[["fold", "feature_fold"]].to_numpy(dtype=np.int64).tobytes())
+    if report.any():
+        data.update(report.tobytes())
     parts = {
         "metric": t.metric, "search_space": t.search_space, "blocks": blocks,
         "gbdt": {"params": g.params, "num_boost_round": g.num_boost_round,
@@ -109,10 +113,10 @@ def prepare(ctx: RunContext, member: str | None = None):
     study = tuning.open_study(url, name, t.metric, t.seed, t.startup_trials, pruner, t.heartbeat_s)
     study.set_user_attr("feature_set", member or t.feature_set)
     first = tuning.base_trial_params(g.params, space) if t.base_first else None
-    n_trials = sizing.tuning_trials(t.n_trials, int((folds["fold"] >= 0).sum())) if t.adapt_to_size else t.n_trials
+    n_trials = sizing.tuning_trials(t.n_trials, int(selection_rows(folds).sum())) if t.adapt_to_size else t.n_trials
     if n_trials < t.n_trials:
         log.info("tuning: %d trials (tuning.n_trials %d is the cap; %d validated posts)", n_trials, t.n_trials,
-                 int((folds["fold"] >= 0).sum()))
+                 int(selection_rows(folds).sum()))
     return study, objective, url, first, n_trials
 
 

@@ -31,13 +31,13 @@ class RunReport:
     run: str
     dataset: str
     scores: dict                      # scores.json of the run: validation, test, members, weights, method
-    position: tuple[int, int] | None  # (rank by validation SRC, runs of this data set)
+    position: tuple[int, int] | None  # (rank by validation SRC, runs of this data set, protocol and folds)
     stages: list[dict]                # name, status ("on", "off", "not run"), description
     figures: list[ReportFigure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     facts: dict = field(default_factory=dict)  # short key facts: posts, users, commit, time, ...
     config_yaml: str = ""
-    leaderboard: pd.DataFrame | None = None    # rows of this data set, best first
+    leaderboard: pd.DataFrame | None = None    # ranked_runs: this run's protocol and folds best first, then the others
 
 
 def runs_of(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
@@ -48,9 +48,34 @@ def runs_of(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
     return rows.drop_duplicates("run", keep="last")
 
 
+UNRECORDED = "(unrecorded)"  # rows written before the leaderboard named protocol and folds
+
+
+def comparison_group(rows: pd.DataFrame) -> pd.Series:
+    """Per row: `protocol folds_digest` (models/validation.py); runs are ranked only within one group."""
+    def column(name: str) -> pd.Series:
+        values = rows[name] if name in rows else pd.Series(np.nan, index=rows.index)
+        return values.astype(object).where(values.notna(), UNRECORDED).astype(str)
+    return column("protocol") + " " + column("folds_digest")
+
+
+def _group_of(rows: pd.DataFrame, run: str | None) -> str | None:
+    """The comparison group of `run` (default: the last run listed)."""
+    groups = comparison_group(rows)
+    if run is None:
+        return groups.iloc[-1] if len(groups) else None
+    mine = groups[rows["run"].astype(str).to_numpy() == run]
+    return None if mine.empty else mine.iloc[-1]
+
+
 def leaderboard_position(board: pd.DataFrame, run: str, dataset: str) -> tuple[int, int] | None:
-    """Rank of `run` among the runs of `dataset` by validation SRC (1 = best; ties share a rank)."""
+    """Rank of `run` by validation SRC among the runs of `dataset` with its protocol and folds
+    (1 = best; ties share a rank), and how many such runs have a score."""
     rows = runs_of(board, dataset)
+    group = _group_of(rows, run)
+    if group is None:
+        return None
+    rows = rows[(comparison_group(rows) == group).to_numpy()]
     src = pd.to_numeric(rows["val_src"], errors="coerce")
     mine = src[rows["run"].astype(str).to_numpy() == run]
     if mine.empty or not np.isfinite(mine.iloc[-1]):
@@ -58,12 +83,22 @@ def leaderboard_position(board: pd.DataFrame, run: str, dataset: str) -> tuple[i
     return int((src > mine.iloc[-1]).sum()) + 1, int(src.notna().sum())
 
 
-def ranked_runs(board: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The runs of `dataset`, best validation SRC first, with a `rank` column."""
+def ranked_runs(board: pd.DataFrame, dataset: str, run: str | None = None) -> pd.DataFrame:
+    """The runs of `dataset` with `run`'s protocol and folds (default: the last run's), best validation
+    SRC first, with a `rank` column; the runs of other protocols or folds follow, unranked (`rank` NA),
+    grouped by protocol, flagged by `compared` False."""
     rows = runs_of(board, dataset).copy()
     rows["val_src"] = pd.to_numeric(rows["val_src"], errors="coerce")
-    rows["rank"] = rows["val_src"].rank(ascending=False, method="min").astype("Int64")  # 1, 2, ... (NA: no score)
-    return rows.sort_values(["rank", "run"], kind="stable").reset_index(drop=True)
+    groups = comparison_group(rows)
+    rows["compared"] = (groups == _group_of(rows, run)).to_numpy()
+    rows["group"] = groups.to_numpy()
+    rows["rank"] = pd.Series(pd.NA, index=rows.index, dtype="Int64")
+    same = rows["compared"].to_numpy()
+    rows.loc[same, "rank"] = rows.loc[same, "val_src"].rank(ascending=False, method="min").astype("Int64")
+    rows = rows.sort_values(["compared", "group", "val_src", "run"], ascending=[False, True, False, True],
+                            kind="stable", na_position="last")
+    rows = pd.concat([rows[rows["compared"]].sort_values(["rank", "run"], kind="stable"), rows[~rows["compared"]]])
+    return rows.drop(columns="group").reset_index(drop=True)
 
 
 def latest_run(board: pd.DataFrame | None, dataset: str) -> str | None:
@@ -118,8 +153,10 @@ def _scores_section(report: RunReport) -> str:
     parts = ["<h2>Scores</h2>"]
     if report.position:
         rank, total = report.position
+        protocol = report.scores.get("protocol")
         parts.append(f'<p class="big">Leaderboard position: <b>{rank}</b> of {total} runs on '
-                     f"<b>{_e(report.dataset)}</b> (by validation SRC)</p>")
+                     f"<b>{_e(report.dataset)}</b> (by validation SRC"
+                     + (f", among runs of protocol {_e(protocol)} on the same folds" if protocol else "") + ")</p>")
     else:
         parts.append('<p class="muted">Not on the leaderboard.</p>')
     parts.append(_table(["", "SRC", "MAE", "MSE"], rows, numeric={1, 2, 3}))
@@ -158,29 +195,44 @@ def _by_kind_section(scores: dict) -> str:
             + _table(["part", "posts of", "posts", "share", "SRC", "MAE", "MSE"], rows, numeric={2, 3, 4, 5, 6}))
 
 
+LEADERBOARD_COLUMNS = ("rank", "run", "member", "protocol", "folds_digest", "val_src", "val_mae", "val_src_unseen",
+                       "test_src", "test_mae", "test_src_seen", "test_src_unseen", "commit")
+
+
+def _board_table(rows: pd.DataFrame, run: str) -> str:
+    columns = [c for c in LEADERBOARD_COLUMNS if c in rows.columns]
+    cells, highlight = [], None
+    for i in range(len(rows)):
+        row = rows.iloc[i]
+        if str(row["run"]) == run:
+            highlight = len(cells)
+        cells.append([_num(row[c], 4) if c.startswith(("val_", "test_")) else
+                      (int(row[c]) if c == "rank" and pd.notna(row[c]) else ("" if pd.isna(row[c]) else row[c]))
+                      for c in columns])
+    numeric = {j for j, c in enumerate(columns) if c == "rank" or c.startswith(("val_", "test_"))}
+    return _table(columns, cells, numeric=numeric, highlight=highlight)
+
+
 def _leaderboard_section(report: RunReport, max_rows: int = 15) -> str:
+    """The runs ranked with this one (same protocol and folds), then the others apart, unranked."""
     board = report.leaderboard
     if board is None or board.empty:
         return ""
     board = board.reset_index(drop=True)
-    runs = board["run"].astype(str).tolist()
-    keep = list(range(min(max_rows, len(board))))
+    compared = board["compared"].to_numpy(dtype=bool) if "compared" in board else np.ones(len(board), dtype=bool)
+    same, others = board[compared].reset_index(drop=True), board[~compared].reset_index(drop=True)
+    runs = same["run"].astype(str).tolist()
+    keep = list(range(min(max_rows, len(same))))
     if report.run in runs and runs.index(report.run) >= max_rows:
         keep.append(runs.index(report.run))
-    columns = [c for c in ("rank", "run", "member", "scheme", "val_src", "val_mae", "val_src_unseen", "test_src",
-                           "test_mae", "test_src_seen", "test_src_unseen", "commit")
-               if c in board.columns]
-    rows = []
-    highlight = None
-    for i in keep:
-        row = board.iloc[i]
-        if str(row["run"]) == report.run:
-            highlight = len(rows)
-        rows.append([_num(row[c], 4) if c.startswith(("val_", "test_")) else
-                     (int(row[c]) if c == "rank" and pd.notna(row[c]) else row[c]) for c in columns])
-    numeric = {j for j, c in enumerate(columns) if c == "rank" or c.startswith(("val_", "test_"))}
-    title = f"<h2>Leaderboard ({_e(report.dataset)}, best {len(keep)} of {len(board)} runs)</h2>"
-    return title + _table(columns, rows, numeric=numeric, highlight=highlight)
+    parts = [f"<h2>Leaderboard ({_e(report.dataset)}, best {len(keep)} of {len(same)} runs with this run's "
+             "protocol and folds)</h2>", _board_table(same.iloc[keep], report.run)]
+    if len(others):
+        parts.append(f"<h3>Other protocols or folds ({len(others)} runs, not ranked against this one)</h3>"
+                     '<p class="muted">Their validation scores come from other posts or another protocol '
+                     "(models/validation.py): comparing them with this run's says nothing.</p>")
+        parts.append(_board_table(others.head(max_rows), report.run))
+    return "\n".join(parts)
 
 
 def image_src(file: str, base_dir: Path | None) -> str:

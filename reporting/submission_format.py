@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 JSON_VERSION = "VERSION 1.2"
-LEADERBOARD_COLUMNS = ["run", "time", "commit", "config_digest", "dataset", "scheme", "member",
+LEADERBOARD_COLUMNS = ["run", "time", "commit", "config_digest", "dataset", "scheme",
+                       # runs are ranked among runs of the same protocol and folds (models/validation.py)
+                       "protocol", "folds_digest", "member",
                        "val_src", "val_mae", "val_mse", "test_src", "test_mae", "test_mse", "members",
                        "n_train", "n_test",
                        # by kind of post: users seen in the fit part (train, for test) or not
