@@ -2,10 +2,13 @@
 
 Two stages (as the 2025 SMP Challenge third place did): stage 1 is the member's ordinary cross-fit;
 stage 2 repeats it with the chosen test posts added to every fit at `weight`, their labels the stage-1
-predictions. Honest under any fold scheme: the model validated on fold v is fit on pseudo-labels
-from the stage-1 model fit without fold v (`CVResult.test_by_fold`), so no label of fold v reaches
-it through a test post; only the refit that predicts test (validated by nobody) uses the stage-1
-test prediction itself. Validation posts are never pseudo-labelled (they have labels).
+predictions. The model validated on fold v is fit on pseudo-labels from the stage-1 model fit without
+fold v (`CVResult.test_by_fold`), so no fold-v label reaches it through a fit row; only the refit that
+predicts test (validated by nobody) uses the stage-1 test prediction itself. A model that stops early
+(LightGBM, CatBoost) chose its stage-1 rounds on fold v's selection posts, so those labels do reach the
+pseudo-labels of fold v, and a pseudo-labelled member's selection score is optimistic; the report slice
+(models/validation.py) stops and fits no stage-1 model, so the reported score stays clean
+(tests/test_pseudo_label.py). Validation posts are never pseudo-labelled (they have labels).
 
 Which test posts: all (`share` 1), or the `share` whose stage-1 predictions agree best across the
 stage-1 models (per validation fold and refit): a post the models disagree on has a label that is

@@ -184,8 +184,8 @@ class GBDTConfig:
     # median best rounds, scaled to the extra rows) instead of the mean of the fold models
     refit_kfold: bool = True
     # two stages (models/pseudo_label.py): every LightGBM member is fit again with test posts added,
-    # labelled by its first fit (each validation fold's fit by the first-stage model that never saw that
-    # fold), at `pseudo_label_weight`; `pseudo_label_share` keeps the test posts the first-stage models
+    # labelled by its first fit (each validation fold's fit by the first-stage model fit without that
+    # fold, whose rounds its selection posts chose), at `pseudo_label_weight`; `pseudo_label_share` keeps the test posts the first-stage models
     # agree on best. Off: docs/results.md, "User features and CatBoost"
     pseudo_label: bool = False
     pseudo_label_share: float = 1.0

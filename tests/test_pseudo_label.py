@@ -68,6 +68,39 @@ def test_pseudo_labels_come_from_the_stage_one_model_without_the_fold():
     np.testing.assert_allclose(pseudo.refit, Ridge(alpha=1.0).fit(X.to_numpy(), y).predict(X_test.to_numpy()))
 
 
+def test_with_early_stopping_only_the_report_slice_is_out_of_reach_of_pseudo_labels():
+    """LightGBM stops early on the fold's selection posts, so their labels reach the stage-1 rounds and,
+    through the pseudo-labels, stage 2: the selection score of a pseudo-labelled member is not clean. The
+    report slice (models/validation.py) never stops a stage-1 model nor fits one: changing its labels
+    moves no out-of-fold prediction of either stage, only the refit that predicts test."""
+    from models.gbdt import LightGBMRegressor
+    X, y, folds, X_test = holdout_data(2, n=300)
+    report = np.zeros(len(y), dtype=bool)
+    report[-15:] = True  # the latest half of the 30-post holdout
+    folds = folds.assign(report=report)
+    selection = (folds["fold"].to_numpy() == 0) & ~report
+    make = lambda seed, rounds: LightGBMRegressor({"num_leaves": 7, "min_data_in_leaf": 5}, rounds or 300, 10, 1, seed)  # noqa: E731
+
+    def stages(labels):
+        first = cross_fit(make, X, labels, folds, X_test, progress=False)
+        second = cross_fit(make, X, labels, folds, X_test, progress=False, pseudo=pseudo_labels(first, 1.0, 1.0))
+        return first, second
+
+    first, second = stages(y)
+    moved = y.copy()
+    moved[report] += 5.0
+    first_r, second_r = stages(moved)
+    assert first.best_iterations == first_r.best_iterations and second.best_iterations == second_r.best_iterations
+    np.testing.assert_array_equal(second.oof, second_r.oof)
+    assert not np.allclose(second.test, second_r.test)  # the refit learns from every train label
+    # the corrected claim: the fold's selection labels do reach its stage-2 fit (through stage 1's rounds)
+    moved_selection = y.copy()
+    moved_selection[selection] = np.random.default_rng(0).permutation(y[selection])
+    first_s = cross_fit(make, X, moved_selection, folds, X_test, progress=False)
+    assert first_s.best_iterations != first.best_iterations
+    assert not np.allclose(pseudo_labels(first_s).by_fold[0], pseudo_labels(first).by_fold[0])
+
+
 def test_confident_rows_keep_the_share_the_models_agree_on():
     a = np.array([0.0, 1.0, 2.0, 3.0, np.nan])
     b = np.array([0.0, 3.0, 2.1, 3.5, 1.0])
