@@ -94,8 +94,12 @@ def test_leaderboard_position_of_each_run(runs):
     base = (runs / "base" / "report.html").read_text()
     full = (runs / "full" / "report.html").read_text()
     assert "Leaderboard position: <b>1</b> of 1 runs" in base  # written before the second run existed
-    rank, total = leaderboard_position(board, "full", board["dataset"].iloc[-1])
-    assert total == 2 and f"Leaderboard position: <b>{rank}</b> of 2 runs" in full
+    # `full` has other folds (validation.n_folds=2): it is ranked alone, and lists `base` apart, unranked
+    assert board["protocol"].notna().all() and board["folds_digest"].nunique() == 2
+    assert leaderboard_position(board, "full", board["dataset"].iloc[-1]) == (1, 1)
+    assert "Leaderboard position: <b>1</b> of 1 runs" in full and "among runs of protocol" in full
+    others = full.split("Other protocols or folds (1 runs, not ranked against this one)")
+    assert len(others) == 2 and "<td>base</td>" in others[1] and "<td>base</td>" not in others[0]
 
 
 def test_leaderboard_position_rules():
@@ -114,6 +118,31 @@ def test_leaderboard_position_rules():
     assert latest_run(board, "demo") == "e"
     assert latest_run(None, "demo") is None
     assert ranked_runs(board, "demo")["run"].tolist()[:2] == ["a", "b"]
+
+
+def test_runs_are_ranked_only_among_runs_of_their_protocol_and_folds():
+    """A k-fold run (its score on other posts, by another protocol) never outranks a time-holdout run,
+    nor does a run on other folds; rows written before the columns existed form a group of their own."""
+    board = pd.DataFrame({
+        "run": ["old", "hold1", "kfold", "hold2", "hold_other_folds"],
+        "dataset": ["demo"] * 5,
+        "protocol": [None, "time_holdout/report-slice", "kfold/report-slice", "time_holdout/report-slice",
+                     "time_holdout/report-slice"],
+        "folds_digest": [None, "aaa", "bbb", "aaa", "ccc"],
+        "val_src": ["0.99", "0.70", "0.95", "0.75", "0.90"],
+    })
+    assert leaderboard_position(board, "hold1", "demo") == (2, 2)
+    assert leaderboard_position(board, "hold2", "demo") == (1, 2)
+    assert leaderboard_position(board, "kfold", "demo") == (1, 1)
+    assert leaderboard_position(board, "old", "demo") == (1, 1)
+    ranked = ranked_runs(board, "demo", "hold1")
+    assert ranked["run"].tolist()[:2] == ["hold2", "hold1"] and ranked["rank"].tolist()[:2] == [1, 2]
+    assert ranked["compared"].tolist() == [True, True, False, False, False] and ranked["rank"][2:].isna().all()
+    page = render_report(RunReport(run="hold1", dataset="demo", scores={"protocol": "time_holdout/report-slice"},
+                                   position=(2, 2), stages=[], leaderboard=ranked))
+    ranked_part, apart = page.split("Other protocols or folds (3 runs, not ranked against this one)")
+    assert "<td>hold2</td>" in ranked_part and "<td>kfold</td>" not in ranked_part
+    assert all(f"<td>{r}</td>" in apart for r in ("kfold", "old", "hold_other_folds"))
 
 
 def test_render_report_escapes_and_lists_everything():
@@ -207,11 +236,13 @@ def test_post_period_bounds_its_bins_for_absurd_dates_and_skips_missing_ones():
 
 
 def test_scores_leaderboard_and_report_split_seen_and_unseen_users(runs):
-    """The tiny demo (160 train posts): k-fold instead of a 32-post holdout, scores by kind of post."""
+    """The tiny demo (160 train posts): k-fold instead of a 32-post holdout, scores by kind of post,
+    on the posts the run reports (its report slice: the latest 16 posts, models/validation.py)."""
     scores = read_json(runs / "base" / "scores.json")
     assert scores["scheme"] == "kfold" and scores["folds"]["configured"] == "time_holdout"  # adapted to the size
+    assert scores["protocol"] == "kfold/report-slice" and scores["folds"]["n_report"] == 16
     val, test = scores["validation_by_kind"], scores["test_by_kind"]
-    assert val["n_seen"] + val["n_unseen"] == 160 and test["n_seen"] + test["n_unseen"] == 60
+    assert val["n_seen"] + val["n_unseen"] == 16 and test["n_seen"] + test["n_unseen"] == 60
     assert test["unseen_share"] > 0 and 0 <= val["unseen_share"] < 1  # both parts' shares of unseen users
     assert set(test["seen"]) == {"src", "mae", "mse"} and set(test["unseen"]) == {"src", "mae", "mse"}
     # a part of fewer than two posts has no scores rather than a made-up one
