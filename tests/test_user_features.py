@@ -82,8 +82,12 @@ def test_similar_users_leave_the_user_and_the_fold_out():
         rows = (cluster == cluster[i]) & (uid != uid[i]) & (fold != fold[i])
         prior = (s_f.sum() - s_f[fold[i]]) / (n_f.sum() - n_f[fold[i]])
         assert np.isclose(fit["te_similar_users_mean"].iloc[i], (y[rows].sum() + 5 * prior) / (rows.sum() + 5))
+        # apply rows: all fit posts of the other users, weighted by (K-1)/K to the fit rows' scale
         rows = (cluster == cluster[i]) & (uid != uid[i])
-        assert np.isclose(apply["te_similar_users_mean"].iloc[i], (y[rows].sum() + 5 * y.mean()) / (rows.sum() + 5))
+        share = 3 / 4
+        assert np.isclose(apply["te_similar_users_n"].iloc[i], share * rows.sum())
+        assert np.isclose(apply["te_similar_users_mean"].iloc[i],
+                          (share * y[rows].sum() + 5 * y.mean()) / (share * rows.sum() + 5))
 
 
 def test_timing_counts_the_users_previous_posts_in_the_window():
