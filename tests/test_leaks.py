@@ -99,10 +99,12 @@ def test_label_free_blocks_do_not_read_the_label(demo):
     pd.testing.assert_frame_equal(build_user_block(changed, test, None, mix=True, timing=True, clusters=True)[0], block)
 
 
-def test_a_train_posts_prototype_row_comes_from_networks_that_never_saw_its_label(demo):
-    """With the auxiliary popularity head on (the only way a label enters the network), a train
-    post's `proto` row must not move when its label does: neither its network (the fold's) nor
-    what the block does with the other folds' rows (the PCA) may depend on it."""
+@pytest.fixture(scope="module")
+def proto_runs(demo):
+    """The prototype network's outputs and `proto` block (train rows) for the demo's labels and for
+    each of two posts' labels changed: {changed post (None: none): (network outputs, block)}.
+
+    The auxiliary popularity head is on, the only way a label enters the network."""
     torch = pytest.importorskip("torch")
     from models import train_prototype as tp
     from pipeline.config import PrototypeConfig
@@ -119,20 +121,42 @@ def test_a_train_posts_prototype_row_comes_from_networks_that_never_saw_its_labe
     vocab = tp.ClassVocab.from_posts(train)
     cfg = PrototypeConfig().with_fields(epochs=1, batch_size=32, width=16, shots=8, attn_heads=2, out_dim=4,
                                         use_prompts_global=False, use_prompts_local=False, aux_regression=True)
-    feature_fold = np.arange(len(train)) % 2
+    feature_fold = np.arange(len(train)) % 2  # as the stage passes folds["feature_fold"]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # bit-stable CPU training
 
-    def block(labels):
+    def run(labels):
         posts = train.assign(label=labels)
         data_train, data_test = tp.make_data(enc_train, posts, vocab), tp.make_data(enc_test, test, vocab)
         torch.manual_seed(0)
         out_train, out_test = tp.fit_oof(cfg, data_train, data_test, feature_fold, vocab, None, 0,
                                          torch.device("cpu"), None, "", False)
         table = tp.feature_blocks(cfg, out_train, out_test, data_train, data_test, vocab, posts["Pid"], test["Pid"])[0]
-        return table.drop(columns="Pid")
+        network = pd.DataFrame(np.column_stack([v.reshape(len(train), -1) for _, v in sorted(out_train.items())]))
+        return network, table.drop(columns="Pid")
     try:
         y = train["label"].to_numpy(np.float64)
-        assert_own_row_unchanged(block, y, [0, 1])
+        runs = {None: run(y)}
+        for i in (0, 1):
+            changed = y.copy()
+            changed[i] += 7.0
+            runs[i] = run(changed)
     finally:
         torch.set_num_threads(threads)
+    return runs
+
+
+def proto_rows_unchanged(runs, part: int):
+    for i in (0, 1):
+        np.testing.assert_array_equal(runs[i][part].iloc[i].to_numpy(), runs[None][part].iloc[i].to_numpy(),
+                                      err_msg=f"train post {i}'s own label reached its prototype row")
+
+
+def test_a_train_posts_prototype_network_outputs_come_from_a_network_that_never_saw_its_label(proto_runs):
+    proto_rows_unchanged(proto_runs, 0)
+
+
+@pytest.mark.xfail(strict=True, reason="the block's PCA is fit on every train row's outputs, made by networks "
+                   "that trained on the post's label (aux head on): docs/notes/leaks.md")
+def test_a_train_posts_proto_block_row_does_not_move_with_its_label(proto_runs):
+    proto_rows_unchanged(proto_runs, 1)
