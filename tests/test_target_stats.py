@@ -87,3 +87,15 @@ def test_kfold_apply_counts_are_the_mean_of_what_fit_rows_outside_each_fold_see(
         outside_each_fold = [(same & (fold != k)).sum() for k in range(5)]
         assert np.isclose(apply["te_Subcategory_n"][i], np.mean(outside_each_fold))
         assert fit["te_Subcategory_n"][i] == outside_each_fold[fold[i]]
+
+
+def test_kfold_fit_rows_equal_scikit_learns_target_encoder_on_the_same_folds():
+    """At a fixed smoothing the `folds` window's fit rows are sklearn's cross-fitted TargetEncoder
+    (its `auto` is a per-category variance ratio, not our pooled one; it has no counts, tags or
+    expanding window, hence our own code: docs/notes/leaks.md)."""
+    from sklearn.preprocessing import TargetEncoder
+    keys, y, fold = data()
+    splits = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(5)]
+    expected = TargetEncoder(smooth=4.0, cv=splits, target_type="continuous").fit_transform(keys[KEYS], y)
+    fit, _ = target_statistics(keys, y, fold, keys.iloc[:1], KEYS, 4.0, tags=False)
+    np.testing.assert_allclose(fit[[f"te_{k}_mean" for k in KEYS]].to_numpy(), expected, rtol=1e-12)
