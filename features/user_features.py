@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from common.pca import PCA
-from features.target_stats import resolve_smoothing
+from features.target_stats import WINDOWS, fold_priors, fold_sums, out_of_fold_smoothing, shrunk_mean
 
 DAY = 86400.0
 TEXT_FIELDS = {"desc": "user_description", "loc": "location_description"}
@@ -167,29 +167,22 @@ def build_user_block(train: pd.DataFrame, test: pd.DataFrame, encode: Callable[[
 
 
 # --- label-based, out of fold ---------------------------------------------------------------------------
-def _fold_priors(y: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """Per fit row: the mean label of the fit rows of the other inner folds."""
-    n_folds = int(inner.max()) + 1
-    fold_sum = np.bincount(inner, weights=y, minlength=n_folds)
-    fold_n = np.bincount(inner, minlength=n_folds).astype(np.float64)
-    rest = np.maximum(fold_n.sum() - fold_n[inner], 1.0)
-    return np.where(fold_n.sum() - fold_n[inner] > 0, (fold_sum.sum() - fold_sum[inner]) / rest, y.mean())
-
-
 def _compact_folds(inner_fold) -> np.ndarray:
     return pd.factorize(np.asarray(inner_fold))[0].astype(np.int64)
 
 
 def user_trend_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.ndarray,
                           keys_apply: pd.DataFrame, half_life_days: float = 30.0, max_lags: int = 64,
-                          smoothing: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                          smoothing: float = 1.0, window: str = "folds") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Recency-weighted mean label of the user's earlier fit posts (weights halve every `half_life_days`).
 
-    A fit row sees the up to `max_lags` latest earlier posts of its user in the fit rows of the OTHER
-    inner folds; an apply row (validation, test) those among all fit rows. Smoothed towards the
+    A fit row sees the up to `max_lags` latest strictly earlier posts of its user in the fit rows of
+    the OTHER inner folds (window `folds`) or in all fit rows (`expanding`, a time holdout: as an
+    apply row does); an apply row (validation, test) those among all fit rows. Smoothed towards the
     (out-of-fold) prior by `smoothing` units of weight; `te_user_trend_w` is the weight behind it.
     keys_*: columns Uid and Postdate.
     """
+    _check_window(window)
     y = np.asarray(y_fit, np.float64)
     inner = _compact_folds(inner_fold)
     uid_fit, uid_apply = keys_fit["Uid"].astype(str).to_numpy(), keys_apply["Uid"].astype(str).to_numpy()
@@ -225,53 +218,56 @@ def user_trend_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold:
         mean = (wy + smoothing * prior) / np.maximum(wsum + smoothing, 1e-12)
         return pd.DataFrame({"te_user_trend": np.where(wsum + smoothing > 0, mean, prior), "te_user_trend_w": wsum})
 
-    fit = query(codes.astype(np.int64), ranks[:len(t_fit)], t_fit, inner, _fold_priors(y, inner))
+    fit = query(codes.astype(np.int64), ranks[:len(t_fit)], t_fit, inner if window == "folds" else None,
+                fold_priors(y, inner))
     apply = query(codes_apply.astype(np.int64), ranks[len(t_fit):], t_apply, None,
                   np.full(len(t_apply), y.mean() if len(y) else 0.0))
     return fit, apply
 
 
 def similar_user_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.ndarray,
-                            keys_apply: pd.DataFrame, smoothing: float | str = 10.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                            keys_apply: pd.DataFrame, smoothing: float | str = 10.0
+                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Smoothed mean label of the OTHER users of the post's profile cluster (leave-user-out).
 
-    smoothing: a weight, or `auto` (features.target_stats: estimated from the clusters' labels).
-
-    Fit rows: posts of the other inner folds, other users; apply rows: all fit posts of other users.
+    smoothing: a weight, or `auto` (features.target_stats: estimated out of fold from the clusters' labels).
+    Fit rows: posts of the other inner folds, other users; apply rows: all fit posts of other users,
+    weighted by (K-1)/K to the fit rows' scale (features.target_stats, window `folds`; a cluster's
+    count of earlier posts would be a clock, so a time holdout keeps this window too).
     Leaving the user out makes a seen user's value mean what it means for a new user at test time.
     keys_*: columns Uid and `_user_cluster`.
     """
     y = np.asarray(y_fit, np.float64)
+    if len(y) == 0:  # nothing known: the prior 0 and no posts behind it
+        return (pd.DataFrame({"te_similar_users_mean": np.zeros(0), "te_similar_users_n": np.zeros(0)}),
+                pd.DataFrame({"te_similar_users_mean": np.zeros(len(keys_apply)),
+                              "te_similar_users_n": np.zeros(len(keys_apply))}))
     inner = _compact_folds(inner_fold)
-    n_folds = int(inner.max()) + 1 if len(inner) else 1
     uid_codes, uid_uniques = pd.factorize(np.r_[keys_fit["Uid"].astype(str).to_numpy(),
                                                 keys_apply["Uid"].astype(str).to_numpy()])
     u_fit, u_apply = uid_codes[:len(y)], uid_codes[len(y):]
     c_fit = keys_fit[CLUSTER].to_numpy(np.int64)
     c_apply = keys_apply[CLUSTER].to_numpy(np.int64)
-    n_users, n_clusters = len(uid_uniques), int(max(c_fit.max(initial=0), c_apply.max(initial=0))) + 1
-    smoothing = resolve_smoothing(smoothing, c_fit, y)
-
-    def table(groups: np.ndarray, n_groups: int):
-        flat = groups * n_folds + inner
-        s = np.bincount(flat, weights=y, minlength=n_groups * n_folds).reshape(n_groups, n_folds)
-        c = np.bincount(flat, minlength=n_groups * n_folds).reshape(n_groups, n_folds).astype(np.float64)
-        return s, c
-
+    n_clusters = int(max(c_fit.max(initial=0), c_apply.max(initial=0))) + 1
+    smoothing_fit, smoothing_apply = out_of_fold_smoothing(smoothing, c_fit, y, inner)
     # the user's own posts in the cluster are taken out (a user sits in one cluster; pairs keep it exact)
     pairs, pair_uniques = pd.factorize(np.r_[u_fit * n_clusters + c_fit, u_apply * n_clusters + c_apply])
     pair_fit, pair_apply = pairs[:len(y)], pairs[len(y):]
-    cs, cc = table(c_fit, n_clusters)
-    us, uc = table(pair_fit, len(pair_uniques))
-    # fit rows: other folds of the cluster, minus the other folds of the user
-    s = (cs.sum(1)[c_fit] - cs[c_fit, inner]) - (us.sum(1)[pair_fit] - us[pair_fit, inner])
-    c = (cc.sum(1)[c_fit] - cc[c_fit, inner]) - (uc.sum(1)[pair_fit] - uc[pair_fit, inner])
-    prior = _fold_priors(y, inner)
-    fit_mean = np.where(c + smoothing > 0, (s + smoothing * prior) / np.maximum(c + smoothing, 1e-12), prior)
-    s_a = cs.sum(1)[c_apply] - us.sum(1)[pair_apply]
-    c_a = cc.sum(1)[c_apply] - uc.sum(1)[pair_apply]
-    prior_a = y.mean() if len(y) else 0.0
-    apply_mean = np.where(c_a + smoothing > 0, (s_a + smoothing * prior_a) / np.maximum(c_a + smoothing, 1e-12),
-                          prior_a)
+    cs, cc = fold_sums(c_fit, y, inner, n_clusters)
+    us, uc = fold_sums(pair_fit, y, inner, len(pair_uniques))
+    # fit rows: other folds of the cluster; apply rows: all fit posts, weighted as in features.target_stats
+    cs_f, cc_f = cs.sum(1)[c_fit] - cs[c_fit, inner], cc.sum(1)[c_fit] - cc[c_fit, inner]
+    us_f, uc_f = us.sum(1)[pair_fit] - us[pair_fit, inner], uc.sum(1)[pair_fit] - uc[pair_fit, inner]
+    cs_a, cc_a, us_a, uc_a = cs.sum(1)[c_apply], cc.sum(1)[c_apply], us.sum(1)[pair_apply], uc.sum(1)[pair_apply]
+    share = (cs.shape[1] - 1) / cs.shape[1]
+    s, c = cs_f - us_f, cc_f - uc_f  # minus the user's own posts
+    s_a, c_a = share * (cs_a - us_a), share * (cc_a - uc_a)
+    fit_mean = shrunk_mean(s, c, fold_priors(y, inner), smoothing_fit)
+    apply_mean = shrunk_mean(s_a, c_a, y.mean(), smoothing_apply)
     return (pd.DataFrame({"te_similar_users_mean": fit_mean, "te_similar_users_n": c}),
             pd.DataFrame({"te_similar_users_mean": apply_mean, "te_similar_users_n": c_a}))
+
+
+def _check_window(window: str) -> None:
+    if window not in WINDOWS:
+        raise ValueError(f"user statistics: window must be one of {WINDOWS}, got {window!r}")

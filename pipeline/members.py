@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 
 from common.io import read_json, read_parquet, read_skipped, write_json, write_parquet
 from features.blocks import check_post_order, join_blocks
+from features.target_stats import target_statistics, window_of
 from features.user_features import CLUSTER, similar_user_statistics, user_trend_statistics
 from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
@@ -180,21 +181,28 @@ def load_member_data(ctx: RunContext, blocks: list[str]):
     folds = read_parquet(ctx.folds)
     check_post_order(folds["Pid"], posts["train"]["Pid"], str(ctx.folds), "rerun make_folds")
     meta = ctx.config.metadata
-    keys, extra = user_statistic_keys(ctx, posts)
-    stats = TargetStatSpec(keys["train"], keys["test"], meta.target_stat_keys,
-                           meta.target_stat_smoothing, meta.tag_target_stats, meta.tag_min_count, extra=extra)
+    window = window_of(folds["fold"].to_numpy())  # a time holdout: every statistic over earlier posts only
+    keys, extra = user_statistic_keys(ctx, posts, window)
+    if window == "folds":
+        stats = TargetStatSpec(keys["train"], keys["test"], meta.target_stat_keys,
+                               meta.target_stat_smoothing, meta.tag_target_stats, meta.tag_min_count, extra=extra)
+    else:  # models/cv.py calls target_statistics in the window `folds`: the expanding one comes as an extra
+        expanding = partial(target_statistics, key_columns=meta.target_stat_keys, smoothing=meta.target_stat_smoothing,
+                            tags=meta.tag_target_stats, tag_min_count=meta.tag_min_count, window=window)
+        stats = TargetStatSpec(keys["train"], keys["test"], [], meta.target_stat_smoothing, tags=False,
+                               extra=[expanding, *extra])
     return X["train"], X["test"], posts["train"]["label"].to_numpy(), folds, stats, posts
 
 
-def user_statistic_keys(ctx: RunContext, posts: dict[str, pd.DataFrame]):
+def user_statistic_keys(ctx: RunContext, posts: dict[str, pd.DataFrame], window: str = "folds"):
     """Target-statistic keys of both splits, with what the label-based user statistics need
-    (users.trend, users.similar_users), and those statistics for TargetStatSpec.extra."""
+    (users.trend, users.similar_users), and those statistics (in `window`) for TargetStatSpec.extra."""
     u = ctx.config.users
     keys = {s: posts[s][stat_key_columns(ctx.config)] for s in posts}
     extra = []
     if u.trend:
         extra.append(partial(user_trend_statistics, half_life_days=u.trend_half_life_days,
-                             max_lags=u.trend_max_lags, smoothing=u.trend_smoothing))
+                             max_lags=u.trend_max_lags, smoothing=u.trend_smoothing, window=window))
     if u.similar_users:
         for s in keys:
             cluster = read_parquet(ctx.feature_block("user", s), columns=[CLUSTER])[CLUSTER].to_numpy()

@@ -48,3 +48,57 @@ def test_out_of_fold_mean_matches_a_direct_computation():
     others = (keys["Subcategory"] == keys["Subcategory"][i]) & (fold != fold[i])
     assert np.isclose(fit["te_Subcategory_mean"][i], y[others].mean())
     assert fit["te_Subcategory_n"][i] == others.sum()
+
+
+def timed(n=300, seed=0):
+    """`data` with post times: whole days, so that many posts share a second (batch uploads)."""
+    keys, y, fold = data(n, seed)
+    return keys.assign(Postdate=np.random.default_rng(seed + 1).integers(0, 60, n) * 86400.0), y, fold
+
+
+def test_time_holdout_fit_rows_see_only_the_users_strictly_earlier_posts():
+    keys, y, fold = timed()
+    fit, _ = target_statistics(keys, y, fold, keys.iloc[:1], KEYS, smoothing=3.0, tags=False, window="expanding")
+    t, uid = keys["Postdate"].to_numpy(), keys["Uid"].to_numpy()
+    n_f, s_f = np.bincount(fold), np.bincount(fold, weights=y)
+    for i in range(0, 300, 7):
+        earlier = (uid == uid[i]) & (t < t[i])  # the same second is not earlier: the row itself is out
+        prior = (s_f.sum() - s_f[fold[i]]) / (n_f.sum() - n_f[fold[i]])  # the other inner folds' mean
+        assert fit["te_Uid_n"][i] == earlier.sum()
+        assert np.isclose(fit["te_Uid_mean"][i], (y[earlier].sum() + 3.0 * prior) / (earlier.sum() + 3.0))
+
+
+def test_time_holdout_user_counts_of_fit_and_apply_rows_are_on_one_scale():
+    """An apply row at a fit row's moment sees exactly what that fit row sees: the user's earlier fit posts."""
+    keys, y, fold = timed()
+    later = keys.assign(Postdate=keys["Postdate"] + 100 * 86400.0)  # validation and test: after every fit post
+    fit, same_moment = target_statistics(keys, y, fold, keys, KEYS, "auto", tags=True, window="expanding")
+    np.testing.assert_array_equal(fit["te_Uid_n"], same_moment["te_Uid_n"])
+    _, after = target_statistics(keys, y, fold, later, KEYS, "auto", tags=False, window="expanding")
+    np.testing.assert_array_equal(after["te_Uid_n"], keys["Uid"].map(keys["Uid"].value_counts()))
+    # the class statistics stay out of fold (their earlier-post count would be a clock): as in k-fold
+    kfold, _ = target_statistics(keys, y, fold, keys, KEYS, "auto", tags=True)
+    np.testing.assert_array_equal(fit.drop(columns=["te_Uid_mean", "te_Uid_n"]),
+                                  kfold.drop(columns=["te_Uid_mean", "te_Uid_n"]))
+
+
+def test_kfold_apply_counts_are_the_mean_of_what_fit_rows_outside_each_fold_see():
+    keys, y, fold = data()
+    fit, apply = target_statistics(keys, y, fold, keys, KEYS, "auto", tags=False)
+    for i in range(0, 300, 11):
+        same = (keys["Subcategory"] == keys["Subcategory"][i]).to_numpy()
+        outside_each_fold = [(same & (fold != k)).sum() for k in range(5)]
+        assert np.isclose(apply["te_Subcategory_n"][i], np.mean(outside_each_fold))
+        assert fit["te_Subcategory_n"][i] == outside_each_fold[fold[i]]
+
+
+def test_kfold_fit_rows_equal_scikit_learns_target_encoder_on_the_same_folds():
+    """At a fixed smoothing the `folds` window's fit rows are sklearn's cross-fitted TargetEncoder
+    (its `auto` is a per-category variance ratio, not our pooled one; it has no counts, tags or
+    expanding window, hence our own code: docs/notes/leaks.md)."""
+    from sklearn.preprocessing import TargetEncoder
+    keys, y, fold = data()
+    splits = [(np.flatnonzero(fold != k), np.flatnonzero(fold == k)) for k in range(5)]
+    expected = TargetEncoder(smooth=4.0, cv=splits, target_type="continuous").fit_transform(keys[KEYS], y)
+    fit, _ = target_statistics(keys, y, fold, keys.iloc[:1], KEYS, 4.0, tags=False)
+    np.testing.assert_allclose(fit[[f"te_{k}_mean" for k in KEYS]].to_numpy(), expected, rtol=1e-12)

@@ -82,8 +82,21 @@ def test_similar_users_leave_the_user_and_the_fold_out():
         rows = (cluster == cluster[i]) & (uid != uid[i]) & (fold != fold[i])
         prior = (s_f.sum() - s_f[fold[i]]) / (n_f.sum() - n_f[fold[i]])
         assert np.isclose(fit["te_similar_users_mean"].iloc[i], (y[rows].sum() + 5 * prior) / (rows.sum() + 5))
+        # apply rows: all fit posts of the other users, weighted by (K-1)/K to the fit rows' scale
         rows = (cluster == cluster[i]) & (uid != uid[i])
-        assert np.isclose(apply["te_similar_users_mean"].iloc[i], (y[rows].sum() + 5 * y.mean()) / (rows.sum() + 5))
+        share = 3 / 4
+        assert np.isclose(apply["te_similar_users_n"].iloc[i], share * rows.sum())
+        assert np.isclose(apply["te_similar_users_mean"].iloc[i],
+                          (share * y[rows].sum() + 5 * y.mean()) / (share * rows.sum() + 5))
+
+
+def test_on_a_time_holdout_the_trend_sees_every_strictly_earlier_fit_post_and_no_later_one():
+    """Window `expanding`: a fit row sees what an apply row at its moment sees (any inner fold, earlier only)."""
+    keys, y, fold = random_posts(300, 12, seed=5)
+    prior = (np.bincount(fold, weights=y).sum() - np.bincount(fold, weights=y)[fold]) / (300 - np.bincount(fold)[fold])
+    fit, same_moment = user_trend_statistics(keys, y, fold, keys, 10.0, 8, 1.0, window="expanding")
+    np.testing.assert_allclose(fit["te_user_trend"], brute_trend(keys, y, fold, keys, None, 10.0, 8, 1.0, prior))
+    np.testing.assert_allclose(fit["te_user_trend_w"], same_moment["te_user_trend_w"])
 
 
 def test_timing_counts_the_users_previous_posts_in_the_window():
