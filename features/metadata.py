@@ -78,7 +78,7 @@ def build_metadata(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFram
     feats["meta_hour_local"] = local.dt.hour.to_numpy()
     feats["meta_weekday"] = local.dt.weekday.to_numpy()
     feats["meta_month"] = stamp.dt.month.to_numpy()
-    feats["meta_day_of_year"] = stamp.dt.dayofyear.to_numpy()
+    feats["meta_day_of_year"] = stamp.dt.day_of_year.to_numpy()
     span = max(post.max() - post.min(), 1.0)
     feats["meta_period_position"] = (post - post.min()) / span
     feats["meta_postdate_days"] = (post - post.min()) / DAY

@@ -84,7 +84,7 @@ ROWS = [
 def proto_variant(ctx: RunContext, row: Row, trained: dict) -> tuple[pd.DataFrame, pd.DataFrame, float]:
     """The row's proto block and the seconds it took. Rows whose networks train alike (they
     differ only in how the block is used) share one folder, work/<ds>/ablation/<first such row>/."""
-    from pipeline.prototype import build_proto_block, training_fields
+    from pipeline.prototype_block import build_proto_block, training_fields
     cfg = ctx.config.prototype.with_fields(**row.proto)
     folder = trained.setdefault(json.dumps(training_fields(cfg), sort_keys=True, default=str), row.name)
     out_dir = ctx.ablation_dir / folder
@@ -121,7 +121,7 @@ def saved_variant(ctx: RunContext, row: Row) -> tuple[pd.DataFrame, pd.DataFrame
 
 
 def _feature_fold_digest(ctx: RunContext) -> str:
-    from pipeline.prototype import feature_fold_digest
+    from pipeline.prototype_block import feature_fold_digest
     return feature_fold_digest(read_parquet(ctx.folds, columns=["feature_fold"])["feature_fold"].to_numpy())
 
 

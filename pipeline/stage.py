@@ -3,17 +3,20 @@
 A stage is a thin wrapper: it reads its inputs, calls a pure function from
 `features/` or `models/`, and writes its outputs atomically. It is skipped
 when a lock entry records the same key: a digest of its config sections, the
-content of its input files and the source of the modules it runs, and its
-outputs are still the ones that run wrote. Like DVC, modification times are
-only used to avoid rehashing unchanged files.
+content of its input files and the code of the modules it runs (not their
+comments or docstrings: module_digest), and its outputs are still the ones
+that run wrote. Like DVC, modification times are only used to avoid rehashing
+unchanged files.
 
 Where the files live: pipeline/catalog.py (RunContext).
 """
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
 import importlib
-import inspect
+import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -78,10 +81,27 @@ def load_stages() -> list[Stage]:
 
 # --- cache keys ------------------------------------------------------------------------
 def module_digest(names: tuple[str, ...]) -> str:
+    """A digest of what the modules do: their syntax trees without docstrings, so editing a
+    comment, a docstring or the layout reruns nothing, while a changed line of code does."""
     sha = hashlib.sha256()
     for name in sorted(names):
-        sha.update(inspect.getsource(importlib.import_module(name)).encode())
+        # the file is read afresh: linecache may hold an older edit of the same size and mtime
+        sha.update(code_digest(Path(importlib.util.find_spec(name).origin).read_text()).encode())
     return sha.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)  # stages share modules; parsing is most of a run's keying time
+def code_digest(source: str) -> str:
+    """A digest of a module's syntax tree, docstrings removed (comments are not in it, nor line
+    numbers)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:]
+    return hashlib.sha256(ast.dump(tree).encode()).hexdigest()
 
 
 def stage_key(stage: Stage, ctx: RunContext, cache: dict) -> str:

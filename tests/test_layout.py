@@ -55,6 +55,21 @@ def test_no_stage_imports_another_stage():
     assert not crossing, f"stages importing stages: {crossing}"
 
 
+def test_only_runners_reach_the_stages():
+    """Stages are the top of pipeline/: no other module imports one (tools such as pipeline/ablate.py
+    share code with a stage through a module below it, e.g. pipeline/prototype_block.py). Runners load
+    stages by name, not by import: pipeline/stage.py (load_stages, for run_all.py) and
+    benchmarks/bench_scale.py. Tests and the notebooks (views of a finished run that use the report
+    stage's loaders, so they show the report's numbers) sit above the stages and may import them."""
+    from pipeline.stage import STAGE_MODULES
+    stages = set(STAGE_MODULES)
+    files = [p for package in (*PACKAGES, "benchmarks") for p in sorted((ROOT / package).rglob("*.py"))]
+    names = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in files}
+    reaching = {name: sorted(project_imports(path) & stages) for name, path in names.items()
+                if name not in stages and project_imports(path) & stages}
+    assert not reaching, f"modules other than stages importing stages: {reaching}"
+
+
 def test_no_file_edits_sys_path():
     folders = (*PACKAGES, "benchmarks", "notebooks", "tests")
     files = [p for folder in folders for p in (ROOT / folder).rglob("*")
