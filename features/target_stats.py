@@ -6,13 +6,9 @@ every model and every statistic share one fold assignment, and the window (`wind
 - `folds` (k-fold schemes): a fit row's statistic comes from the other `inner_fold`s, an apply
   row's from all fit rows, its sums and counts weighted by (K-1)/K, the share a fit row draws on,
   so that `te_*_n` is on one scale for both;
-- `expanding` (a time holdout): the user's statistic (key `Uid`) comes from the user's fit posts
-  made strictly before the row, a fit row's as a validation or test row's, which see only earlier
-  posts (the 2020 winners' sliding-window user means): a fit row's user mean never uses the
-  user's later posts, and its count is the user's earlier posts, as an apply row's is. The class
-  and tag statistics stay `folds`: a class's count of earlier posts grows with time, a clock that
-  every validation and test row reads at its end (a linear model extrapolates it: measured in
-  docs/notes/leaks.md).
+- `expanding` (a time holdout): every row's statistic comes from the fit rows posted strictly
+  before it, a fit row's as a validation or test row's, which see only earlier posts (the 2020
+  winners' sliding-window user means). A fit row's user mean then never uses the user's later posts.
 
 The smoothing (how many posts' worth of the prior a group mean is shrunk towards) is
 `auto` by default: per key, the empirical-Bayes ratio of the within-group variance of
@@ -33,7 +29,6 @@ from features.metadata import per_post_mean_max_min, tag_pairs
 
 
 WINDOWS = ("folds", "expanding")
-USER_KEY = "Uid"  # the key whose statistic is the user's own history: the one the window `expanding` orders
 
 
 def window_of(fold: np.ndarray) -> str:
@@ -185,8 +180,7 @@ def target_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.
     inner_fold: fold id per fit row, 0..K-1 (the folds' `feature_fold`).
     window (`window_of` the folds): `folds`, a fit row's group over the other inner folds and an
     apply row's over all fit rows, counts weighted to the fit rows' scale; `expanding` (a time
-    holdout), the user's statistic (key `Uid`) over the user's fit posts made strictly before the
-    row, for fit and apply rows alike; the other keys and the tags stay `folds` (see the module).
+    holdout), every row's group over the fit rows posted strictly before it.
     """
     if window not in WINDOWS:
         raise ValueError(f"target statistics: window must be one of {WINDOWS}, got {window!r}")
@@ -204,21 +198,22 @@ def target_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.
     fit_out, apply_out = {}, {}
     for key in key_columns:
         codes_fit, codes_apply, n_groups = _codes(keys_fit[key], keys_apply[key])
-        fm, fc, am, ac = _group_statistics(codes_fit, y_fit, inner_fold, codes_apply, n_groups, smoothing,
-                                           window if key == USER_KEY else "folds", t_fit, t_apply)
+        fm, fc, am, ac = _group_statistics(codes_fit, y_fit, inner_fold, codes_apply, n_groups, smoothing, window,
+                                           t_fit, t_apply)
         fit_out[f"te_{key}_mean"], apply_out[f"te_{key}_mean"] = fm, am
         fit_out[f"te_{key}_n"], apply_out[f"te_{key}_n"] = fc, ac
     if tags:
         fit_tags, apply_tags = _tag_statistics(keys_fit["Alltags"], y_fit, inner_fold, keys_apply["Alltags"],
-                                               smoothing, tag_min_count)
+                                               smoothing, tag_min_count, window, t_fit, t_apply)
         fit_out.update(fit_tags)
         apply_out.update(apply_tags)
     return pd.DataFrame(fit_out), pd.DataFrame(apply_out)
 
 
 def _tag_statistics(tags_fit: pd.Series, y: np.ndarray, inner_fold: np.ndarray, tags_apply: pd.Series,
-                    smoothing: float | str, min_count: int) -> tuple[dict, dict]:
-    """Per post: mean, max and min over its tags of the tags' smoothed out-of-fold mean label."""
+                    smoothing: float | str, min_count: int, window: str, t_fit: np.ndarray | None,
+                    t_apply: np.ndarray | None) -> tuple[dict, dict]:
+    """Per post: mean, max and min over its tags of the tags' smoothed mean label (in the window)."""
     post_fit, tags_of_fit = tag_pairs(tags_fit)
     post_apply, tags_of_apply = tag_pairs(tags_apply)
     if len(post_fit) == 0:  # no fit post has a tag: nothing is known of any tag
@@ -229,9 +224,10 @@ def _tag_statistics(tags_fit: pd.Series, y: np.ndarray, inner_fold: np.ndarray, 
     codes_apply = pc.index_in(tags_of_apply, value_set=encoded.dictionary).to_numpy(zero_copy_only=False)
     codes_apply = np.nan_to_num(codes_apply.astype(np.float64), nan=-1).astype(np.int64)  # unseen tag: -1
     n_groups = len(encoded.dictionary)
-    # the pair carries its post's label and fold, so a post's own label is left out of its own tags
+    # the pair carries its post's label, fold and time, so a post's own label is left out of its own tags
+    times = (None, None) if t_fit is None else (t_fit[post_fit], t_apply[post_apply])
     fm, fc, am, ac = _group_statistics(codes_fit, y[post_fit], inner_fold[post_fit], codes_apply, n_groups,
-                                       smoothing, "folds", None, None)
+                                       smoothing, window, *times)
     # rare tags say little: treat them as unseen (the prior)
     fm = np.where(fc >= min_count, fm, np.nan)
     am = np.where(ac >= min_count, am, np.nan)

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from common.pca import PCA
-from features.target_stats import WINDOWS, fold_priors, fold_sums, out_of_fold_smoothing, shrunk_mean
+from features.target_stats import (WINDOWS, earlier_sums, fold_priors, fold_sums, out_of_fold_smoothing,
+                                   shrunk_mean)
 
 DAY = 86400.0
 TEXT_FIELDS = {"desc": "user_description", "loc": "location_description"}
@@ -226,17 +227,18 @@ def user_trend_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold:
 
 
 def similar_user_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fold: np.ndarray,
-                            keys_apply: pd.DataFrame, smoothing: float | str = 10.0
-                            ) -> tuple[pd.DataFrame, pd.DataFrame]:
+                            keys_apply: pd.DataFrame, smoothing: float | str = 10.0,
+                            window: str = "folds") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Smoothed mean label of the OTHER users of the post's profile cluster (leave-user-out).
 
     smoothing: a weight, or `auto` (features.target_stats: estimated out of fold from the clusters' labels).
-    Fit rows: posts of the other inner folds, other users; apply rows: all fit posts of other users,
-    weighted by (K-1)/K to the fit rows' scale (features.target_stats, window `folds`; a cluster's
-    count of earlier posts would be a clock, so a time holdout keeps this window too).
-    Leaving the user out makes a seen user's value mean what it means for a new user at test time.
-    keys_*: columns Uid and `_user_cluster`.
+    window (features.target_stats): `folds`, a fit row sees the posts of the other inner folds, an
+    apply row all fit posts, weighted to the fit rows' scale; `expanding` (a time holdout), every
+    row the fit posts made strictly before it. Other users only, always: leaving the user out
+    makes a seen user's value mean what it means for a new user at test time.
+    keys_*: columns Uid and `_user_cluster` (and Postdate for `expanding`).
     """
+    _check_window(window)
     y = np.asarray(y_fit, np.float64)
     if len(y) == 0:  # nothing known: the prior 0 and no posts behind it
         return (pd.DataFrame({"te_similar_users_mean": np.zeros(0), "te_similar_users_n": np.zeros(0)}),
@@ -253,13 +255,21 @@ def similar_user_statistics(keys_fit: pd.DataFrame, y_fit: np.ndarray, inner_fol
     # the user's own posts in the cluster are taken out (a user sits in one cluster; pairs keep it exact)
     pairs, pair_uniques = pd.factorize(np.r_[u_fit * n_clusters + c_fit, u_apply * n_clusters + c_apply])
     pair_fit, pair_apply = pairs[:len(y)], pairs[len(y):]
-    cs, cc = fold_sums(c_fit, y, inner, n_clusters)
-    us, uc = fold_sums(pair_fit, y, inner, len(pair_uniques))
-    # fit rows: other folds of the cluster; apply rows: all fit posts, weighted as in features.target_stats
-    cs_f, cc_f = cs.sum(1)[c_fit] - cs[c_fit, inner], cc.sum(1)[c_fit] - cc[c_fit, inner]
-    us_f, uc_f = us.sum(1)[pair_fit] - us[pair_fit, inner], uc.sum(1)[pair_fit] - uc[pair_fit, inner]
-    cs_a, cc_a, us_a, uc_a = cs.sum(1)[c_apply], cc.sum(1)[c_apply], us.sum(1)[pair_apply], uc.sum(1)[pair_apply]
-    share = (cs.shape[1] - 1) / cs.shape[1]
+    if window == "expanding":
+        t_fit, t_apply = (k["Postdate"].to_numpy(np.float64) for k in (keys_fit, keys_apply))
+        (cs_f, cc_f), (cs_a, cc_a) = (earlier_sums(c_fit, t_fit, y, c, t)
+                                      for c, t in ((c_fit, t_fit), (c_apply, t_apply)))
+        (us_f, uc_f), (us_a, uc_a) = (earlier_sums(pair_fit, t_fit, y, p, t)
+                                      for p, t in ((pair_fit, t_fit), (pair_apply, t_apply)))
+        share = 1.0
+    else:
+        cs, cc = fold_sums(c_fit, y, inner, n_clusters)
+        us, uc = fold_sums(pair_fit, y, inner, len(pair_uniques))
+        # fit rows: other folds of the cluster; apply rows: all fit posts, weighted as in target_stats
+        cs_f, cc_f = cs.sum(1)[c_fit] - cs[c_fit, inner], cc.sum(1)[c_fit] - cc[c_fit, inner]
+        us_f, uc_f = us.sum(1)[pair_fit] - us[pair_fit, inner], uc.sum(1)[pair_fit] - uc[pair_fit, inner]
+        cs_a, cc_a, us_a, uc_a = cs.sum(1)[c_apply], cc.sum(1)[c_apply], us.sum(1)[pair_apply], uc.sum(1)[pair_apply]
+        share = (cs.shape[1] - 1) / cs.shape[1]
     s, c = cs_f - us_f, cc_f - uc_f  # minus the user's own posts
     s_a, c_a = share * (cs_a - us_a), share * (cc_a - uc_a)
     fit_mean = shrunk_mean(s, c, fold_priors(y, inner), smoothing_fit)

@@ -207,7 +207,8 @@ def user_statistic_keys(ctx: RunContext, posts: dict[str, pd.DataFrame], window:
         for s in keys:
             cluster = read_parquet(ctx.feature_block("user", s), columns=[CLUSTER])[CLUSTER].to_numpy()
             keys[s] = keys[s].assign(**{CLUSTER: cluster})
-        extra.append(partial(similar_user_statistics, smoothing=ctx.config.metadata.target_stat_smoothing))
+        extra.append(partial(similar_user_statistics, smoothing=ctx.config.metadata.target_stat_smoothing,
+                             window=window))
     return keys, extra
 
 

@@ -80,8 +80,8 @@ def test_tag_statistics_never_see_the_posts_own_label(demo, scheme, smoothing):
 @pytest.mark.parametrize("smoothing", ["auto", 10.0])
 def test_similar_user_statistics_never_see_the_posts_own_label(demo, scheme, smoothing):
     keys, y, inner, apply, window = split(demo, scheme)
-    assert_own_row_unchanged(lambda labels: similar_user_statistics(keys, labels, inner, apply, smoothing)[0], y,
-                             busy_posts(keys))
+    assert_own_row_unchanged(lambda labels: similar_user_statistics(keys, labels, inner, apply, smoothing,
+                                                                    window=window)[0], y, busy_posts(keys))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)

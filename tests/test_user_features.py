@@ -90,13 +90,19 @@ def test_similar_users_leave_the_user_and_the_fold_out():
                           (share * y[rows].sum() + 5 * y.mean()) / (share * rows.sum() + 5))
 
 
-def test_on_a_time_holdout_the_trend_sees_every_strictly_earlier_fit_post_and_no_later_one():
+def test_on_a_time_holdout_user_statistics_see_every_strictly_earlier_fit_post_and_no_later_one():
     """Window `expanding`: a fit row sees what an apply row at its moment sees (any inner fold, earlier only)."""
     keys, y, fold = random_posts(300, 12, seed=5)
     prior = (np.bincount(fold, weights=y).sum() - np.bincount(fold, weights=y)[fold]) / (300 - np.bincount(fold)[fold])
     fit, same_moment = user_trend_statistics(keys, y, fold, keys, 10.0, 8, 1.0, window="expanding")
     np.testing.assert_allclose(fit["te_user_trend"], brute_trend(keys, y, fold, keys, None, 10.0, 8, 1.0, prior))
     np.testing.assert_allclose(fit["te_user_trend_w"], same_moment["te_user_trend_w"])
+    fit, same_moment = similar_user_statistics(keys, y, fold, keys, smoothing=5.0, window="expanding")
+    uid, cluster, t = keys["Uid"].to_numpy(), keys[CLUSTER].to_numpy(), keys["Postdate"].to_numpy()
+    for i in range(0, 300, 29):
+        rows = (cluster == cluster[i]) & (uid != uid[i]) & (t < t[i])
+        assert fit["te_similar_users_n"].iloc[i] == same_moment["te_similar_users_n"].iloc[i] == rows.sum()
+        assert np.isclose(fit["te_similar_users_mean"].iloc[i], (y[rows].sum() + 5 * prior[i]) / (rows.sum() + 5))
 
 
 def test_timing_counts_the_users_previous_posts_in_the_window():
