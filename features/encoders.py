@@ -127,7 +127,7 @@ class EncodedSplit:
 def load_encoded(cache_dir: Path, enc_cfg, split: str) -> EncodedSplit:
     """Read the arrays the `encode` stage wrote for `split` (memory-mapped)."""
     image_name, text_name = image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)
-    digests = {}
+    digests, sizes = {}, {}
     for manifest in manifest_paths(cache_dir, enc_cfg):
         name = manifest.parent.name
         if not manifest.is_file():
@@ -137,10 +137,18 @@ def load_encoded(cache_dir: Path, enc_cfg, split: str) -> EncodedSplit:
         if split not in info.get("splits", {}):
             raise FileNotFoundError(f"{manifest} lists no split {split!r}: run the `encode` stage first")
         digests[name] = info["splits"][split]["pid_digest"]
+        for kind in ("image", "text"):
+            for file, record in info["splits"][split].get(kind, {}).get("checksums", {}).items():
+                sizes[manifest.parent / file] = record["bytes"]
     if len(set(digests.values())) > 1:
         raise ValueError(f"image encoder {image_name} and text encoder {text_name} were run on different "
                          f"posts tables for {split} (Pid digests {digests}); rerun the `encode` stage")
-    arrays = {a: read_npy(array_path(cache_dir, enc_cfg, split, a), mmap=True) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
+    paths = {a: array_path(cache_dir, enc_cfg, split, a) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
+    for path in paths.values():  # a short file would fail inside numpy's memory map, naming no file
+        if path in sizes and path.is_file() and path.stat().st_size != sizes[path]:
+            raise ValueError(f"{path} has {path.stat().st_size} bytes, {sizes[path]} written: damaged; rerun the "
+                             "`encode` stage (it checks its arrays and builds damaged ones again)")
+    arrays = {a: read_npy(path, mmap=True) for a, path in paths.items()}
     n = {a: len(v) for a, v in arrays.items()}
     if len(set(n.values())) != 1:
         raise ValueError(f"encoder arrays of {split} have different row counts {n}; rerun the `encode` stage")

@@ -41,6 +41,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from common.io import atomic_path, read_json, write_json
+from common.written import written_problem, written_record
 from features.encoders import (
     encoder_dir, encoder_folder, image_encoder_name, image_settings, pid_digest,
     text_encoder_name, text_settings,
@@ -268,8 +269,32 @@ class PassResult:
 
 
 def _up_to_date(manifest: dict, split: str, kind: str, key: str, paths: list[Path]) -> bool:
+    """The finished arrays of this pass are made with `key` and each file still holds what was written
+    (size and checksum in the manifest). A damaged file is named in one warning and the pass rebuilds."""
     entry = manifest.get("splits", {}).get(split, {}).get(kind, {})
-    return entry.get("key") == key and all(p.exists() for p in paths)
+    if entry.get("key") != key:
+        return False
+    checksums = entry.get("checksums", {})
+    for path in paths:
+        problem = written_problem(path, checksums.get(path.name))
+        if problem:
+            log.warning("[encode] %s: %s; the %s %s arrays are built again", path, problem, split, kind)
+            return False
+    return True
+
+
+def _checksums(paths) -> dict:
+    return {path.name: written_record(path) for path in paths}
+
+
+def _read_files_table(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - a damaged table only costs rehashing the image files
+        log.warning("[encode] %s: unreadable (%s); image files are hashed again", path, type(err).__name__)
+        return None
 
 
 def _write_table(path: Path, table: pd.DataFrame) -> None:
@@ -291,11 +316,12 @@ def _pass_bar(shared, total: int, progress: bool, what: str, unit: str):
 
 
 def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
-               progress: bool = True, bar=None) -> PassResult:
+               progress: bool = True, bar=None, force: bool = False) -> PassResult:
     """Image embeddings, has_image flags and image statistics of one split.
 
     bar: a progress bar shared by the stage's passes (its total grows by this pass's images); without
-    one, the pass shows its own when `progress`."""
+    one, the pass shows its own when `progress`. force: encode every image again (no finished array,
+    chunk or file digest reused)."""
     name = image_encoder_name(enc_cfg)
     out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "image"))
     pids_digest = pid_digest(inputs.pids)
@@ -304,9 +330,9 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
                "imgstats": out_dir / f"{split}_imgstats.npy"}
     bad_file = out_dir / f"{split}_bad_images.json"
     files_file = out_dir / f"{split}_image_files.parquet"
-    manifest = read_manifest(out_dir)
+    manifest = {} if force else read_manifest(out_dir)
     finished = _up_to_date(manifest, split, "image", key, [*targets.values(), bad_file, files_file])
-    known = pd.read_parquet(files_file) if files_file.is_file() else None
+    known = None if force else _read_files_table(files_file)
     chunks = _chunks(len(inputs), enc_cfg.batch_size)
     shard_i, shard_n = parse_shard(shard)
     mine = [j for j in range(len(chunks)) if j % shard_n == shard_i]
@@ -317,11 +343,16 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     old_keys = manifest["splits"][split]["image"].get("chunk_keys", []) if finished else []
     reuse = {j for j in mine if j < len(old_keys) and old_keys[j] == chunk_keys[j]}
     if shard_n == 1 and len(reuse) == len(chunks) and len(old_keys) == len(chunks):
+        info = manifest["splits"][split]["image"]
         if not files[["size", "mtime_ns"]].equals(known[["size", "mtime_ns"]]):
             _write_table(files_file, files.assign(reason=known["reason"], precision=known["precision"]))
+            info["checksums"].update(_checksums([files_file]))
+            update_manifest(out_dir, split, "image", info, len(inputs))
         log.info("[encode] %s images (%s): up to date", split, name)
-        return PassResult("image", True, 0, info=manifest["splits"][split]["image"])
+        return PassResult("image", True, 0, info=info)
     chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
+    if force:
+        _remove_chunks(chunk_dir)
     chunk_files = [None if j in reuse else _chunk_path(chunk_dir, j, chunk_keys[j]) for j in mine]
     pending = [mine[k] for k in _pending(chunk_files, (0, 1))]
     chunk_files = dict(zip(mine, chunk_files))
@@ -381,7 +412,8 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
             "imgstats_columns": list(IMGSTATS_COLUMNS), "n_has_image": int(len(inputs) - len(bad)),
             "bad_images": dict(counts), "n_video_posts": n_video, "chunk_rows": enc_cfg.batch_size,
             "chunk_keys": [chunk_keys[j] for j in range(len(chunks))],
-            "content_key": f"sha256 of every image file, per chunk; per file in {files_file.name}"}
+            "content_key": f"sha256 of every image file, per chunk; per file in {files_file.name}",
+            "checksums": _checksums([*targets.values(), bad_file, files_file])}
     update_manifest(out_dir, split, "image", info, len(inputs))
     _remove_chunks(chunk_dir)
     return PassResult("image", True, len(pending), info=info)
@@ -473,7 +505,7 @@ def _write_rows(target: Path, row_index: np.ndarray, groups: list[list[int]], lo
 
 
 def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
-              progress: bool = True, bar=None) -> PassResult:
+              progress: bool = True, bar=None, force: bool = False) -> PassResult:
     """Title and tag-string embeddings, and token features of title + " " + tags (see `TextPlan`)."""
     name = text_encoder_name(enc_cfg)
     out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "text"))
@@ -483,13 +515,15 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
     # the strings are part of the key: a changed title is never joined from an old chunk file
     texts_digest = hashlib.sha256("\x00".join(inputs.titles + ["\x01"] + inputs.tags).encode()).hexdigest()[:16]
     key = text_pass_key(enc_cfg, pids_digest, texts_digest)
-    manifest = read_manifest(out_dir)
+    manifest = {} if force else read_manifest(out_dir)
     if _up_to_date(manifest, split, "text", key, list(targets.values())):
         log.info("[encode] %s texts (%s): up to date", split, name)
         return PassResult("text", True, 0, info=manifest["splits"][split]["text"])
     encoder = get_encoder()
     plan = TextPlan.make(inputs, encoder, length, getattr(encoder, "tokens_per_group", 1024))
     chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}"
+    if force:
+        _remove_chunks(chunk_dir)
     chunk_files = [_chunk_path(chunk_dir, j) for j in range(plan.n_groups)]
     pending = _pending(chunk_files, parse_shard(shard))
     sizes = [len(g) for g in plan.sentence_groups + plan.token_groups]
@@ -524,20 +558,34 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
                        "tokens": [len(inputs), length, dim], "token_mask": [len(inputs), length]},
             "n_empty_title": sum(not t.strip() for t in inputs.titles),
             "n_empty_tags": sum(not t.strip() for t in inputs.tags),
-            "n_distinct_sentences": len(plan.sentences), "n_distinct_token_texts": len(plan.token_texts)}
+            "n_distinct_sentences": len(plan.sentences), "n_distinct_token_texts": len(plan.token_texts),
+            "checksums": _checksums(targets.values())}
     update_manifest(out_dir, split, "text", info, len(inputs))
     _remove_chunks(chunk_dir)
     return PassResult("text", True, len(pending), info=info)
 
 
 # --- manifest -----------------------------------------------------------------------------
-def read_manifest(out_dir: Path) -> dict:
+def read_manifest(out_dir: Path, warn: bool = True) -> dict:
+    """The folder's manifest; one that cannot be read is named in a warning and counts as none (every
+    array it described is built again)."""
     path = out_dir / "manifest.json"
-    return read_json(path) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = read_json(path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict):
+            raise ValueError("not a manifest object")
+        return manifest
+    except (ValueError, OSError) as err:
+        if warn:
+            log.warning("[encode] %s: unreadable (%s: %s); the arrays it describes are built again", path,
+                        type(err).__name__, err)
+        return {}
 
 
 def update_manifest(out_dir: Path, split: str, kind: str, info: dict, n_rows: int) -> None:
-    manifest = read_manifest(out_dir)
+    manifest = read_manifest(out_dir, warn=False)  # a damaged one was named when the pass read it
     manifest.update({"encoder": out_dir.name, "dtype": "float16", "row_order": "posts table row order"})
     entry = manifest.setdefault("splits", {}).setdefault(split, {})
     if entry.get("pid_digest") not in (None, info["pid_digest"]):
