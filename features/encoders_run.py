@@ -46,7 +46,7 @@ from features.encoders import (
     encoder_dir, encoder_folder, image_encoder_name, image_settings, pid_digest,
     text_encoder_name, text_settings,
 )
-from features.encoders_image import PostImages, image_loader
+from features.encoders_image import MISSING_FILE, PostImages, image_loader
 from features.encoders_text import length_groups
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS
 from features.smpd import data_image_path, image_path_problem
@@ -217,7 +217,6 @@ def _concatenate(files: list[Path | None], chunks: list[range], targets: dict[st
 
 
 # --- what the image pass read ---------------------------------------------------------------------
-MISSING_FILE = "missing"  # digest of a path with no file behind it (or one that may not be opened)
 
 
 def _file_digest(path: Path) -> str:
@@ -226,11 +225,12 @@ def _file_digest(path: Path) -> str:
 
 
 def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame | None, threads: int = 1,
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, defer: np.ndarray | None = None) -> pd.DataFrame:
     """sha256 of the image file of each row in `rows` (all rows listed; others get ""), with size and mtime.
 
     `known`: the table of an earlier run; a file with the same listed path, size and mtime keeps its digest
-    without being read again. Only regular files are read (a FIFO or device would block).
+    without being read again. Only regular files are read (a FIFO or device would block). `defer`: rows whose
+    file is not read here but by the decoder, which hashes the bytes it reads (their digest stays "").
     """
     n = len(inputs)
     listed = inputs.listed_paths
@@ -256,7 +256,7 @@ def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame
         hit = previous.get(listed[r])
         if hit is not None and hit[0] == info.st_size and hit[1] == info.st_mtime_ns:
             digests[r] = hit[2]
-        else:
+        elif defer is None or not defer[r]:
             to_hash.append(r)
 
     def digest(r: int) -> str:
@@ -370,8 +370,17 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     chunks = _chunks(len(inputs), enc_cfg.batch_size)
     shard_i, shard_n = parse_shard(shard)
     mine = [j for j in range(len(chunks)) if j % shard_n == shard_i]
+    chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
+    if force:
+        _remove_chunks(chunk_dir)
+    old_pieces = manifest["splits"][split]["image"].get("pieces", []) if finished else []
+    # a file is read here only when its digest decides whether finished rows or a chunk file are reused; the
+    # others are encoded anyway, and the decoder hashes the bytes it reads: a fresh run reads each image once
+    candidate = np.zeros(len(inputs), bool)
+    for start, stop, *_ in old_pieces + [rows for rows in map(_chunk_rows, chunk_dir.glob("*.npz")) if rows]:
+        candidate[start:stop] = True
     files = image_file_digests(inputs, [r for j in mine for r in chunks[j]], known, enc_cfg.num_workers,
-                               progress and bar is None)
+                               progress and bar is None, defer=~candidate if enc_cfg.decoder == "pillow" else None)
     digests = files["sha256"].tolist()
 
     def content(start: int, stop: int) -> str:
@@ -381,7 +390,7 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     # file of any batch size (an earlier run, a shard) whose files are unchanged; the rest is encoded
     sources: dict[int, tuple[int, Path | None]] = {}
     covered = np.zeros(len(inputs), bool)
-    for start, stop, piece in (manifest["splits"][split]["image"].get("pieces", []) if finished else []):
+    for start, stop, piece in old_pieces:
         if piece == content(start, stop):
             sources[start] = (stop, None)
             covered[start:stop] = True
@@ -394,9 +403,6 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
             update_manifest(out_dir, split, "image", info, len(inputs))
         log.info("[encode] %s images (%s): up to date", split, name)
         return PassResult("image", True, 0, info=info)
-    chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
-    if force:
-        _remove_chunks(chunk_dir)
     for path in sorted(chunk_dir.glob("*.npz")):
         rows = _chunk_rows(path)
         if (rows is not None and rows[1] <= len(inputs) and not covered[rows[0]:rows[1]].any()
@@ -410,7 +416,8 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
         encoder = get_encoder()
         batches = [list(rows) for rows in pending]
         if enc_cfg.decoder == "pillow":
-            dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems)
+            dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems,
+                                 digests=True)
             loader = image_loader(dataset, batches, enc_cfg.num_workers, pin_memory=encoder.device.type == "cuda")
         else:  # encoders.decoder nvjpeg: JPEGs decoded on the GPU, the rest on the CPU
             from features.gpu_decode import check_decoder, gpu_image_batches
@@ -419,7 +426,10 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
                                        enc_cfg.num_workers, encoder.device, problems=inputs.image_problems)
         images = sum(len(rows) for rows in pending)
         with _pass_bar(bar, images, progress, f"{split} images ({name})", "image") as pass_bar:
-            for idx, crops, ok, stats, reasons in loader:
+            for idx, crops, ok, stats, reasons, *read in loader:
+                for r, digest in zip(idx.tolist(), read[0] if read else []):
+                    if not digests[r]:  # deferred: hashed by the decoder from the bytes it decoded
+                        digests[r] = digest
                 ok = ok.numpy().astype(bool)
                 embedding = np.zeros((len(idx), encoder.dim), np.float16)
                 if ok.all():
@@ -446,7 +456,7 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     pieces = [(start, *sources[start]) for start in sorted(sources)]
     extras = _concatenate([path for _, _, path in pieces], [range(a, b) for a, b, _ in pieces], targets, base)
     reasons = extras["reason"]
-    files = files.assign(reason=reasons, precision=extras["precision"])
+    files = files.assign(sha256=digests, reason=reasons, precision=extras["precision"])
     bad = [{"row": int(r), "Pid": inputs.pids[r], "path": str(inputs.image_paths[r] or inputs.listed_paths[r]),
             "reason": str(reasons[r])} for r in np.flatnonzero(reasons != "")]
     write_json(bad_file, bad)

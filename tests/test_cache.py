@@ -1,9 +1,12 @@
 """The encoder cache checks what it holds: a damaged array or manifest is named and built again."""
 from __future__ import annotations
 
+import hashlib
 import logging
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.encoders import array_path, encoder_dir, encoder_folder, load_encoded, output_paths
@@ -209,3 +212,35 @@ def test_a_hub_id_and_a_local_copy_of_its_files_share_the_cache(tmp_path, tiny_c
     hub, local = (EncoderConfig(image="clip", text="clip", clip_model=m) for m in ("tiny/clip", str(tiny_clip)))
     assert encoder_folder(hub, "image") == encoder_folder(local, "image")
     assert encoder_folder(hub, "text") == encoder_folder(local, "text")
+
+
+# --- each image read once (issue 23 item 5) ----------------------------------------------------------
+def test_a_fresh_run_reads_each_image_file_once(tmp_path, posts, tiny_clip, reference, monkeypatch):
+    """The decoder hashes the bytes it decodes: no second read to key the cache; the arrays are unchanged."""
+    import builtins
+    import collections
+    import io
+    data_dir = posts[0].resolve()
+    opened = collections.Counter()
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, bytes)) or hasattr(file, "__fspath__"):
+            path = Path(file).resolve()
+            if data_dir in path.parents:
+                opened[path] += 1
+        return real_open(file, *args, **kwargs)
+
+    for module in (builtins, io):  # pathlib and Pillow open files through one or the other
+        monkeypatch.setattr(module, "open", counting_open)
+    ctx = make_ctx(tmp_path, posts, **clip_settings(tiny_clip))
+    encode(ctx)
+    for module in (builtins, io):
+        monkeypatch.setattr(module, "open", real_open)
+    assert opened and set(opened.values()) == {1}, opened
+    for name, array in reference.items():
+        assert np.array_equal(arrays(ctx)[name], array), name
+    files = pd.read_parquet(encoder_dir(ctx.encoder_cache, encoder_folder(ctx.config.encoders, "image"))
+                            / "train_image_files.parquet")
+    path = posts[0] / files["path"][0]
+    assert files["sha256"][0] == hashlib.sha256(path.read_bytes()).hexdigest()
