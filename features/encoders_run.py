@@ -41,11 +41,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from common.io import atomic_path, read_json, write_json
+from common.written import written_problem, written_record
 from features.encoders import (
     encoder_dir, encoder_folder, image_encoder_name, image_settings, pid_digest,
     text_encoder_name, text_settings,
 )
-from features.encoders_image import PostImages, image_loader
+from features.encoders_image import MISSING_FILE, PostImages, image_loader
 from features.encoders_text import length_groups
 from features.image_stats import COLUMNS as IMGSTATS_COLUMNS
 from features.smpd import data_image_path, image_path_problem
@@ -53,7 +54,7 @@ from features.smpd import data_image_path, image_path_problem
 log = logging.getLogger("smp")
 
 # bump when a change of code changes the arrays, so old chunks are not reused
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 @dataclass
@@ -128,9 +129,43 @@ def _chunks(n: int, rows: int) -> list[range]:
     return [range(start, min(start + rows, n)) for start in range(0, n, rows)]
 
 
-def _chunk_path(chunk_dir: Path, j: int, content: str = "") -> Path:
-    """Chunk j's file; `content` (the digest of the files it read) in the name when the pass is content-keyed."""
+def _chunk_path(chunk_dir: Path, j: int, content: str = "", stop: int | None = None) -> Path:
+    """Chunk j's file (text groups), or the file of image rows [j, stop) with `content`, the digest of the
+    files it read: rows in the name, so that chunks of any batch size (other runs, shards) join."""
+    if stop is not None:
+        return chunk_dir / f"{j:09d}-{stop:09d}-{content}.npz"
     return chunk_dir / (f"{j:06d}-{content}.npz" if content else f"{j:06d}.npz")
+
+
+def _chunk_rows(path: Path) -> tuple[int, int, str] | None:
+    """(start, stop, content) of an image chunk file's name; None for another file."""
+    parts = path.stem.split("-")
+    if len(parts) != 3 or not (parts[0].isdigit() and parts[1].isdigit()) or int(parts[0]) >= int(parts[1]):
+        return None
+    return int(parts[0]), int(parts[1]), parts[2]
+
+
+def _uncovered(chunks: list[range], covered: np.ndarray) -> list[range]:
+    """The runs of rows of each chunk that nothing covers yet: what is left to encode, batch by batch."""
+    left = []
+    for rows in chunks:
+        free = np.flatnonzero(~covered[rows.start:rows.stop]) + rows.start
+        if len(free):
+            left += [range(int(run[0]), int(run[-1]) + 1) for run in np.split(free, np.flatnonzero(np.diff(free) != 1) + 1)]
+    return left
+
+
+def _usable_chunk(path: Path) -> bool:
+    """A chunk file reads back whole (the zip's CRC of each array checked); a damaged one is named and removed."""
+    try:
+        with np.load(path) as chunk:
+            for name in chunk.files:
+                chunk[name]
+        return True
+    except Exception as err:  # noqa: BLE001 - any damage means: encode these rows again
+        log.warning("[encode] %s: unreadable (%s); its rows are encoded again", path, type(err).__name__)
+        path.unlink(missing_ok=True)
+        return False
 
 
 def _save_chunk(path: Path, **arrays: np.ndarray) -> None:
@@ -182,7 +217,6 @@ def _concatenate(files: list[Path | None], chunks: list[range], targets: dict[st
 
 
 # --- what the image pass read ---------------------------------------------------------------------
-MISSING_FILE = "missing"  # digest of a path with no file behind it (or one that may not be opened)
 
 
 def _file_digest(path: Path) -> str:
@@ -191,11 +225,12 @@ def _file_digest(path: Path) -> str:
 
 
 def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame | None, threads: int = 1,
-                       progress: bool = True) -> pd.DataFrame:
+                       progress: bool = True, defer: np.ndarray | None = None) -> pd.DataFrame:
     """sha256 of the image file of each row in `rows` (all rows listed; others get ""), with size and mtime.
 
     `known`: the table of an earlier run; a file with the same listed path, size and mtime keeps its digest
-    without being read again. Only regular files are read (a FIFO or device would block).
+    without being read again. Only regular files are read (a FIFO or device would block). `defer`: rows whose
+    file is not read here but by the decoder, which hashes the bytes it reads (their digest stays "").
     """
     n = len(inputs)
     listed = inputs.listed_paths
@@ -221,7 +256,7 @@ def image_file_digests(inputs: SplitInputs, rows: list[int], known: pd.DataFrame
         hit = previous.get(listed[r])
         if hit is not None and hit[0] == info.st_size and hit[1] == info.st_mtime_ns:
             digests[r] = hit[2]
-        else:
+        elif defer is None or not defer[r]:
             to_hash.append(r)
 
     def digest(r: int) -> str:
@@ -253,8 +288,8 @@ def image_files_signature(paths: list[Path | None]) -> str:
     return sha.hexdigest()
 
 
-def _chunk_content_key(pass_key: str, digests: list[str]) -> str:
-    return _key({"pass": pass_key, "files": digests})
+def _chunk_content_key(pass_key: str, start: int, stop: int, digests: list[str]) -> str:
+    return _key({"pass": pass_key, "rows": [start, stop], "files": digests})
 
 
 # --- the passes -------------------------------------------------------------------------------
@@ -268,8 +303,32 @@ class PassResult:
 
 
 def _up_to_date(manifest: dict, split: str, kind: str, key: str, paths: list[Path]) -> bool:
+    """The finished arrays of this pass are made with `key` and each file still holds what was written
+    (size and checksum in the manifest). A damaged file is named in one warning and the pass rebuilds."""
     entry = manifest.get("splits", {}).get(split, {}).get(kind, {})
-    return entry.get("key") == key and all(p.exists() for p in paths)
+    if entry.get("key") != key:
+        return False
+    checksums = entry.get("checksums", {})
+    for path in paths:
+        problem = written_problem(path, checksums.get(path.name))
+        if problem:
+            log.warning("[encode] %s: %s; the %s %s arrays are built again", path, problem, split, kind)
+            return False
+    return True
+
+
+def _checksums(paths) -> dict:
+    return {path.name: written_record(path) for path in paths}
+
+
+def _read_files_table(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - a damaged table only costs rehashing the image files
+        log.warning("[encode] %s: unreadable (%s); image files are hashed again", path, type(err).__name__)
+        return None
 
 
 def _write_table(path: Path, table: pd.DataFrame) -> None:
@@ -291,11 +350,12 @@ def _pass_bar(shared, total: int, progress: bool, what: str, unit: str):
 
 
 def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
-               progress: bool = True, bar=None) -> PassResult:
+               progress: bool = True, bar=None, force: bool = False) -> PassResult:
     """Image embeddings, has_image flags and image statistics of one split.
 
     bar: a progress bar shared by the stage's passes (its total grows by this pass's images); without
-    one, the pass shows its own when `progress`."""
+    one, the pass shows its own when `progress`. force: encode every image again (no finished array,
+    chunk or file digest reused)."""
     name = image_encoder_name(enc_cfg)
     out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "image"))
     pids_digest = pid_digest(inputs.pids)
@@ -304,63 +364,99 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
                "imgstats": out_dir / f"{split}_imgstats.npy"}
     bad_file = out_dir / f"{split}_bad_images.json"
     files_file = out_dir / f"{split}_image_files.parquet"
-    manifest = read_manifest(out_dir)
+    manifest = {} if force else read_manifest(out_dir)
     finished = _up_to_date(manifest, split, "image", key, [*targets.values(), bad_file, files_file])
-    known = pd.read_parquet(files_file) if files_file.is_file() else None
+    known = None if force else _read_files_table(files_file)
     chunks = _chunks(len(inputs), enc_cfg.batch_size)
     shard_i, shard_n = parse_shard(shard)
     mine = [j for j in range(len(chunks)) if j % shard_n == shard_i]
+    chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
+    if force:
+        _remove_chunks(chunk_dir)
+    old_pieces = manifest["splits"][split]["image"].get("pieces", []) if finished else []
+    # a file is read here only when its digest decides whether finished rows or a chunk file are reused; the
+    # others are encoded anyway, and the decoder hashes the bytes it reads: a fresh run reads each image once
+    candidate = np.zeros(len(inputs), bool)
+    for start, stop, *_ in old_pieces + [rows for rows in map(_chunk_rows, chunk_dir.glob("*.npz")) if rows]:
+        candidate[start:stop] = True
     files = image_file_digests(inputs, [r for j in mine for r in chunks[j]], known, enc_cfg.num_workers,
-                               progress and bar is None)
-    chunk_keys = {j: _chunk_content_key(key, files["sha256"].iloc[chunks[j].start:chunks[j].stop].tolist())
-                  for j in mine}
-    old_keys = manifest["splits"][split]["image"].get("chunk_keys", []) if finished else []
-    reuse = {j for j in mine if j < len(old_keys) and old_keys[j] == chunk_keys[j]}
-    if shard_n == 1 and len(reuse) == len(chunks) and len(old_keys) == len(chunks):
+                               progress and bar is None, defer=~candidate if enc_cfg.decoder == "pillow" else None)
+    digests = files["sha256"].tolist()
+
+    def content(start: int, stop: int) -> str:
+        return _chunk_content_key(key, start, stop, digests[start:stop])
+
+    # where each row comes from: a piece of the finished arrays whose files are unchanged (None), or a chunk
+    # file of any batch size (an earlier run, a shard) whose files are unchanged; the rest is encoded
+    sources: dict[int, tuple[int, Path | None]] = {}
+    covered = np.zeros(len(inputs), bool)
+    for start, stop, piece in old_pieces:
+        if piece == content(start, stop):
+            sources[start] = (stop, None)
+            covered[start:stop] = True
+    pending = _uncovered([chunks[j] for j in mine], covered)
+    if shard_n == 1 and not pending:
+        info = manifest["splits"][split]["image"]
         if not files[["size", "mtime_ns"]].equals(known[["size", "mtime_ns"]]):
             _write_table(files_file, files.assign(reason=known["reason"], precision=known["precision"]))
+            info["checksums"].update(_checksums([files_file]))
+            update_manifest(out_dir, split, "image", info, len(inputs))
         log.info("[encode] %s images (%s): up to date", split, name)
-        return PassResult("image", True, 0, info=manifest["splits"][split]["image"])
-    chunk_dir = out_dir / "_chunks" / f"{split}-image-{key}"
-    chunk_files = [None if j in reuse else _chunk_path(chunk_dir, j, chunk_keys[j]) for j in mine]
-    pending = [mine[k] for k in _pending(chunk_files, (0, 1))]
-    chunk_files = dict(zip(mine, chunk_files))
+        return PassResult("image", True, 0, info=info)
+    for path in sorted(chunk_dir.glob("*.npz")):
+        rows = _chunk_rows(path)
+        if (rows is not None and rows[1] <= len(inputs) and not covered[rows[0]:rows[1]].any()
+                and rows[2] == content(rows[0], rows[1]) and _usable_chunk(path)):
+            sources[rows[0]] = (rows[1], path)
+            covered[rows[0]:rows[1]] = True
+    pending = _uncovered([chunks[j] for j in mine], covered)
+    reused = any(path is None for _, path in sources.values())
     encoder = None
     if pending:
         encoder = get_encoder()
+        batches = [list(rows) for rows in pending]
         if enc_cfg.decoder == "pillow":
-            dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems)
-            loader = image_loader(dataset, [list(chunks[j]) for j in pending], enc_cfg.num_workers,
-                                  pin_memory=encoder.device.type == "cuda")
+            dataset = PostImages(inputs.image_paths, encoder.prep, enc_cfg.max_image_pixels, inputs.image_problems,
+                                 digests=True)
+            loader = image_loader(dataset, batches, enc_cfg.num_workers, pin_memory=encoder.device.type == "cuda")
         else:  # encoders.decoder nvjpeg: JPEGs decoded on the GPU, the rest on the CPU
             from features.gpu_decode import check_decoder, gpu_image_batches
             check_decoder(enc_cfg.decoder, encoder.device)
-            loader = gpu_image_batches(inputs.image_paths, [list(chunks[j]) for j in pending], encoder.prep,
-                                       enc_cfg.max_image_pixels, enc_cfg.num_workers, encoder.device,
-                                       problems=inputs.image_problems)
-        images = sum(len(chunks[j]) for j in pending)
+            loader = gpu_image_batches(inputs.image_paths, batches, encoder.prep, enc_cfg.max_image_pixels,
+                                       enc_cfg.num_workers, encoder.device, problems=inputs.image_problems)
+        images = sum(len(rows) for rows in pending)
         with _pass_bar(bar, images, progress, f"{split} images ({name})", "image") as pass_bar:
-            for idx, crops, ok, stats, reasons in loader:
+            for idx, crops, ok, stats, reasons, *read in loader:
+                for r, digest in zip(idx.tolist(), read[0] if read else []):
+                    if not digests[r]:  # deferred: hashed by the decoder from the bytes it decoded
+                        digests[r] = digest
                 ok = ok.numpy().astype(bool)
                 embedding = np.zeros((len(idx), encoder.dim), np.float16)
                 if ok.all():
                     embedding[:] = encoder.embed(crops)
                 elif ok.any():
                     embedding[ok] = encoder.embed(crops[ok])
-                _save_chunk(chunk_files[int(idx[0]) // enc_cfg.batch_size], image=embedding,
-                            has_image=ok, imgstats=stats.numpy().astype(np.float32),
+                start, stop = int(idx[0]), int(idx[-1]) + 1
+                path = _chunk_path(chunk_dir, start, content(start, stop), stop)
+                _save_chunk(path, image=embedding, has_image=ok, imgstats=stats.numpy().astype(np.float32),
                             reason=np.array(reasons, dtype=str), precision=np.array([encoder.precision] * len(idx)))
+                sources[start] = (stop, path)
                 pass_bar.update(len(idx))
     if shard_n > 1:
-        done = {int(path.name[:6]) for path in chunk_dir.glob("*.npz")}
-        return PassResult("image", False, len(pending), sum(j not in done for j in range(len(chunks))))
+        named = np.zeros(len(inputs), bool)
+        for path in chunk_dir.glob("*.npz"):
+            rows = _chunk_rows(path)
+            if rows is not None:
+                named[rows[0]:rows[1]] = True
+        return PassResult("image", False, len(pending), len(_uncovered(chunks, named)))
     base = None
-    if reuse:  # rows of unchanged chunks come from the finished arrays and what the last run recorded
+    if reused:  # rows of unchanged pieces come from the finished arrays and what the last run recorded
         base = {name: np.load(path, mmap_mode="r") for name, path in targets.items()}
         base.update(reason=known["reason"].to_numpy(dtype=str), precision=known["precision"].to_numpy(dtype=str))
-    extras = _concatenate([chunk_files[j] for j in range(len(chunks))], chunks, targets, base)
+    pieces = [(start, *sources[start]) for start in sorted(sources)]
+    extras = _concatenate([path for _, _, path in pieces], [range(a, b) for a, b, _ in pieces], targets, base)
     reasons = extras["reason"]
-    files = files.assign(reason=reasons, precision=extras["precision"])
+    files = files.assign(sha256=digests, reason=reasons, precision=extras["precision"])
     bad = [{"row": int(r), "Pid": inputs.pids[r], "path": str(inputs.image_paths[r] or inputs.listed_paths[r]),
             "reason": str(reasons[r])} for r in np.flatnonzero(reasons != "")]
     write_json(bad_file, bad)
@@ -369,9 +465,9 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
     if bad:  # a count per reason; the posts, paths and reasons are in the file (real data sets miss thousands)
         log.warning("[encode] %s: %d of %d posts have no usable image (%s); listed in %s", split, len(bad),
                     len(inputs), ", ".join(f"{kind}: {n}" for kind, n in counts.most_common()), bad_file)
-    if reuse:
-        log.info("[encode] %s images: %d of %d batches encoded again (their files changed)", split,
-                 len(chunks) - len(reuse), len(chunks))
+    if reused:
+        log.info("[encode] %s images: %d of %d images encoded again (their files changed)", split,
+                 sum(len(rows) for rows in pending), len(inputs))
     n_video = sum(m == "video" for m in inputs.mediatypes)
     described = (encoder or get_encoder()).describe()
     info = {"key": key, "pid_digest": pids_digest, **described,
@@ -380,8 +476,9 @@ def image_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_en
                        "imgstats": [len(inputs), len(IMGSTATS_COLUMNS)]},
             "imgstats_columns": list(IMGSTATS_COLUMNS), "n_has_image": int(len(inputs) - len(bad)),
             "bad_images": dict(counts), "n_video_posts": n_video, "chunk_rows": enc_cfg.batch_size,
-            "chunk_keys": [chunk_keys[j] for j in range(len(chunks))],
-            "content_key": f"sha256 of every image file, per chunk; per file in {files_file.name}"}
+            "pieces": [[a, b, content(a, b)] for a, b, _ in pieces],
+            "content_key": f"sha256 of every image file, per piece [start, stop); per file in {files_file.name}",
+            "checksums": _checksums([*targets.values(), bad_file, files_file])}
     update_manifest(out_dir, split, "image", info, len(inputs))
     _remove_chunks(chunk_dir)
     return PassResult("image", True, len(pending), info=info)
@@ -473,7 +570,7 @@ def _write_rows(target: Path, row_index: np.ndarray, groups: list[list[int]], lo
 
 
 def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_encoder, shard=(0, 1),
-              progress: bool = True, bar=None) -> PassResult:
+              progress: bool = True, bar=None, force: bool = False) -> PassResult:
     """Title and tag-string embeddings, and token features of title + " " + tags (see `TextPlan`)."""
     name = text_encoder_name(enc_cfg)
     out_dir = encoder_dir(cache_dir, encoder_folder(enc_cfg, "text"))
@@ -483,13 +580,16 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
     # the strings are part of the key: a changed title is never joined from an old chunk file
     texts_digest = hashlib.sha256("\x00".join(inputs.titles + ["\x01"] + inputs.tags).encode()).hexdigest()[:16]
     key = text_pass_key(enc_cfg, pids_digest, texts_digest)
-    manifest = read_manifest(out_dir)
+    manifest = {} if force else read_manifest(out_dir)
     if _up_to_date(manifest, split, "text", key, list(targets.values())):
         log.info("[encode] %s texts (%s): up to date", split, name)
         return PassResult("text", True, 0, info=manifest["splits"][split]["text"])
     encoder = get_encoder()
     plan = TextPlan.make(inputs, encoder, length, getattr(encoder, "tokens_per_group", 1024))
-    chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}"
+    # the groups depend on the tokens per group (an execution setting): chunks of other groups stay apart
+    chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}-g{getattr(encoder, 'tokens_per_group', 1024)}"
+    if force:
+        _remove_chunks(chunk_dir)
     chunk_files = [_chunk_path(chunk_dir, j) for j in range(plan.n_groups)]
     pending = _pending(chunk_files, parse_shard(shard))
     sizes = [len(g) for g in plan.sentence_groups + plan.token_groups]
@@ -524,20 +624,34 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
                        "tokens": [len(inputs), length, dim], "token_mask": [len(inputs), length]},
             "n_empty_title": sum(not t.strip() for t in inputs.titles),
             "n_empty_tags": sum(not t.strip() for t in inputs.tags),
-            "n_distinct_sentences": len(plan.sentences), "n_distinct_token_texts": len(plan.token_texts)}
+            "n_distinct_sentences": len(plan.sentences), "n_distinct_token_texts": len(plan.token_texts),
+            "checksums": _checksums(targets.values())}
     update_manifest(out_dir, split, "text", info, len(inputs))
     _remove_chunks(chunk_dir)
     return PassResult("text", True, len(pending), info=info)
 
 
 # --- manifest -----------------------------------------------------------------------------
-def read_manifest(out_dir: Path) -> dict:
+def read_manifest(out_dir: Path, warn: bool = True) -> dict:
+    """The folder's manifest; one that cannot be read is named in a warning and counts as none (every
+    array it described is built again)."""
     path = out_dir / "manifest.json"
-    return read_json(path) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        manifest = read_json(path)
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("splits", {}), dict):
+            raise ValueError("not a manifest object")
+        return manifest
+    except (ValueError, OSError) as err:
+        if warn:
+            log.warning("[encode] %s: unreadable (%s: %s); the arrays it describes are built again", path,
+                        type(err).__name__, err)
+        return {}
 
 
 def update_manifest(out_dir: Path, split: str, kind: str, info: dict, n_rows: int) -> None:
-    manifest = read_manifest(out_dir)
+    manifest = read_manifest(out_dir, warn=False)  # a damaged one was named when the pass read it
     manifest.update({"encoder": out_dir.name, "dtype": "float16", "row_order": "posts table row order"})
     entry = manifest.setdefault("splits", {}).setdefault(split, {})
     if entry.get("pid_digest") not in (None, info["pid_digest"]):

@@ -50,6 +50,7 @@ class RunContext:
     # the data set's name in work/ and the leaderboard (run_all.py: the folder's name and a digest
     # of its files); default: the data folder's name
     dataset: str = ""
+    force: bool = False  # --force: a stage rebuilds its outputs instead of reusing its caches
 
     def __post_init__(self):
         if self.shared_dir is None:

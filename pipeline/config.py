@@ -317,7 +317,7 @@ class Config:
 
     def digest(self, *sections: str) -> str:
         """Short content digest of the named sections (all of them when none named)."""
-        data = self.to_dict()
+        data = _results_only(self.to_dict())
         if sections:
             data = {s: data[s] for s in sections}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
@@ -331,16 +331,22 @@ class Config:
         settings that change how a run executes but not what it computes (EXECUTION_ONLY), so
         that e.g. another number of DataLoader workers reuses the folder.
         """
-        data = self.to_dict()
+        data = _results_only(self.to_dict())
         data.pop("demo")
-        for section, keys in EXECUTION_ONLY.items():
-            for key in keys:
-                data[section].pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-# settings that change how a run executes, not its results (Config.work_digest leaves them out)
-EXECUTION_ONLY = {"encoders": ("num_workers", "shard"), "tuning": ("workers", "storage", "heartbeat_s")}
+# settings that change how a run executes, not its results (digests leave them out, so a retry with another
+# batch size or worker count reuses every cache); the text batching changes outputs only by float16 rounding
+EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens"),
+                  "tuning": ("workers", "storage", "heartbeat_s")}
+
+
+def _results_only(data: dict) -> dict:
+    for section, keys in EXECUTION_ONLY.items():
+        for key in keys:
+            data[section].pop(key, None)
+    return data
 
 
 class ConfigError(ValueError):

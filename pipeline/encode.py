@@ -90,8 +90,9 @@ def encode_posts(ctx: RunContext, shard: str = "", progress: bool = True) -> boo
             posts = read_parquet(ctx.posts(split), columns=POST_COLUMNS)
             inputs = SplitInputs.from_posts(posts, ctx.data_dir)
             results += [(split, image_pass(inputs, split, cfg, ctx.encoder_cache, models.image, shard, progress,
-                                           bar)),
-                        (split, text_pass(inputs, split, cfg, ctx.encoder_cache, models.text, shard, progress, bar))]
+                                           bar, force=ctx.force)),
+                        (split, text_pass(inputs, split, cfg, ctx.encoder_cache, models.text, shard, progress, bar,
+                                          force=ctx.force))]
     for split, result in results:
         if not result.done:
             complete = False
@@ -150,8 +151,8 @@ STAGE = Stage(
     inputs=lambda ctx: [ctx.posts(s) for s in SPLITS],
     outputs=outputs,
     sections=("encoders",),
-    modules=("features.encoders", "features.encoders_image", "features.encoders_text", "features.encoders_run",
-             "features.image_stats"),
+    modules=("features.encoders", "features.encoders_clip", "features.encoders_image", "features.encoders_text",
+             "features.encoders_run", "features.image_stats", "common.written"),
     enabled=lambda ctx: ctx.config.encoders.enabled,
     description="image + text embeddings (resumable, shardable) and image statistics",
     fingerprint=image_files,

@@ -19,6 +19,7 @@ same command resumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import logging
 import os
@@ -164,7 +165,7 @@ def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, 
         lock.forget(stage)
         started = time.perf_counter()
         log.info("[%s] running: %s", stage.name, stage.description)
-        stage.run(ctx)
+        stage.run(dataclasses.replace(ctx, force=True) if force else ctx)
         missing_out = [p for p in stage.outputs(ctx) if not p.exists()]
         if missing_out:
             raise RuntimeError(f"stage {stage.name} finished without writing {missing_out[0]}")

@@ -327,7 +327,8 @@ def test_rerun_is_bit_identical_and_resumes_after_a_crash(clip_run, smpd_posts, 
         encode_posts(ctx, progress=False)
     # batches 0-2 of train were written (batch 2 has no usable image, so it never reached the model)
     chunk_files = sorted(ctx.config_dir.glob("features/encoders/*/_chunks/train-image-*/*.npz"))
-    assert [p.name[:7] for p in chunk_files] == ["000000-", "000001-", "000002-"]  # index-digest of its files
+    # rows [start, stop) and the digest of their files
+    assert [p.name[:19] for p in chunk_files] == ["000000000-000000004", "000000004-000000008", "000000008-000000012"]
     assert not any(p.exists() for p in output_paths(ctx.encoder_cache, ctx.config.encoders))
     # a half-written temp file of the batch being written when the process died is ignored
     (chunk_files[0].parent / ".000003.npz.abc.tmp").write_bytes(b"partial")
