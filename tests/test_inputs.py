@@ -85,3 +85,79 @@ def test_a_torn_leaderboard_row_is_named_and_left_out(tmp_path, caplog):
     assert board["run"].tolist() == ["first", "third"]
     assert list(board.columns) == LEADERBOARD_COLUMNS
     assert "second" not in path.read_text()
+
+
+# --- config mistakes: one line at load -------------------------------------------------------------
+def test_a_feature_set_naming_no_block_is_a_config_error_at_load(data, tmp_path, capsys):
+    assert run_all(data, tmp_path, "--set", "gbdt.feature_sets.x=[nosuchblock]", "--run-name", "r") == 2
+    assert "gbdt.feature_sets.x: unknown block(s) ['nosuchblock']" in one_error_line(capsys)
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("seed: 0\ngbdt: !!python/object/apply:os.system ['true']\n", "could not determine a constructor"),
+    ("seed: 0\ngbdt: [1, 2\n", "expected ',' or ']'"),
+])
+def test_a_yaml_that_safe_load_refuses_is_one_line_naming_file_and_line(data, tmp_path, capsys, text, problem):
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    assert run_all(data, tmp_path, "--config", str(config), "--run-name", "r") == 2
+    line = one_error_line(capsys)
+    assert line.startswith(f"error: {config}, line ") and problem in line
+
+
+# --- data mistakes: named by the reader ------------------------------------------------------------
+@pytest.mark.parametrize("label", ["-0.5", "1e308", "31"])
+def test_a_label_outside_the_scores_range_is_located(data, label):
+    from features.smpd import SMPDFormatError, read_split
+    from tiny_demo import set_line
+    set_line(data / "train_label.txt", 12, label)
+    with pytest.raises(SMPDFormatError, match=rf"train_label.txt, row 12, field 'label': label '{label}' is "
+                                              r"outside 0\.\.30"):
+        read_split(data, "train")
+
+
+def test_a_train_split_too_small_for_the_folds_stops_the_run_in_read_data(data, tmp_path, capsys):
+    assert run_all(data, tmp_path, "--set", "validation.n_folds=20", "--run-name", "r") == 1
+    err = capsys.readouterr().err
+    assert "train_category.json: 80 train posts are too few for 20 validation folds" in err
+    assert not list((tmp_path / "work").glob("config-*/folds.parquet"))
+
+
+def test_a_key_given_twice_in_an_official_object_is_located(data):
+    from features.smpd import SMPDFormatError, read_split
+    path = data / "train_text.json"
+    text = path.read_text()
+    first_title = text.index('"Title"')
+    second = text.index('"Title"', first_title + 1)  # row 1's Title, given twice
+    path.write_text(text[:second] + '"Title": "again", ' + text[second:])
+    with pytest.raises(SMPDFormatError, match=r"train_text.json, row 1, field 'Title': key given twice"):
+        read_split(data, "train")
+
+
+def test_a_key_given_twice_in_a_derived_json_file_is_named(tmp_path):
+    from common.io import read_json
+    path = tmp_path / "best_params.json"
+    path.write_text('{"num_leaves": 7, "num_leaves": 255}')
+    with pytest.raises(ValueError, match=rf"{path}: key 'num_leaves' given twice"):
+        read_json(path)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_an_official_file_that_is_not_a_regular_file_is_named_never_a_hang(data, tmp_path, capsys, kind):
+    import os
+    path = data / "test_text.json"
+    path.unlink()
+    os.mkfifo(path) if kind == "fifo" else path.mkdir()
+    if kind == "fifo":  # code that opens the FIFO would wait for a writer: one comes after 30 s, so it fails
+        import threading
+        unblock = threading.Timer(30, lambda: os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK)))
+        unblock.daemon = True
+        unblock.start()
+    try:
+        assert run_all(data, tmp_path, "--run-name", "r") == 1
+    finally:
+        if kind == "fifo":
+            unblock.cancel()
+    expected = "a directory" if kind == "directory" else "a FIFO, device or socket"
+    assert f"{path}: is {expected}, not a regular file" in capsys.readouterr().err
