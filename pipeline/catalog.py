@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,12 +201,47 @@ def add_context_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="SMPD directory in the official layout (default: the built-in demo)")
     parser.add_argument("--work-dir", type=Path, help="the data set's folder for derived data (default: "
                         "work/<data set name>); each config gets a config-<digest> folder inside it")
-    parser.add_argument("--run-name", help="name of the run folder under submissions/ (default: <data set>-<UTC time>)")
+    parser.add_argument("--run-name", type=run_name_argument,
+                        help="name of the run folder under submissions/: letters, digits, '-', '_', '.', not "
+                             "starting with '.' (default: <data set>-<UTC time>)")
     parser.add_argument("--config", type=Path, help="YAML config (default: configs/demo.yaml or configs/smpd.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set gbdt.num_boost_round=200")
     parser.add_argument("--test-labels", type=Path, help="hidden test labels (one float a line) to score the run")
     parser.add_argument("--submissions-dir", type=Path, default=REPO_ROOT / "submissions")
+
+
+# one folder name: no separator, no leading '.' (hidden, `..`), nothing a line-based tool would split
+RUN_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,199}")
+
+
+def run_name_argument(name: str) -> str:
+    """--run-name: one folder name under submissions/ (argparse turns the error into one line)."""
+    if not RUN_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{name!r} is not a run name: one folder name of letters, digits, '-', '_' and '.', "
+            "not starting with '.', at most 200 characters")
+    return name
+
+
+def check_run_folder(run_dir: Path, config: Config) -> None:
+    """A run folder that another config wrote is never overwritten: the same config (a rerun, a
+    resume) may reuse it, another one is an error that says how to choose another name."""
+    record = run_dir / "config.yaml"
+    if not record.is_file():
+        return
+    import yaml
+    if record.read_text() != yaml.safe_dump(config.to_dict(), sort_keys=True):
+        raise ConfigError(f"run folder {run_dir} holds a run of another config; choose another --run-name "
+                          "(or leave it out for a timestamped one), or remove that folder to replace it")
+
+
+def check_outside_data(data_dir: Path, folders: dict[str, Path]) -> None:
+    """The data folder is only read: no output folder may be inside it."""
+    for option, folder in folders.items():
+        if folder == data_dir or data_dir in folder.parents:
+            raise ConfigError(f"{option} {folder} is inside the data folder {data_dir}, which is never written "
+                              "to; choose a folder outside it")
 
 
 def data_set_name(data_dir: Path) -> str:
@@ -246,10 +282,16 @@ def make_context(args: argparse.Namespace) -> RunContext:
         test_labels = args.test_labels
     if test_labels is not None and not is_demo and not Path(test_labels).is_file():
         raise ConfigError(f"--test-labels {test_labels} is not a file")
-    run_name = args.run_name or f"{dataset}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    # the default from the data folder's name, which may hold any character: the others become '_'
+    run_name = args.run_name or re.sub(r"[^A-Za-z0-9_.\-]", "_", dataset).lstrip(".") + \
+        f"-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     shared_dir = Path(shared_dir).resolve()
+    submissions_dir = args.submissions_dir.resolve()
+    if not is_demo:
+        check_outside_data(data_dir, {"--work-dir": shared_dir, "--submissions-dir": submissions_dir})
+    check_run_folder(submissions_dir / run_name, config)
     return RunContext(config=config, data_dir=data_dir, config_dir=shared_dir / f"config-{config.work_digest()}",
-                      run_name=run_name, submissions_dir=args.submissions_dir.resolve(),
+                      run_name=run_name, submissions_dir=submissions_dir,
                       test_labels=Path(test_labels).resolve() if test_labels else None, is_demo=is_demo,
                       shared_dir=shared_dir, dataset=dataset)
 

@@ -22,6 +22,7 @@ from pipeline.catalog import RunContext, add_context_arguments, make_context
 from pipeline.stage import Stage, load_stages
 from reporting.figures import wrap_titles
 from reporting.report_page import ReportFigure, RunReport, latest_run, leaderboard_position, ranked_runs, render_report
+from reporting.submission_format import read_leaderboard as read_leaderboard_file
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def dataset_name(ctx: RunContext) -> str:
 
 
 def read_leaderboard(ctx: RunContext) -> pd.DataFrame | None:
-    return pd.read_csv(ctx.leaderboard, dtype=str) if ctx.leaderboard.is_file() else None
+    return read_leaderboard_file(ctx.leaderboard)
 
 
 def stage_status(ctx: RunContext) -> list[dict]:

@@ -30,7 +30,6 @@ import time
 # the policy must be set before LightGBM (or torch) is imported
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
 from common.io import read_json, write_text  # noqa: E402
@@ -180,6 +179,7 @@ def run_summary(ctx: RunContext, seconds: float) -> str:
     """One line: the run's scores (validation, and test when labels were given), its leaderboard
     position among the runs of this data set, and its folder."""
     from reporting.report_page import leaderboard_position
+    from reporting.submission_format import read_leaderboard
     parts = [f"done in {_duration(seconds)}"]
     scores_file = ctx.scores
     if scores_file.is_file():
@@ -190,7 +190,7 @@ def run_summary(ctx: RunContext, seconds: float) -> str:
                 parts.append(f"{name} SRC {values['src']:.4f} MAE {values['mae']:.4f}")
         if not scores.get("test"):
             parts.append("test: no labels")
-        board = pd.read_csv(ctx.leaderboard, dtype=str) if ctx.leaderboard.is_file() else None
+        board = read_leaderboard(ctx.leaderboard)
         position = leaderboard_position(board, ctx.run_name, ctx.dataset) if board is not None else None
         parts.append(f"leaderboard {position[0]} of {position[1]} on {ctx.dataset}" if position
                      else "not on the leaderboard")

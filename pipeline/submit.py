@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import subprocess
 from datetime import datetime, timezone
-from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,8 @@ from models.metrics import score, score_by_kind
 from models.validation import folds_digest, run_protocol, scored_rows, seen_in_fit
 from pipeline.catalog import REPO_ROOT, RunContext
 from pipeline.stage import Stage
-from reporting.submission_format import append_leaderboard, check_submission, submission_csv, submission_json
+from reporting.submission_format import (append_leaderboard, check_submission, read_leaderboard, submission_csv,
+                                          submission_json, write_leaderboard)
 
 log = logging.getLogger(__name__)
 
@@ -134,10 +134,7 @@ def run(ctx: RunContext) -> None:
 def add_leaderboard_row(path: Path, row: dict) -> None:
     """Append one row to the leaderboard CSV; runs submitting at the same time each keep their row."""
     with file_lock(path):
-        board = pd.read_csv(path, dtype=str) if path.is_file() else None
-        buffer = StringIO()
-        append_leaderboard(board, row).to_csv(buffer, index=False)
-        write_text(path, buffer.getvalue())
+        write_text(path, write_leaderboard(append_leaderboard(read_leaderboard(path), row)))
 
 
 def outputs(ctx: RunContext) -> list[Path]:

@@ -1,11 +1,16 @@
 """The challenge's submission formats (CSV and JSON), their checks, and the leaderboard."""
 from __future__ import annotations
 
+import csv
 import io
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 JSON_VERSION = "VERSION 1.2"
 LEADERBOARD_COLUMNS = ["run", "time", "commit", "config_digest", "dataset", "scheme",
@@ -67,6 +72,59 @@ def read_submission_csv(text: str) -> pd.DataFrame:
     if list(frame.columns) != ["post_id", "popularity_score"]:
         raise SubmissionError(f"header must be post_id,popularity_score, got {','.join(frame.columns)}")
     return frame
+
+
+# a text cell starting with one of these is a formula (or a command) to a spreadsheet; written with a
+# leading `'` it shows as text. `'` itself is escaped too, so reading takes exactly one `'` off again
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def escape_cell(value):
+    """A leaderboard cell as written: text that a spreadsheet would run gets a leading `'`;
+    numbers (a negative score) stay numbers."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def unescape_cell(value):
+    return value[1:] if isinstance(value, str) and value.startswith("'") else value
+
+
+def read_leaderboard(path: Path) -> pd.DataFrame | None:
+    """The leaderboard's rows as text (None when there is none). A torn row (fewer or more cells than
+    the header, as a run killed mid-write or a hand edit leaves it) is named in a warning and left out,
+    never padded into a valid-looking row."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return None
+    header, kept = rows[0], []
+    for number, cells in enumerate(rows[1:], start=2):
+        if len(cells) != len(header):
+            log.warning("%s, line %d: torn row (%d of %d cells), left out: %.80r", path, number, len(cells),
+                        len(header), ",".join(cells))
+            continue
+        kept.append([unescape_cell(c) if c != "" else None for c in cells])
+    return pd.DataFrame(kept, columns=header, dtype=object)
+
+
+def write_leaderboard(board: pd.DataFrame) -> str:
+    """The leaderboard as CSV text, its text cells escaped (escape_cell)."""
+    buffer = io.StringIO()
+    board.map(escape_cell).to_csv(buffer, index=False)
+    return buffer.getvalue()
 
 
 def append_leaderboard(board: pd.DataFrame | None, row: dict) -> pd.DataFrame:
