@@ -1,0 +1,53 @@
+"""Damaged bookkeeping is named and rebuilt; two runs on one data set both finish (issue 24)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tiny_demo import OPTIONAL_OFF, TINY_DEMO, config_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = [*TINY_DEMO, "--set", "gbdt.num_boost_round=30", *OPTIONAL_OFF]
+
+
+def command(tmp: Path, work: str, run: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--work-dir", str(tmp / work),
+            "--submissions-dir", str(tmp / f"subs-{work}"), "--run-name", run, *TINY, *extra]
+
+
+def run_all(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_an_unreadable_lock_is_named_once_and_every_stage_reruns(tmp_path):
+    first = run_all(command(tmp_path, "work", "a"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    own = config_dir(tmp_path / "work") / "stages.lock.json"
+    shared = tmp_path / "work" / "stages.lock.json"
+    text = own.read_text()
+    own.write_text(text[: len(text) // 2])  # truncated mid-write
+    shared.write_text("{}")  # valid JSON, not a lock
+    again = run_all(command(tmp_path, "work", "a"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    for path in (own, shared):
+        named = [line for line in again.stderr.splitlines() if f"cannot read {path} (" in line]
+        assert len(named) == 1 and named[0].endswith("treating every stage as out of date"), again.stderr[-3000:]
+    assert "up to date, skipped" not in again.stderr  # nothing it described is trusted
+    # the rebuilt locks are whole again: a plain rerun is quiet and skips everything
+    third = run_all(command(tmp_path, "work", "a"))
+    assert third.returncode == 0 and "cannot read" not in third.stderr, third.stderr[-3000:]
+    assert "[train_linear] up to date, skipped" in third.stderr
+
+
+def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn(tmp_path):
+    other = ["--set", "gbdt.num_boost_round=20"]
+    together = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for cmd in (command(tmp_path, "work", "a"), command(tmp_path, "work", "b", *other))]
+    outputs = [p.communicate(timeout=600) for p in together]
+    for proc, (_, err) in zip(together, outputs):
+        assert proc.returncode == 0, err[-3000:]
+    alone = run_all(command(tmp_path, "alone", "b", *other))
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    side_by_side = (tmp_path / "subs-work" / "b" / "submission.csv").read_bytes()
+    assert side_by_side == (tmp_path / "subs-alone" / "b" / "submission.csv").read_bytes()
