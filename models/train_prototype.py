@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, read_json, write_json
+from common.io import atomic_path, file_digest, read_json, write_json
 from common.pca import PCA
 from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
                               pretext_loss, tokenize_class_names, total_loss)
@@ -425,12 +426,33 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, feature_fold: np.ndarray, vo
 
 
 def _load_fold_outputs(fold_dir: Path | None, key: str) -> dict[str, np.ndarray] | None:
+    """A finished fold's embeddings, or None: none yet, another run key, or a file that does not
+    match the digest written with it (named in one warning; the fold is then embedded again)."""
     if fold_dir is None or not (fold_dir / "outputs.npz").is_file() or not (fold_dir / "outputs.json").is_file():
         return None
-    if read_json(fold_dir / "outputs.json").get("key") != key:
+    npz_path, record_path = fold_dir / "outputs.npz", fold_dir / "outputs.json"
+    try:
+        record = read_json(record_path)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as err:
+        log.warning("cannot read %s (%s); rebuilding the fold's outputs", record_path, _first_line(err))
         return None
-    with np.load(fold_dir / "outputs.npz") as npz:
-        return {name: npz[name] for name in npz.files}
+    if record.get("key") != key:
+        return None
+    try:
+        if record.get("sha256") != file_digest(npz_path, {}):
+            raise ValueError("its content does not match the digest in outputs.json")
+        with np.load(npz_path) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("cannot read %s (%s); rebuilding the fold's outputs", npz_path, _first_line(err))
+        return None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _save_fold_outputs(fold_dir: Path | None, key: str, outputs: dict[str, np.ndarray]) -> None:
@@ -439,7 +461,8 @@ def _save_fold_outputs(fold_dir: Path | None, key: str, outputs: dict[str, np.nd
     with atomic_path(fold_dir / "outputs.npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **outputs)
-    write_json(fold_dir / "outputs.json", {"key": key})
+    # the digest is checked before the file is reused: a damaged file is rebuilt, never used
+    write_json(fold_dir / "outputs.json", {"key": key, "sha256": file_digest(fold_dir / "outputs.npz", {})})
 
 
 # --- feature tables ----------------------------------------------------------------------

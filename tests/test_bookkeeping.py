@@ -51,3 +51,30 @@ def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn
     assert alone.returncode == 0, alone.stderr[-3000:]
     side_by_side = (tmp_path / "subs-work" / "b" / "submission.csv").read_bytes()
     assert side_by_side == (tmp_path / "subs-alone" / "b" / "submission.csv").read_bytes()
+
+
+# --- the prototype stage's per-fold outputs -----------------------------------------------------
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes"])
+def test_a_damaged_fold_output_is_named_and_embedded_again(tmp_path, caplog, damage):
+    import torch
+    from test_prototype import CPU, make_split, small_cfg
+
+    from models import train_prototype as tp
+    _, train, vocab = make_split(90, 0)
+    _, test, _ = make_split(30, 1, vocab, with_label=False)
+    cfg = small_cfg(epochs=1, use_prompts_global=False, use_prompts_local=False)
+    feature_fold = np.arange(len(train)) % 2
+    torch.set_num_threads(1)
+    first, first_test = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    npz = tmp_path / "fold_1" / "outputs.npz"
+    body = npz.read_bytes()
+    npz.write_bytes(body[: len(body) // 2] if damage == "truncated"
+                    else body[:-64] + bytes(64 - 1) + b"x")  # the zip's tail: its directory
+    caplog.set_level("WARNING")
+    again, again_test = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    named = [r.getMessage() for r in caplog.records if str(npz) in r.getMessage()]
+    assert len(named) == 1 and named[0].startswith(f"cannot read {npz} (") and "rebuilding" in named[0], named
+    for name in first:
+        np.testing.assert_array_equal(again[name], first[name])
+        np.testing.assert_array_equal(again_test[name], first_test[name])
+    assert np.load(npz).files  # rewritten whole
