@@ -41,12 +41,14 @@ def test_an_unreadable_lock_is_named_once_and_every_stage_reruns(tmp_path):
 
 
 def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn(tmp_path):
-    other = ["--set", "gbdt.num_boost_round=20"]
+    # the encoders on: both runs encode into the data set's one encoder cache
+    other = ["--set", "encoders.enabled=true", "--set", "encoders.num_workers=0", "--set", "gbdt.num_boost_round=20"]
     together = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                for cmd in (command(tmp_path, "work", "a"), command(tmp_path, "work", "b", *other))]
+                for cmd in (command(tmp_path, "work", "a", *other[:4]), command(tmp_path, "work", "b", *other))]
     outputs = [p.communicate(timeout=600) for p in together]
     for proc, (_, err) in zip(together, outputs):
         assert proc.returncode == 0, err[-3000:]
+    assert any("waiting for another run" in err for _, err in outputs)  # they took turns, and said so
     alone = run_all(command(tmp_path, "alone", "b", *other))
     assert alone.returncode == 0, alone.stderr[-3000:]
     side_by_side = (tmp_path / "subs-work" / "b" / "submission.csv").read_bytes()
