@@ -80,3 +80,20 @@ def test_a_damaged_fold_output_is_named_and_embedded_again(tmp_path, caplog, dam
         np.testing.assert_array_equal(again[name], first[name])
         np.testing.assert_array_equal(again_test[name], first_test[name])
     assert np.load(npz).files  # rewritten whole
+
+
+# --- the tuning study -----------------------------------------------------------------------------
+def test_a_damaged_study_file_is_named_moved_aside_and_rebuilt(tmp_path):
+    tuned = ["--set", "tuning.enabled=true", "--set", "tuning.n_trials=1"]
+    first = run_all(command(tmp_path, "work", "a", *tuned))
+    assert first.returncode == 0, first.stderr[-3000:]
+    study = tmp_path / "work" / "tuning" / "study.db"
+    body = study.read_bytes()
+    study.write_bytes(body[: len(body) // 3])
+    again = run_all(command(tmp_path, "work", "a", *tuned, "--stages", "tune", "--force"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    named = [line for line in again.stderr.splitlines() if f"cannot read {study} (" in line]
+    assert len(named) == 1 and "moved aside" in named[0] and "rebuilding the study" in named[0], again.stderr[-3000:]
+    assert len(list(study.parent.glob("study.db.unreadable-*"))) == 1 and study.is_file()
+    plain = run_all(command(tmp_path, "work", "a", *tuned))
+    assert plain.returncode == 0 and "cannot read" not in plain.stderr, plain.stderr[-3000:]
