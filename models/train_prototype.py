@@ -233,6 +233,10 @@ def target_stats(data: ProtoData, rows: np.ndarray) -> tuple[float, float]:
     return float(y.mean()), float(max(y.std(), 1e-6))
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file that is damaged (truncated, overwritten), as opposed to one that holds code."""
+
+
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     """A checkpoint this pipeline wrote (tensors and plain values only), loaded without running any code.
 
@@ -242,7 +246,9 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     import pickle
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+    except (RuntimeError, EOFError) as err:  # truncated or overwritten: not a zip archive torch can read
+        raise UnreadableCheckpoint(f"cannot read {path} ({_first_line(err)})") from None
+    except (pickle.UnpicklingError, AttributeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a checkpoint of this pipeline (it may hold only tensors and plain values; "
                          f"{first_line}); it was not loaded. Delete it, or rerun the prototype stage "
@@ -271,8 +277,12 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
     history: list[dict] = []
     start_epoch = 0
     ckpt = Path(ckpt_dir) / "last.pt" if ckpt_dir is not None else None
+    state = {}
     if ckpt is not None and ckpt.is_file():
-        state = read_checkpoint(ckpt, device)
+        try:
+            state = read_checkpoint(ckpt, device)
+        except UnreadableCheckpoint as err:  # a damaged file is trained again; one holding code stays an error
+            log.warning("%s; training the network again from its first epoch", err)
         if state.get("key") == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])

@@ -97,3 +97,26 @@ def test_a_damaged_study_file_is_named_moved_aside_and_rebuilt(tmp_path):
     assert len(list(study.parent.glob("study.db.unreadable-*"))) == 1 and study.is_file()
     plain = run_all(command(tmp_path, "work", "a", *tuned))
     assert plain.returncode == 0 and "cannot read" not in plain.stderr, plain.stderr[-3000:]
+
+
+def test_a_truncated_checkpoint_is_named_and_the_network_trained_again(tmp_path, caplog):
+    import torch
+    from test_prototype import CPU, make_split, small_cfg
+
+    from models import train_prototype as tp
+    _, train, vocab = make_split(90, 0)
+    _, test, _ = make_split(30, 1, vocab, with_label=False)
+    cfg = small_cfg(epochs=1, use_prompts_global=False, use_prompts_local=False)
+    feature_fold = np.arange(len(train)) % 2
+    torch.set_num_threads(1)
+    first, _ = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    ckpt = tmp_path / "fold_0" / "last.pt"
+    (tmp_path / "fold_0" / "outputs.npz").unlink()  # the fold is not finished: its checkpoint is read
+    body = ckpt.read_bytes()
+    ckpt.write_bytes(body[: len(body) // 2])
+    caplog.set_level("WARNING")
+    again, _ = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    named = [r.getMessage() for r in caplog.records if str(ckpt) in r.getMessage()]
+    assert len(named) == 1 and named[0].startswith(f"cannot read {ckpt} (") and "training" in named[0], named
+    for name in first:
+        np.testing.assert_array_equal(again[name], first[name])
