@@ -86,8 +86,19 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+class UnreadableFile(ValueError):
+    """A derived file that exists but cannot be parsed (truncated, overwritten): names the file."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"cannot read {path} ({reason})")
+        self.path, self.reason = Path(path), reason
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableFile(path, str(err).splitlines()[0]) from None
 
 
 def _json_default(value: Any) -> Any:

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, file_digest, read_json, write_json
+from common.io import UnreadableFile, atomic_path, file_digest, read_json, write_json
 from common.pca import PCA
 from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
                               pretext_loss, tokenize_class_names, total_loss)
@@ -443,10 +443,11 @@ def _load_fold_outputs(fold_dir: Path | None, key: str) -> dict[str, np.ndarray]
     npz_path, record_path = fold_dir / "outputs.npz", fold_dir / "outputs.json"
     try:
         record = read_json(record_path)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as err:
-        log.warning("cannot read %s (%s); rebuilding the fold's outputs", record_path, _first_line(err))
+    except UnreadableFile as err:
+        log.warning("%s; rebuilding the fold's outputs", err)
+        return None
+    if not isinstance(record, dict):
+        log.warning("cannot read %s (not a JSON object); rebuilding the fold's outputs", record_path)
         return None
     if record.get("key") != key:
         return None

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from common.io import file_digest, read_json, write_json
+from common.io import UnreadableFile, file_digest, read_json, write_json
 from pipeline.catalog import RunContext
 
 
@@ -126,8 +126,10 @@ class Lock:
         try:
             data = read_json(path)
             reason = _lock_shape_error(data)
-        except (OSError, ValueError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        except UnreadableFile as err:
+            reason = err.reason
+        except OSError as err:
+            reason = err.strerror or str(err)
         if reason:
             log.warning("cannot read %s (%s); treating every stage as out of date", path, reason)
             return empty

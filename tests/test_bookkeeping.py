@@ -120,3 +120,13 @@ def test_a_truncated_checkpoint_is_named_and_the_network_trained_again(tmp_path,
     assert len(named) == 1 and named[0].startswith(f"cannot read {ckpt} (") and "training" in named[0], named
     for name in first:
         np.testing.assert_array_equal(again[name], first[name])
+
+
+def test_a_truncated_json_file_is_named_in_one_line(tmp_path):
+    from common.io import read_json, write_json
+    path = tmp_path / "scores.json"
+    write_json(path, {"validation": {"src": 0.5, "mae": 1.0}})
+    path.write_text(path.read_text()[:20])
+    with pytest.raises(ValueError) as caught:
+        read_json(path)
+    assert str(caught.value).startswith(f"cannot read {path} (") and "\n" not in str(caught.value)
