@@ -101,13 +101,24 @@ def json_object(pairs: list[tuple[str, Any]]) -> dict:
     return twice
 
 
+class UnreadableFile(ValueError):
+    """A derived file that exists but cannot be parsed (truncated, overwritten): names the file."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"cannot read {path} ({reason})")
+        self.path, self.reason = Path(path), reason
+
+
 def read_json(path: str | Path) -> Any:
     def strict(pairs):
         record = json_object(pairs)
         if isinstance(record, KeyTwice):
-            raise ValueError(f"{path}: key {record.key!r} given twice in one object")
+            raise UnreadableFile(path, f"key {record.key!r} given twice in one object")
         return record
-    return json.loads(Path(path).read_text(), object_pairs_hook=strict)
+    try:
+        return json.loads(Path(path).read_text(), object_pairs_hook=strict)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnreadableFile(path, str(err).splitlines()[0]) from None
 
 
 def _json_default(value: Any) -> Any:

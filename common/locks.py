@@ -17,12 +17,18 @@ class FileLock:
         self.path = Path(path)
         self._handle = None
 
-    def acquire(self) -> None:
+    def acquire(self, on_wait=None) -> None:
+        """Block until the lock is held; `on_wait()` is called once first when another holds it."""
         if self._handle is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         self._handle = handle
 
     def release(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from common.io import atomic_path, read_json, write_json
+from common.io import UnreadableFile, atomic_path, file_digest, read_json, write_json
 from common.pca import PCA
 from models.prototype import (LEVEL_COLUMNS, LevelPrototypes, PrototypeNet, build_prototypes, entropy,
                               pretext_loss, tokenize_class_names, total_loss)
@@ -232,6 +233,10 @@ def target_stats(data: ProtoData, rows: np.ndarray) -> tuple[float, float]:
     return float(y.mean()), float(max(y.std(), 1e-6))
 
 
+class UnreadableCheckpoint(ValueError):
+    """A checkpoint file that is damaged (truncated, overwritten), as opposed to one that holds code."""
+
+
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     """A checkpoint this pipeline wrote (tensors and plain values only), loaded without running any code.
 
@@ -241,7 +246,9 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:
     import pickle
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError, ValueError) as err:
+    except (RuntimeError, EOFError) as err:  # truncated or overwritten: not a zip archive torch can read
+        raise UnreadableCheckpoint(f"cannot read {path} ({_first_line(err)})") from None
+    except (pickle.UnpicklingError, AttributeError, ValueError) as err:
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a checkpoint of this pipeline (it may hold only tensors and plain values; "
                          f"{first_line}); it was not loaded. Delete it, or rerun the prototype stage "
@@ -270,8 +277,12 @@ def train_model(cfg, data: ProtoData, rows: np.ndarray, vocab: ClassVocab, backb
     history: list[dict] = []
     start_epoch = 0
     ckpt = Path(ckpt_dir) / "last.pt" if ckpt_dir is not None else None
+    state = {}
     if ckpt is not None and ckpt.is_file():
-        state = read_checkpoint(ckpt, device)
+        try:
+            state = read_checkpoint(ckpt, device)
+        except UnreadableCheckpoint as err:  # a damaged file is trained again; one holding code stays an error
+            log.warning("%s; training the network again from its first epoch", err)
         if state.get("key") == key:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -425,12 +436,34 @@ def fit_oof(cfg, train: ProtoData, test: ProtoData, feature_fold: np.ndarray, vo
 
 
 def _load_fold_outputs(fold_dir: Path | None, key: str) -> dict[str, np.ndarray] | None:
+    """A finished fold's embeddings, or None: none yet, another run key, or a file that does not
+    match the digest written with it (named in one warning; the fold is then embedded again)."""
     if fold_dir is None or not (fold_dir / "outputs.npz").is_file() or not (fold_dir / "outputs.json").is_file():
         return None
-    if read_json(fold_dir / "outputs.json").get("key") != key:
+    npz_path, record_path = fold_dir / "outputs.npz", fold_dir / "outputs.json"
+    try:
+        record = read_json(record_path)
+    except UnreadableFile as err:
+        log.warning("%s; rebuilding the fold's outputs", err)
         return None
-    with np.load(fold_dir / "outputs.npz") as npz:
-        return {name: npz[name] for name in npz.files}
+    if not isinstance(record, dict):
+        log.warning("cannot read %s (not a JSON object); rebuilding the fold's outputs", record_path)
+        return None
+    if record.get("key") != key:
+        return None
+    try:
+        if record.get("sha256") != file_digest(npz_path, {}):
+            raise ValueError("its content does not match the digest in outputs.json")
+        with np.load(npz_path) as npz:
+            return {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        log.warning("cannot read %s (%s); rebuilding the fold's outputs", npz_path, _first_line(err))
+        return None
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _save_fold_outputs(fold_dir: Path | None, key: str, outputs: dict[str, np.ndarray]) -> None:
@@ -439,7 +472,8 @@ def _save_fold_outputs(fold_dir: Path | None, key: str, outputs: dict[str, np.nd
     with atomic_path(fold_dir / "outputs.npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **outputs)
-    write_json(fold_dir / "outputs.json", {"key": key})
+    # the digest is checked before the file is reused: a damaged file is rebuilt, never used
+    write_json(fold_dir / "outputs.json", {"key": key, "sha256": file_digest(fold_dir / "outputs.npz", {})})
 
 
 # --- feature tables ----------------------------------------------------------------------

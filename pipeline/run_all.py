@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import yaml  # noqa: E402
 
 from common.io import read_json, write_text  # noqa: E402
+from common.locks import FileLock  # noqa: E402
 from pipeline.catalog import RunContext, add_context_arguments, make_context  # noqa: E402
 from pipeline.config import ConfigError  # noqa: E402
 from pipeline.stage import Lock, Stage, load_stages, stage_key  # noqa: E402
@@ -138,8 +139,31 @@ def plan_text(ctx: RunContext, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# stages that are not Stage.shared but write into the data set's shared folder: the encoder
+# cache (chunks merged into arrays), the prototype networks, the tuning study
+WRITES_SHARED = {"encode", "prototype", "tune"}
+
+
+def _holding(path, what: str) -> FileLock:
+    """An flock on `path`, taken now; says in the log when it waits for another run."""
+    lock = FileLock(path)
+    lock.acquire(on_wait=lambda: log.info("waiting for another run (it holds %s, %s)", path, what))
+    return lock
+
+
 def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool) -> None:
+    """Run the stages; two runs on one data set take turns: one config folder is used by one run
+    at a time, and a stage that writes the shared folder runs under the data set's shared lock
+    (the lock entries are read again once it is held: the other run may have recorded them)."""
     ctx.config_dir.mkdir(parents=True, exist_ok=True)
+    config_held = _holding(ctx.config_dir / ".run.lock", "the config folder")
+    try:
+        _run_stages(ctx, stages, selected, force)
+    finally:
+        config_held.release()
+
+
+def _run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool) -> None:
     config_text = yaml.safe_dump(ctx.config.to_dict(), sort_keys=True)
     config_file = ctx.config_record
     if not config_file.is_file() or config_file.read_text() != config_text:
@@ -156,22 +180,33 @@ def run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None, 
         if missing:
             raise FileNotFoundError(f"stage {stage.name}: input {missing[0]} is missing; "
                                     "run the stages before it first")
-        lock = locks[stage.shared]
-        key = stage_key(stage, ctx, lock.hashes)
-        if not force and lock.is_current(stage, ctx, key):
-            log.info("[%s] up to date, skipped", stage.name)
-            continue
-        lock.forget(stage)
-        started = time.perf_counter()
-        log.info("[%s] running: %s", stage.name, stage.description)
-        stage.run(dataclasses.replace(ctx, force=True) if force else ctx)
-        missing_out = [p for p in stage.outputs(ctx) if not p.exists()]
-        if missing_out:
-            raise RuntimeError(f"stage {stage.name} finished without writing {missing_out[0]}")
-        seconds = time.perf_counter() - started
-        # inputs may be outputs of this very run (demo data): hash them after the stage
-        lock.record(stage, ctx, stage_key(stage, ctx, lock.hashes), seconds)
-        log.info("[%s] done in %.1f s", stage.name, seconds)
+        shared_held = None
+        if stage.shared or stage.name in WRITES_SHARED:
+            shared_held = _holding(ctx.shared_dir / ".shared.lock", f"the shared folder, stage {stage.name}")
+            locks[True].refresh()
+        try:
+            _run_stage(ctx, stage, locks[stage.shared], force)
+        finally:
+            if shared_held is not None:
+                shared_held.release()
+
+
+def _run_stage(ctx: RunContext, stage: Stage, lock: Lock, force: bool) -> None:
+    key = stage_key(stage, ctx, lock.hashes)
+    if not force and lock.is_current(stage, ctx, key):
+        log.info("[%s] up to date, skipped", stage.name)
+        return
+    lock.forget(stage)
+    started = time.perf_counter()
+    log.info("[%s] running: %s", stage.name, stage.description)
+    stage.run(dataclasses.replace(ctx, force=True) if force else ctx)
+    missing_out = [p for p in stage.outputs(ctx) if not p.exists()]
+    if missing_out:
+        raise RuntimeError(f"stage {stage.name} finished without writing {missing_out[0]}")
+    seconds = time.perf_counter() - started
+    # inputs may be outputs of this very run (demo data): hash them after the stage
+    lock.record(stage, ctx, stage_key(stage, ctx, lock.hashes), seconds)
+    log.info("[%s] done in %.1f s", stage.name, seconds)
 
 
 # --- the last line -----------------------------------------------------------------------------

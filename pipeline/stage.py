@@ -18,14 +18,17 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from common.io import file_digest, read_json, write_json
+from common.io import UnreadableFile, file_digest, read_json, write_json
 from pipeline.catalog import RunContext
 
+
+log = logging.getLogger("smp")
 
 PathsFn = Callable[[RunContext], list[Path]]
 
@@ -121,7 +124,36 @@ class Lock:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = read_json(path) if path.is_file() else {"stages": {}, "hashes": {}}
+        self.data = self._read(path)
+        self._seen = self._file_signature()
+
+    def _file_signature(self) -> str:
+        return _signature(self.path) if self.path.is_file() else ""
+
+    def refresh(self) -> None:
+        """Read the file again if another process wrote it since this one read or saved it."""
+        if self._file_signature() != self._seen:
+            self.data = self._read(self.path)
+            self._seen = self._file_signature()
+
+    @staticmethod
+    def _read(path: Path) -> dict:
+        """The lock's content; one that cannot be read (truncated, not JSON, another shape) is
+        named in one warning and read as empty: nothing it described counts as up to date."""
+        empty = {"stages": {}, "hashes": {}}
+        if not path.is_file():
+            return empty
+        try:
+            data = read_json(path)
+            reason = _lock_shape_error(data)
+        except UnreadableFile as err:
+            reason = err.reason
+        except OSError as err:
+            reason = err.strerror or str(err)
+        if reason:
+            log.warning("cannot read %s (%s); treating every stage as out of date", path, reason)
+            return empty
+        return data
 
     @property
     def hashes(self) -> dict:
@@ -150,6 +182,20 @@ class Lock:
 
     def save(self) -> None:
         write_json(self.path, self.data)
+        self._seen = self._file_signature()
+
+
+def _lock_shape_error(data) -> str:
+    """Why `data` is not a lock's content ('' when it is one)."""
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
+        return "no 'stages' table"
+    if not isinstance(data.get("hashes", {}), dict):
+        return "'hashes' is not a table"
+    for name, entry in data["stages"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                and isinstance(entry.get("outputs"), dict)):
+            return f"stage {name!r} has no key and outputs"
+    return ""
 
 
 def _signature(path: Path) -> str:

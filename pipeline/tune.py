@@ -20,12 +20,14 @@ starts tuning.workers - 1 extra processes and waits for every trial.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -196,10 +198,34 @@ def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
+def sqlite_problem(path: Path) -> str:
+    """Why the SQLite file at `path` cannot be used as a study ('' when it can)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            rows = con.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.Error as err:
+        return str(err) or type(err).__name__
+    return "" if rows == [("ok",)] else str(rows[0][0])
+
+
+def set_aside_unreadable_study(url: str) -> None:
+    """A SQLite study file that cannot be read (truncated, overwritten) is named and moved aside,
+    so that the study starts again instead of every rerun failing the same way."""
+    if not url.startswith("sqlite:///"):
+        return  # a database server reports its own errors, naming itself
+    path = Path(url[len("sqlite:///"):])
+    reason = sqlite_problem(path) if path.is_file() else ""
+    if reason:
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        log.warning("cannot read %s (%s); moved aside to %s, rebuilding the study", path, reason, aside.name)
+
+
 def run(ctx: RunContext) -> None:
     t = ctx.config.tuning
     quiet_optuna()
     started = time.perf_counter()
+    set_aside_unreadable_study(ctx.study_storage)
     # keys in their order: the order of tuning.search_space is the order of the draws, which must match
     write_text(worker_config_path(ctx.config_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
     write_json(worker_context_path(ctx.config_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.config_dir),
