@@ -300,7 +300,3 @@ def make_context(args: argparse.Namespace) -> RunContext:
 def worker_config_path(config_dir: Path) -> Path:
     return Path(config_dir) / "tuning" / "config.yaml"
 
-
-def worker_context_path(config_dir: Path) -> Path:
-    """Where a worker finds the data set's folders (relative to config_dir) and its name."""
-    return Path(config_dir) / "tuning" / "context.json"

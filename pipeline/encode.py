@@ -54,7 +54,7 @@ class _Models:
 
     def __init__(self, enc_cfg):
         self.cfg = enc_cfg
-        self.device = resolve_device(enc_cfg.device)
+        self.device = resolve_device(enc_cfg.device, "encoders.device")
         self._clip = self._image = self._text = None
 
     def clip(self):

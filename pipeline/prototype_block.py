@@ -52,7 +52,7 @@ def build_proto_block(ctx: RunContext, cfg, out_dir: Path | None = None, progres
     key = run_key(ctx, cfg, folds["feature_fold"].to_numpy())
     out_dir = out_dir or ctx.prototype_networks(key)
     train_out, test_out = fit_oof(cfg, data["train"], data["test"], folds["feature_fold"].to_numpy(), vocab, backbone,
-                                  ctx.config.seed, resolve_device(cfg.train.device), out_dir, key, progress)
+                                  ctx.config.seed, resolve_device(cfg.train.device, "prototype.train.device"), out_dir, key, progress)
     train, test = feature_blocks(cfg, train_out, test_out, data["train"], data["test"], vocab,
                                  posts["train"]["Pid"].to_numpy(), posts["test"]["Pid"].to_numpy())
     return train, test, key

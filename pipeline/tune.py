@@ -9,13 +9,15 @@ The study lives in tuning.storage (default: SQLite file work/<ds>/tuning/study.d
 shared by the data set's configs), so rerunning an
 interrupted stage resumes it, and more workers can join it at any time:
 
-    python pipeline/tune.py --work-dir work/<ds>/config-<d>            # one more worker, same machine
-    python pipeline/tune.py --work-dir work/<ds>/config-<d> --set tuning.storage=postgresql://user:pw@host/db
+    python pipeline/tune.py --data-dir /data/smpd --config configs/smpd.yaml      # one more worker
+    python pipeline/tune.py --data-dir /data/smpd --config configs/smpd.yaml \
+        --set tuning.storage=postgresql://user:pw@host/db
 
---work-dir is the config folder the stage runs in (the stage's log names it). A
-worker reads the config the stage saved there (tuning/config.yaml) unless given
---config; all workers share the trial budget tuning.n_trials. The stage itself
-starts tuning.workers - 1 extra processes and waits for every trial.
+A worker takes run_all.py's arguments (--data-dir, --work-dir, --config, --set) with the
+same meaning and finds the same config folder work/<data set>/config-<digest> from them
+(--work-dir is the data set's folder, as in run_all.py); the tune stage must have started
+there (it saves the config a worker checks against). All workers share the trial budget
+tuning.n_trials. The stage itself starts tuning.workers - 1 extra processes and waits for every trial.
 """
 from __future__ import annotations
 
@@ -42,9 +44,9 @@ import yaml  # noqa: E402
 
 from models import sizing, tuning  # noqa: E402
 from models.validation import report_rows, selection_rows  # noqa: E402
-from common.io import read_json, write_json, write_text  # noqa: E402
-from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.catalog import RunContext, worker_config_path, worker_context_path  # noqa: E402
+from common.io import write_json, write_text  # noqa: E402
+from pipeline.config import Config, ConfigError  # noqa: E402
+from pipeline.catalog import RunContext, add_context_arguments, make_context, worker_config_path  # noqa: E402
 from pipeline.stage import Stage  # noqa: E402
 from pipeline.members import lightgbm_members, load_member_data, sample_selection_mask  # noqa: E402
 
@@ -228,13 +230,13 @@ def run(ctx: RunContext) -> None:
     set_aside_unreadable_study(ctx.study_storage)
     # keys in their order: the order of tuning.search_space is the order of the draws, which must match
     write_text(worker_config_path(ctx.config_dir), yaml.safe_dump(ctx.config.to_dict(), sort_keys=False))
-    write_json(worker_context_path(ctx.config_dir), {"shared_dir": os.path.relpath(ctx.shared_dir, ctx.config_dir),
-                                                  "data_dir": str(ctx.data_dir), "dataset": ctx.dataset})
     members = list(tuned_members(ctx.config))
-    log.info("tuning %s over %d worker(s); more workers: python pipeline/tune.py --work-dir %s",
-             ", ".join(members), t.workers, ctx.config_dir)
-    extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--work-dir", str(ctx.config_dir),
-                               "--worker", str(i)], cwd=REPO_ROOT) for i in range(1, t.workers)]
+    # the stage's own extra workers find this config folder as a worker on another machine would
+    worker_args = worker_arguments(ctx)
+    log.info("tuning %s over %d worker(s); more workers: python pipeline/tune.py %s",
+             ", ".join(members), t.workers, " ".join(worker_args))
+    extra = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *worker_args, "--worker", str(i)],
+                              cwd=REPO_ROOT) for i in range(1, t.workers)]
     try:
         studies = tune_members(ctx, worker="0")
     finally:
@@ -268,29 +270,37 @@ STAGE = Stage(
 
 
 # --- extra worker -----------------------------------------------------------------------------
+def worker_arguments(ctx: RunContext) -> list[str]:
+    """tune.py's arguments that find ctx's config folder: the data set, its folder and the saved config."""
+    data = [] if ctx.is_demo else ["--data-dir", str(ctx.data_dir)]
+    return [*data, "--work-dir", str(ctx.shared_dir), "--config", str(worker_config_path(ctx.config_dir))]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", type=Path, required=True, help="the work folder the tune stage uses")
-    parser.add_argument("--config", type=Path, help="config (default: <work-dir>/tuning/config.yaml, saved by the stage)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    add_context_arguments(parser)
     parser.add_argument("--worker", default=None, help="name of this worker in the trials (default: host:pid)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    config_dir = args.work_dir.resolve()
-    config_path = args.config or worker_config_path(config_dir)
-    if not config_path.is_file():
-        print(f"error: {config_path} is missing: run the tune stage first "
-              "(python pipeline/run_all.py --stages tune) or pass --config", file=sys.stderr)
+    try:
+        ctx = make_context(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    cfg = load_config(config_path, args.overrides)
-    where = worker_context_path(config_dir)
-    context = read_json(where) if where.is_file() else {}
-    shared_dir = (config_dir / context["shared_dir"]).resolve() if "shared_dir" in context else config_dir
-    ctx = RunContext(config=cfg, data_dir=Path(context.get("data_dir", shared_dir)), config_dir=config_dir,
-                     run_name="tune-worker", shared_dir=shared_dir, dataset=context.get("dataset", ""))
+    if not worker_config_path(ctx.config_dir).is_file():
+        print(f"error: {ctx.config_dir} has no tuning/config.yaml: no tune stage has started for this data set "
+              "and config; start it (python pipeline/run_all.py with the same --data-dir, --work-dir, --config "
+              "and --set) or pass the --config and --set it ran with", file=sys.stderr)
+        return 2
+    saved = yaml.safe_load(worker_config_path(ctx.config_dir).read_text())["tuning"].get("storage")
+    if saved != ctx.config.tuning.storage:
+        log.warning("this worker's tuning.storage (%s) is not the one the tune stage saved (%s): it joins another "
+                    "study unless both reach the same database", tuning.redact(str(ctx.config.tuning.storage)),
+                    tuning.redact(str(saved)))
+    ctx.run_name = "tune-worker"
     quiet_optuna()
     worker = args.worker or f"{socket.gethostname()}:{os.getpid()}"
-    log.info("worker %s joins the tuning of %s", worker, ", ".join(tuned_members(cfg)))
+    log.info("worker %s joins the tuning of %s in %s", worker, ", ".join(tuned_members(ctx.config)), ctx.config_dir)
     tune_members(ctx, worker)
     return 0
 

@@ -29,7 +29,7 @@ def _text_encoder(ctx: RunContext):
         if not loaded:
             from common.devices import resolve_device  # torch: only when needed
             from features.encoders_text import load_text_encoder
-            loaded.append(load_text_encoder(enc, resolve_device(enc.device)))
+            loaded.append(load_text_encoder(enc, resolve_device(enc.device, "encoders.device")))
         return loaded[0].sentences(texts)
     return sentences
 

@@ -9,7 +9,7 @@ import pytest
 from models import tuning
 from pipeline import train_trees, tune
 from common.io import read_json, write_json, write_parquet
-from tuning_work import TINY, context, make_work_dir, run_tune_workers
+from tuning_work import TINY, config_folder, context, make_work_dir, run_tune_workers
 
 FINISHED = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -30,7 +30,7 @@ def two_member_work_dir(work: Path, per_member: bool, n_trials: int = 7) -> Path
         label = (pd.read_parquet(work / "posts_train.parquet", columns=["label"])["label"].to_numpy()
                  if split == "train" else np.zeros(len(pid)))
         emb = pd.DataFrame({"emb_0": label + rng.normal(0, 1.5, len(pid)), "emb_1": rng.normal(size=len(pid))})
-        write_parquet(work / "features" / f"emb_{split}.parquet", pd.concat([pid, emb], axis=1))
+        write_parquet(config_folder(work) / "features" / f"emb_{split}.parquet", pd.concat([pid, emb], axis=1))
     return work
 
 

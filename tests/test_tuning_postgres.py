@@ -22,7 +22,7 @@ import sqlalchemy
 
 from models import tuning
 from tiny_demo import OPTIONAL_OFF, TINY_DEMO
-from tuning_work import TINY, make_work_dir, run_tune_workers
+from tuning_work import TINY, make_work_dir, run_tune_workers, worker_command
 
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN_URL = os.environ.get("SMP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -130,8 +130,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_and_the_budget_is_reached
     make_work_dir(tmp_path, n=3000, overrides={
         "gbdt": {**TINY["gbdt"], "num_boost_round": 400, "early_stopping_rounds": 400},
         "tuning": {**TINY["tuning"], "n_trials": n_trials, "pruning": False, "storage": url, "heartbeat_s": 1}})
-    workers = {name: subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir",
-                                       str(tmp_path), "--worker", name], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+    workers = {name: subprocess.Popen(worker_command(tmp_path, name), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
                for name in ("victim", "survivor")}
     engine = sqlalchemy.create_engine(url)
@@ -192,10 +191,10 @@ def one_and_three_workers(new_database, tmp_path_factory):
            and runs["three"]["proc"].poll() is None and time.monotonic() < deadline):
         time.sleep(0.1)
     assert configs, "the tune stage of the three-worker run never saved its config"
-    config_folder = configs[0].parent.parent
-    extra = subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(config_folder),
-                              "--worker", "beside"], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
+    # the data set's folder and the config the stage saved name its config folder
+    extra = subprocess.Popen([sys.executable, str(ROOT / "pipeline" / "tune.py"), "--work-dir", str(base / "three"),
+                              "--config", str(configs[0]), "--worker", "beside"], cwd=ROOT, env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for run in runs.values():
         run["log"] = run["proc"].communicate(timeout=600)[0]
         assert run["proc"].returncode == 0, run["log"][-4000:]

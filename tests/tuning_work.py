@@ -29,8 +29,23 @@ TINY = {
 }
 
 
+def config_folder(work: Path) -> Path:
+    """The config folder make_work_dir made in the data set's folder `work` (work/config-<digest>)."""
+    (folder,) = work.glob("config-*")
+    return folder
+
+
 def make_work_dir(work: Path, n: int = 800, seed: int = 0, overrides: dict | None = None) -> Path:
-    """Posts, folds and a `meta` feature block of a synthetic data set, and the config the workers read."""
+    """A data set's folder `work` as the stages leave it for tuning: its posts, and in its config folder
+    config-<digest> the folds, a `meta` feature block and the config the workers read (whose path is returned)."""
+    config = {**TINY, **(overrides or {})}
+    draft = work / "tiny.yaml"
+    write_text(draft, yaml.safe_dump(config))
+    cfg = load_config(draft)
+    config_dir = work / f"config-{cfg.work_digest()}"
+    cfg_path = config_dir / "tuning" / "config.yaml"
+    cfg_path.parent.mkdir(parents=True)
+    draft.rename(cfg_path)
     rng = np.random.default_rng(seed)
     n_test = 50
     total = n + n_test
@@ -43,27 +58,30 @@ def make_work_dir(work: Path, n: int = 800, seed: int = 0, overrides: dict | Non
         part = posts.iloc[rows].reset_index(drop=True)
         write_parquet(work / f"posts_{split}.parquet", part if split == "train" else part.drop(columns="label"))
         meta = pd.DataFrame(X[rows], columns=[f"meta_x{j}" for j in range(X.shape[1])])
-        write_parquet(work / "features" / f"meta_{split}.parquet", pd.concat([part[["Pid"]], meta], axis=1))
-    config = {**TINY, **(overrides or {})}
-    cfg_path = work / "tuning" / "config.yaml"
-    write_text(cfg_path, yaml.safe_dump(config))
-    cfg = load_config(cfg_path)
+        write_parquet(config_dir / "features" / f"meta_{split}.parquet", pd.concat([part[["Pid"]], meta], axis=1))
     v = cfg.validation
-    write_parquet(work / "folds.parquet", make_folds(posts.iloc[:n], v.scheme, v.n_folds, v.seed, v.holdout_frac))
+    write_parquet(config_dir / "folds.parquet", make_folds(posts.iloc[:n], v.scheme, v.n_folds, v.seed, v.holdout_frac))
     return cfg_path
 
 
 def context(work: Path, *overrides: str) -> RunContext:
-    cfg = load_config(work / "tuning" / "config.yaml", list(overrides))
-    return RunContext(config=cfg, data_dir=work / "data", config_dir=work, run_name="test")
+    config_dir = config_folder(work)
+    cfg = load_config(config_dir / "tuning" / "config.yaml", list(overrides))
+    return RunContext(config=cfg, data_dir=work / "data", config_dir=config_dir, run_name="test", shared_dir=work)
+
+
+def worker_command(work: Path, name: str, *extra: str) -> list[str]:
+    """A `pipeline/tune.py` worker on the data set's folder `work` and the config make_work_dir saved."""
+    root = Path(__file__).resolve().parent.parent
+    return [sys.executable, str(root / "pipeline" / "tune.py"), "--work-dir", str(work),
+            "--config", str(config_folder(work) / "tuning" / "config.yaml"), "--worker", name, *extra]
 
 
 def run_tune_workers(work: Path, names: tuple[str, ...], *extra: str, timeout: float = 400) -> list[str]:
     """`pipeline/tune.py` workers on one config folder, side by side, as on several machines; their logs."""
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    workers = [subprocess.Popen([sys.executable, str(root / "pipeline" / "tune.py"), "--work-dir", str(work),
-                                 "--worker", name, *extra], cwd=root, env=env, stdout=subprocess.PIPE,
+    workers = [subprocess.Popen(worker_command(work, name, *extra), cwd=root, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for name in names]
     logs = [w.communicate(timeout=timeout)[0] for w in workers]
     for w, log in zip(workers, logs):
