@@ -86,8 +86,28 @@ def write_json(path: str | Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+class KeyTwice(dict):
+    """A JSON object in which a key was given twice (plain json keeps the last value silently)."""
+    key = ""
+
+
+def json_object(pairs: list[tuple[str, Any]]) -> dict:
+    """json's object_pairs_hook: a dict, or a KeyTwice naming the first repeated key."""
+    record = dict(pairs)
+    if len(record) == len(pairs):
+        return record
+    twice, seen = KeyTwice(record), set()
+    twice.key = next(k for k, _ in pairs if k in seen or seen.add(k))
+    return twice
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    def strict(pairs):
+        record = json_object(pairs)
+        if isinstance(record, KeyTwice):
+            raise ValueError(f"{path}: key {record.key!r} given twice in one object")
+        return record
+    return json.loads(Path(path).read_text(), object_pairs_hook=strict)
 
 
 def _json_default(value: Any) -> Any:

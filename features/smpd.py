@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common.io import KeyTwice, json_object
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
@@ -63,6 +65,13 @@ PLAUSIBLE = {
     "photo_count": (0.0, np.inf), "ispro": (0.0, 1.0), "canbuypro": (0.0, 1.0), "Ispublic": (0.0, 1.0),
     "timezone_offset": (-14.0, 14.0),  # hours: the offsets in use run from UTC-12 to UTC+14
 }
+
+
+# the score is log2(views / days + 1): never negative, and 30 would be a billion views a day for every
+# day a photo was online (SMPD's labels run from 0 to about 17); a label outside this is a corrupt file
+LABEL_RANGE = (0.0, 30.0)
+# a train split needs this many posts per validation fold for the folds, early stopping and tuning
+MIN_POSTS_PER_FOLD = 5
 
 
 def latest_plausible_date() -> int:
@@ -132,6 +141,9 @@ def split_files(data_dir: Path, split: str) -> dict[str, Path]:
         path = _find(Path(data_dir), name)
         if path is None:
             missing.append(name)
+        elif not path.is_file():  # stat only: a FIFO is never opened (it would block), nor a directory
+            kind = "a directory" if path.is_dir() else "a FIFO, device or socket"
+            raise SMPDFormatError(path, f"is {kind}, not a regular file; expected the official file {name}")
         else:
             found[key] = path
     if missing:
@@ -148,11 +160,18 @@ def split_files(data_dir: Path, split: str) -> dict[str, Path]:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 
 
+def _note_key_twice(record: dict, twice: list) -> dict:
+    if isinstance(record, KeyTwice):
+        twice.append(record)
+    return record
+
+
 def _load_json_records(path: Path) -> tuple[list[dict], dict[str, int]]:
     """The records of one official file, and per field the number of text values repaired."""
     try:
         raw = path.read_bytes()
-        data = json.loads(raw)
+        twice: list[KeyTwice] = []
+        data = json.loads(raw, object_pairs_hook=lambda pairs: _note_key_twice(json_object(pairs), twice))
     except json.JSONDecodeError as err:
         raise SMPDFormatError(path, f"malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
@@ -162,6 +181,9 @@ def _load_json_records(path: Path) -> tuple[list[dict], dict[str, int]]:
     for i, record in enumerate(data):
         if not isinstance(record, dict):
             raise SMPDFormatError(path, f"expected an object, got {type(record).__name__}", row=i)
+        if twice and (record is twice[0] or any(v is twice[0] for v in record.values())):
+            raise SMPDFormatError(path, "key given twice in one object (which value is meant?)", row=i,
+                                  field=twice[0].key)
     repaired = _repair_surrogates(data) if _SURROGATE_ESCAPE.search(raw) else {}
     return data, repaired
 
@@ -377,6 +399,12 @@ def read_labels(path: Path, n_rows: int | None = None) -> np.ndarray:
             raise SMPDFormatError(path, f"label {line.strip()!r} is not a number", row=int(i)) from None
         if not np.isfinite(labels[i]):
             raise SMPDFormatError(path, f"label {line.strip()!r} is not a finite number", row=int(i))
+    low, high = LABEL_RANGE
+    outside = ~((labels >= low) & (labels <= high))
+    if outside.any():
+        i = int(np.argmax(outside))
+        raise SMPDFormatError(path, f"label {lines[i].strip()!r} is outside {low:g}..{high:g} (a score "
+                                    "log2(views/days+1) cannot be negative nor that large)", row=i, field="label")
     if n_rows is not None and len(labels) != n_rows:
         raise SMPDFormatError(path, f"{len(labels)} labels for {n_rows} posts: the counts must match "
                                     "(one label a line, in post order)")
@@ -521,12 +549,22 @@ def _image_paths(data_dir: Path, listing: Path, paths: list[str], problems: list
     return paths
 
 
-def read_smpd(data_dir: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Both splits, checked against each other (Pids unique across splits)."""
+def check_train_size(n_posts: int, n_folds: int, path: Path) -> None:
+    """A train split too small for the validation folds is an error before any model work."""
+    if n_posts < n_folds * MIN_POSTS_PER_FOLD:
+        raise SMPDFormatError(path, f"{n_posts} train posts are too few for {n_folds} validation folds: expected "
+                                    f"at least {n_folds * MIN_POSTS_PER_FOLD} ({MIN_POSTS_PER_FOLD} a fold), "
+                                    "or a lower validation.n_folds")
+
+
+def read_smpd(data_dir: Path | str, n_folds: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Both splits, checked against each other (Pids unique across splits); `n_folds`: the validation
+    folds the train split must fill (MIN_POSTS_PER_FOLD posts each)."""
     data_dir = Path(data_dir)
     for split in SPLITS:  # every file present before any work
         split_files(data_dir, split)
     train, train_report = read_split(data_dir, "train")
+    check_train_size(len(train), n_folds, split_files(data_dir, "train")["category"])
     test, test_report = read_split(data_dir, "test")
     both = set(train["Pid"]) & set(test["Pid"])
     if both:

@@ -342,6 +342,39 @@ class ConfigError(ValueError):
     pass
 
 
+# the feature blocks a member may name (pipeline/members.py says which stage makes each)
+FEATURE_BLOCKS = ("meta", "emb", "imgstats", "proto", "user")
+
+
+def _check_members(config: Config, where: str) -> None:
+    """Member entries name existing blocks (and CatBoost existing feature sets), at load: not in
+    tune or train_trees after the encoders and the prototype stage ran."""
+    for section, entries in (("gbdt.feature_sets", config.gbdt.feature_sets),
+                             ("ensemble.linear_members", config.ensemble.linear_members)):
+        for member, blocks in entries.items():
+            if not isinstance(blocks, list) or not all(isinstance(b, str) for b in blocks):
+                raise ConfigError(f"{where}: {section}.{member}: expected a list of block names, got {blocks!r}")
+            unknown = [b for b in blocks if b not in FEATURE_BLOCKS]
+            if unknown:
+                raise ConfigError(f"{where}: {section}.{member}: unknown block(s) {unknown}; "
+                                  f"known: {list(FEATURE_BLOCKS)}")
+    unknown = [f for f in config.catboost.feature_sets if f not in config.gbdt.feature_sets]
+    if config.catboost.enabled and unknown:
+        raise ConfigError(f"{where}: catboost.feature_sets: {unknown} are not gbdt.feature_sets names; "
+                          f"known: {sorted(config.gbdt.feature_sets)}")
+
+
+def _yaml(text: str, where: str) -> Any:
+    """safe_load, its errors (a tag it refuses, malformed YAML) as one line naming where and the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(err, "problem", None) or err).split())
+        raise ConfigError(f"{where}{line}: not a config this loader accepts: {problem}") from None
+
+
 def _build(cls: type, values: dict[str, Any], where: str, section: str = "") -> Any:
     """section: the dotted name of `cls` in the config (`prototype.model`), for the error messages."""
     if not isinstance(values, dict):
@@ -411,7 +444,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        loaded = _yaml(text, str(path)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at top level")
         values = loaded
@@ -423,5 +460,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         parts = dotted.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw)
-    return _build(Config, values, str(path) if path else "config")
+        node[parts[-1]] = _yaml(raw, f"override {item!r}")
+    where = str(path) if path else "config"
+    config = _build(Config, values, where)
+    _check_members(config, where)
+    return config

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from common.io import read_parquet, write_json, write_parquet
+from features.smpd import check_train_size
 from models.validation import fold_plan, make_folds, seen_in_fit, test_unseen_share
 from pipeline.catalog import RunContext
 from pipeline.stage import Stage
@@ -19,6 +20,8 @@ log = logging.getLogger(__name__)
 def run(ctx: RunContext) -> None:
     cfg = ctx.config.validation
     train = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "Postdate"])
+    # read_data checks it too, but its result is shared by every config: this config's folds decide
+    check_train_size(len(train), cfg.n_folds, ctx.posts("train"))
     test_uids = read_parquet(ctx.posts("test"), columns=["Uid"])["Uid"].to_numpy()
     mirrored = test_uids if cfg.mirror_unseen else None
     folds = make_folds(train, cfg.scheme, cfg.n_folds, cfg.seed, cfg.holdout_frac, cfg.min_holdout_posts, mirrored)

@@ -12,7 +12,7 @@ log = logging.getLogger(__name__)
 
 
 def run(ctx: RunContext) -> None:
-    train, test, report = read_smpd(ctx.data_dir)
+    train, test, report = read_smpd(ctx.data_dir, ctx.config.validation.n_folds)
     for split in ("train", "test"):
         gaps = {k: v for k, v in report[split].items() if k not in ("rows", "notes")}
         log.info("%s: %d posts; filled gaps: %s", split, report[split]["rows"], gaps or "none")
