@@ -32,19 +32,17 @@ def edit(path, change):
     dump_records(path, records)
 
 
-def run_all(data: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
-    """The real command on an SMPD-format folder, with a small fixed config (metadata models only)."""
+def run_all(run_all_here, data: Path, tmp: Path, *extra: str):
+    """The command (in this process) on an SMPD-format folder, with a small fixed config (metadata models only)."""
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump({
         "encoders": {"enabled": False}, "prototype": {"enabled": False}, "tuning": {"enabled": False},
         "gbdt": {"num_boost_round": 30, "seeds": [0], "feature_sets": {"meta": ["meta"]}},
         "ensemble": {"method": "nnls", "linear_members": {"ridge_meta": ["meta"]}},
     }))
-    return subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
-                           "--work-dir", str(tmp / "work"), "--submissions-dir", str(tmp / "subs"),
-                           "--run-name", "run", "--config", str(config), "--stages",
-                           "read_data,make_folds,build_metadata,train_trees,train_linear,blend,submit", *extra],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return run_all_here("--data-dir", data, "--work-dir", tmp / "work", "--submissions-dir", tmp / "subs",
+                        "--run-name", "run", "--config", config, "--stages",
+                        "read_data,make_folds,build_metadata,train_trees,train_linear,blend,submit", *extra)
 
 
 # --- values: numbers as strings or numbers, padding, encodings, line endings ---------------------
@@ -152,10 +150,10 @@ def test_an_infinite_label_is_located(data):
 
 
 # --- through the real command ------------------------------------------------------------------------
-def test_bad_test_file_stops_the_run_before_any_work(data, tmp_path):
+def test_bad_test_file_stops_the_run_before_any_work(data, tmp_path, run_all_here):
     path = data / "test_temporalspatial_information.json"
     edit(path, lambda i, r: r.update(Postdate="soon") if i == 17 else None)
-    result = run_all(data, tmp_path)
+    result = run_all(run_all_here, data, tmp_path)
     assert result.returncode == 1
     assert "test_temporalspatial_information.json, row 17, field 'Postdate': expected a number, got 'soon'" \
         in result.stderr
@@ -164,7 +162,7 @@ def test_bad_test_file_stops_the_run_before_any_work(data, tmp_path):
     assert not lock.exists() or not json.loads(lock.read_text())["stages"]
 
 
-def test_unseen_categories_and_users_in_test_run_end_to_end_and_are_counted(data, demo_dir, tmp_path):
+def test_unseen_categories_and_users_in_test_run_end_to_end_and_are_counted(data, demo_dir, tmp_path, run_all_here):
     hidden = demo_dir.parent / "hidden_test_labels.txt"
     new_user = "99999@N99"
 
@@ -175,7 +173,7 @@ def test_unseen_categories_and_users_in_test_run_end_to_end_and_are_counted(data
         edit(data / f"test_{kind}.json", unseen)
     edit(data / "test_category.json", lambda i, r: r.update(Category="Brand&New", Subcategory="Unheard",
                                                              Concept="novelty") if i % 4 == 0 else None)
-    result = run_all(data, tmp_path, "--test-labels", str(hidden))
+    result = run_all(run_all_here, data, tmp_path, "--test-labels", str(hidden))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((tmp_path / "work" / "read_report.json").read_text())
     assert "Unheard" in report["test subcategories unseen in train"]
@@ -319,7 +317,7 @@ def test_a_write_that_fails_names_the_file(tmp_path):
     assert not target.exists() and not list(target.parent.glob("*.tmp"))  # no half-written file left
 
 
-def test_absurd_values_everywhere_still_give_a_valid_submission_and_report(data, demo_dir, tmp_path):
+def test_absurd_values_everywhere_still_give_a_valid_submission_and_report(data, demo_dir, tmp_path, run_all_here):
     """The real command, report included, on a data set with one of each absurd value: a far-future and an
     overflowing date (the report's weekly histogram once ran for minutes on them), an infinite timezone,
     an impossible latitude, a lone surrogate, a byte order mark and paths leaving the data folder."""
@@ -334,13 +332,11 @@ def test_absurd_values_everywhere_still_give_a_valid_submission_and_report(data,
     set_line(data / "test_img_filepath.txt", 1, "../../../etc/passwd")
     listing = data / "train_img_filepath.txt"
     listing.write_bytes(b"\xef\xbb\xbf" + listing.read_bytes())
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data), "--work-dir",
-         str(tmp_path / "work"), "--submissions-dir", str(tmp_path / "subs"), "--run-name", "run",
-         "--test-labels", str(demo_dir.parent / "hidden_test_labels.txt"),
-         "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
-         "--set", "gbdt.seeds=[0]", "--set", "gbdt.num_boost_round=30"],
-        cwd=ROOT, capture_output=True, text=True, timeout=400)
+    result = run_all_here(
+        "--data-dir", data, "--work-dir", tmp_path / "work", "--submissions-dir", tmp_path / "subs", "--run-name", "run",
+        "--test-labels", demo_dir.parent / "hidden_test_labels.txt",
+        "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
+        "--set", "gbdt.seeds=[0]", "--set", "gbdt.num_boost_round=30")
     assert result.returncode == 0, result.stderr[-3000:]
     submission = pd.read_csv(tmp_path / "subs" / "run" / "submission.csv", dtype={"post_id": str})
     test_pids = [str(r["Pid"]) for r in load_records(data / "test_category.json")]

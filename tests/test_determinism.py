@@ -19,19 +19,23 @@ TINY = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n
         "--set", "tuning.workers=1", "--set", "gbdt.num_boost_round=40", "--set", "gbdt.seeds=[0, 1]"]
 
 
-def run_demo(tmp: Path, name: str, run_name: str = "run", *extra: str) -> Path:
+def demo_args(tmp: Path, name: str, run_name: str = "run", *extra: str) -> list[str]:
     from pipeline.stage import load_stages
     names = [stage.name for stage in load_stages()]
     up_to_submit = ",".join(names[:names.index("submit") + 1])  # the report stages do not touch the submission
-    result = subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--work-dir", str(tmp / name),
-                             "--submissions-dir", str(tmp / f"subs_{name}"), "--run-name", run_name,
-                             "--stages", up_to_submit, *TINY, *extra],
+    return ["--work-dir", str(tmp / name), "--submissions-dir", str(tmp / f"subs_{name}"), "--run-name", run_name,
+            "--stages", up_to_submit, *TINY, *extra]
+
+
+def run_demo(tmp: Path, name: str) -> Path:
+    """A run in a process of its own (another hash seed, fresh imports), as two runs on two days would be."""
+    result = subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), *demo_args(tmp, name)],
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    return tmp / f"subs_{name}" / run_name
+    return tmp / f"subs_{name}" / "run"
 
 
-def test_two_runs_with_the_same_seed_are_byte_identical(tmp_path):
+def test_two_runs_with_the_same_seed_are_byte_identical(tmp_path, run_all_here):
     first, second = run_demo(tmp_path, "a"), run_demo(tmp_path, "b")
     for name in ("submission.csv", "submission.json"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
@@ -46,5 +50,7 @@ def test_two_runs_with_the_same_seed_are_byte_identical(tmp_path):
         assert path.read_bytes() == (tmp_path / "b" / "data" / path.name).read_bytes(), path.name
 
     # and the test can fail: other LightGBM seeds give another submission (only the model stages rerun)
-    other = run_demo(tmp_path, "a", "seeds23", "--set", "gbdt.seeds=[2, 3]")
+    other = run_all_here(*demo_args(tmp_path, "a", "seeds23", "--set", "gbdt.seeds=[2, 3]"))
+    assert other.returncode == 0, other.stderr[-3000:]
+    other = tmp_path / "subs_a" / "seeds23"
     assert (other / "submission.csv").read_bytes() != (first / "submission.csv").read_bytes()

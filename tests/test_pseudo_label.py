@@ -1,7 +1,5 @@
 """Pseudo-labelling of test posts (models/pseudo_label.py, `gbdt.pseudo_label`)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -110,24 +108,23 @@ def test_confident_rows_keep_the_share_the_models_agree_on():
         pseudo_labels(None, share=0.0)
 
 
-def run_gbdt(data, tmp, *extra):
+def run_gbdt(run_all_here, data, tmp, *extra):
     """The member `meta` under the time holdout (80 train posts: min_holdout_posts 0 keeps it)."""
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
-         "--work-dir", str(tmp / "work"),
-         "--submissions-dir", str(tmp / "subs"), "--run-name", "run", "--config", str(ROOT / "configs" / "demo.yaml"),
-         "--stages", "read_data,make_folds,build_metadata,train_trees",
-         "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
-         "--set", "gbdt.seeds=[0]", "--set", "gbdt.num_boost_round=40", "--set", "validation.min_holdout_posts=0",
-         *sum((["--set", e] for e in extra), [])], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = run_all_here(
+        "--data-dir", str(data), "--work-dir", str(tmp / "work"),
+        "--submissions-dir", str(tmp / "subs"), "--run-name", "run", "--config", str(ROOT / "configs" / "demo.yaml"),
+        "--stages", "read_data,make_folds,build_metadata,train_trees",
+        "--set", "encoders.enabled=false", "--set", "prototype.enabled=false", "--set", "tuning.enabled=false",
+        "--set", "gbdt.seeds=[0]", "--set", "gbdt.num_boost_round=40", "--set", "validation.min_holdout_posts=0",
+        *sum((["--set", e] for e in extra), []))
     assert done.returncode == 0, done.stderr[-3000:]
     folder = config_dir(tmp / "work")
     return pd.read_parquet(folder / "preds" / "meta.parquet"), json.loads((folder / "preds" / "meta.json").read_text())
 
 
-def test_the_switch_off_and_on_in_the_stage(demo_dir, tmp_path):
-    off, off_info = run_gbdt(demo_dir, tmp_path / "off")
-    on, on_info = run_gbdt(demo_dir, tmp_path / "on", "gbdt.pseudo_label=true")
+def test_the_switch_off_and_on_in_the_stage(demo_dir, tmp_path, run_all_here):
+    off, off_info = run_gbdt(run_all_here, demo_dir, tmp_path / "off")
+    on, on_info = run_gbdt(run_all_here, demo_dir, tmp_path / "on", "gbdt.pseudo_label=true")
     assert not off_info["pseudo_labelled"] and on_info["pseudo_labelled"]
     assert off["Pid"].tolist() == on["Pid"].tolist()
     validated = (off["split"] == "train") & (off["fold"] >= 0)

@@ -90,9 +90,9 @@ def test_files_are_written_readable_by_the_group(demo_run):
     assert {k: m for k, m in modes.items() if m != oct(expected)} == {}
 
 
-def test_rerun_skips_finished_stages_and_force_reruns(demo_run):
+def test_rerun_skips_finished_stages_and_force_reruns(demo_run, run_all_here):
     tmp, args, _ = demo_run
-    again = run_all(*[a if a != "first" else "second" for a in args])
+    again = run_all_here(*[a if a != "first" else "second" for a in args])
     assert again.returncode == 0, again.stderr[-3000:]
     for stage in ("make_demo", "read_data", "make_folds", "build_metadata", "train_trees", "blend"):
         assert f"[{stage}] up to date, skipped" in again.stderr
@@ -101,7 +101,7 @@ def test_rerun_skips_finished_stages_and_force_reruns(demo_run):
     plan = again.stderr[:again.stderr.index("[make_demo]")]
     assert re.search(r"^  read_data +up to date$", plan, re.M) and re.search(r"^  submit +run +~", plan, re.M)
     assert "estimate: about" in plan
-    forced = run_all(*[a if a != "first" else "third" for a in args], "--stages", "make_folds", "--force")
+    forced = run_all_here(*[a if a != "first" else "third" for a in args], "--stages", "make_folds", "--force")
     assert "[make_folds] running" in forced.stderr and "[read_data]" not in forced.stderr
     first = (tmp / "subs" / "first" / "submission.csv").read_bytes()
     assert (tmp / "subs" / "second" / "submission.csv").read_bytes() == first
@@ -112,11 +112,11 @@ def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
             if p.is_file()}
 
 
-def test_another_config_runs_beside_the_default_one_and_shares_the_data(demo_run):
+def test_another_config_runs_beside_the_default_one_and_shares_the_data(demo_run, run_all_here):
     tmp, args, _ = demo_run
     default = config_dir(tmp / "work")
     before = snapshot(default)
-    changed = run_all(*[a if a != "first" else "fourth" for a in args], "--set", "gbdt.num_boost_round=40")
+    changed = run_all_here(*[a if a != "first" else "fourth" for a in args], "--set", "gbdt.num_boost_round=40")
     assert changed.returncode == 0, changed.stderr[-3000:]
     # the data and posts tables are shared; the config's stages run in a folder of their own
     assert "[make_demo] up to date, skipped" in changed.stderr and "[read_data] up to date, skipped" in changed.stderr
@@ -130,7 +130,7 @@ def test_another_config_runs_beside_the_default_one_and_shares_the_data(demo_run
     assert rounds == {default: 60, other: 40}
     assert not pd.read_parquet(default / "preds" / "final.parquet").equals(pd.read_parquet(other / "preds" / "final.parquet"))
     # and the default config, run again, finds everything of its own up to date
-    again = run_all(*[a if a != "first" else "fifth" for a in args])
+    again = run_all_here(*[a if a != "first" else "fifth" for a in args])
     assert again.returncode == 0, again.stderr[-3000:]
     for stage in ("make_folds", "build_metadata", "train_trees", "train_linear", "blend"):
         assert f"[{stage}] up to date, skipped" in again.stderr, stage
@@ -139,11 +139,11 @@ def test_another_config_runs_beside_the_default_one_and_shares_the_data(demo_run
     assert board.loc["fourth", "dataset"] == board.loc["fifth", "dataset"]  # one data set, two configs
 
 
-def test_real_layout_with_every_image_missing(demo_run, tmp_path):
+def test_real_layout_with_every_image_missing(demo_run, tmp_path, run_all_here):
     tmp, _, _ = demo_run
     data = tmp_path / "smpd"
     shutil.copytree(tmp / "work" / "data", data, ignore=shutil.ignore_patterns("*.jpg"))
-    result = run_all("--data-dir", str(data), "--test-labels", str(tmp / "work" / "hidden_test_labels.txt"),
+    result = run_all_here("--data-dir", str(data), "--test-labels", str(tmp / "work" / "hidden_test_labels.txt"),
                      "--work-dir", str(tmp_path / "work"), "--submissions-dir", str(tmp_path / "subs"),
                      "--run-name", "noimg", "--config", str(ROOT / "configs" / "demo.yaml"), *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -191,13 +191,13 @@ def test_bad_input_fails_with_a_message_and_nonzero_exit(tmp_path):
     assert "missing file(s)" in result.stderr and "train_category.json" in result.stderr
 
 
-def test_unknown_stage_and_bad_override_are_refused(tmp_path):
-    hint = run_all("--stages", "gbdt,submit")  # the example --help gave before
+def test_unknown_stage_and_bad_override_are_refused(tmp_path, run_all_here):
+    hint = run_all_here("--stages", "gbdt,submit")  # the example --help gave before
     assert hint.returncode == 2 and "'gbdt' (did you mean train_trees?)" in hint.stderr
-    renamed = run_all("--stages", "reduce_embeddings,train_gbdt")  # the stage names before 0.5
+    renamed = run_all_here("--stages", "reduce_embeddings,train_gbdt")  # the stage names before 0.5
     assert renamed.returncode == 2 and "'reduce_embeddings' (did you mean embed_features?)" in renamed.stderr
     assert "'train_gbdt' (did you mean train_trees?)" in renamed.stderr
-    result = run_all("--set", "gbdt.no_such_key=1", "--work-dir", str(tmp_path))
+    result = run_all_here("--set", "gbdt.no_such_key=1", "--work-dir", str(tmp_path))
     assert result.returncode == 2 and "unknown key 'no_such_key'" in result.stderr
 
 

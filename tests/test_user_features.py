@@ -1,7 +1,5 @@
 """User features (features/user_features.py) and the CatBoost member: values, no leakage, degenerate data."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,6 @@ from tiny_demo import config_dir, dump_records, load_records
 from features.user_features import (CLUSTER, build_user_block, profile_text_features, similar_user_statistics,
                                     timing_features, user_trend_statistics)
 
-ROOT = Path(__file__).resolve().parent.parent
 DAY = 86400.0
 
 
@@ -150,7 +147,7 @@ def test_block_on_degenerate_data_no_text_one_category_unseen_test_users():
     assert summary["clusters"] >= 1 and tr[CLUSTER].notna().all()
 
 
-def run_pipeline(data: Path, tmp: Path) -> subprocess.CompletedProcess:
+def run_pipeline(run_all_here, data: Path, tmp: Path):
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump({
         "encoders": {"enabled": True}, "prototype": {"enabled": False}, "tuning": {"enabled": False},
@@ -159,14 +156,12 @@ def run_pipeline(data: Path, tmp: Path) -> subprocess.CompletedProcess:
         "gbdt": {"num_boost_round": 30, "seeds": [0], "feature_sets": {"meta": ["meta"]}},
         "ensemble": {"method": "nnls", "linear_members": {"ridge_meta": ["meta"]}},
     }))
-    return subprocess.run([sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--data-dir", str(data),
-                           "--work-dir", str(tmp / "work"), "--submissions-dir", str(tmp / "subs"),
-                           "--run-name", "run", "--config", str(config), "--stages",
-                           "read_data,make_folds,build_metadata,user_features,train_trees,train_linear,blend,submit"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return run_all_here("--data-dir", data, "--work-dir", tmp / "work", "--submissions-dir", tmp / "subs",
+                        "--run-name", "run", "--config", config, "--stages",
+                        "read_data,make_folds,build_metadata,user_features,train_trees,train_linear,blend,submit")
 
 
-def test_every_switch_on_with_no_text_one_class_and_only_new_test_users_gives_a_valid_submission(data, tmp_path):
+def test_every_switch_on_with_no_text_one_class_and_only_new_test_users_gives_a_valid_submission(data, tmp_path, run_all_here):
     for split in ("train", "test"):
         path = data / f"{split}_text.json"
         records = load_records(path)
@@ -181,7 +176,7 @@ def test_every_switch_on_with_no_text_one_class_and_only_new_test_users_gives_a_
     for kind in ("category", "text", "temporalspatial_information", "user_data", "additional_information"):
         path = data / f"test_{kind}.json"
         dump_records(path, [{**r, "Uid": f"new{r['Uid']}"} for r in load_records(path)])
-    result = run_pipeline(data, tmp_path)
+    result = run_pipeline(run_all_here, data, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     submission = pd.read_csv(tmp_path / "subs" / "run" / "submission.csv")
     assert len(submission) == len(load_records(data / "test_text.json"))
