@@ -76,7 +76,7 @@ def build_metadata(train: pd.DataFrame, test: pd.DataFrame) -> tuple[pd.DataFram
     local = stamp + pd.to_timedelta(both["timezone_offset"].fillna(0.0), unit="h")
     feats["meta_hour_utc"] = stamp.dt.hour.to_numpy()
     feats["meta_hour_local"] = local.dt.hour.to_numpy()
-    feats["meta_weekday"] = local.dt.weekday.to_numpy()
+    feats["meta_weekday"] = local.dt.day_of_week.to_numpy()
     feats["meta_month"] = stamp.dt.month.to_numpy()
     feats["meta_day_of_year"] = stamp.dt.day_of_year.to_numpy()
     span = max(post.max() - post.min(), 1.0)
