@@ -6,6 +6,7 @@
     python pipeline/run_all.py --stages train_trees,blend,submit --force   # after a first run: redo the models
     python pipeline/run_all.py --set gbdt.num_boost_round=200 --run-name fewer-rounds
     python pipeline/run_all.py --list                                # the stages, in run order
+    python pipeline/run_all.py --data-dir /data/smpd --plan          # each stage's estimated seconds; runs nothing
 
 A stage is skipped when its lock entry matches (same config sections, input
 contents and code); `--force` reruns the selected stages. Each config has its own
@@ -36,6 +37,7 @@ from common.io import read_json, write_text  # noqa: E402
 from common.locks import FileLock  # noqa: E402
 from pipeline.catalog import RunContext, add_context_arguments, make_context  # noqa: E402
 from pipeline.config import ConfigError  # noqa: E402
+from pipeline.plan import Estimator  # noqa: E402
 from pipeline.stage import Lock, Stage, load_stages, stage_key  # noqa: E402
 
 log = logging.getLogger("smp")
@@ -46,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stages", help="comma-separated stage names to run (default: all)")
     parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the plan (each stage's estimated seconds from earlier runs) and exit; runs nothing")
     return parser.parse_args(argv)
 
 
@@ -57,30 +61,9 @@ def stage_locks(ctx: RunContext) -> dict[bool, Lock]:
 
 
 # --- the plan printed before anything runs -----------------------------------------------------
-def _last_seconds(ctx: RunContext, stage: Stage, lock: Lock) -> tuple[float | None, str]:
-    """How long the stage took last time, and where: in this config folder (`here`), else in
-    another config folder of the same data set (the most recent lock first)."""
-    entry = lock.data["stages"].get(stage.name)
-    if entry and "seconds" in entry:
-        return float(entry["seconds"]), "here"
-    if stage.shared:
-        return None, ""
-    others = sorted(ctx.shared_dir.glob("config-*/stages.lock.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in others:
-        if path == ctx.lock_file:
-            continue
-        try:
-            entry = Lock(path).data["stages"].get(stage.name)
-        except (OSError, ValueError):
-            continue
-        if entry and "seconds" in entry:
-            return float(entry["seconds"]), path.parent.name
-    return None, ""
-
-
 def plan(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force: bool,
-         locks: dict[bool, Lock]) -> list[dict]:
-    """What each selected stage will do: `off`, `up to date` or `run`, with the seconds it took last time.
+         locks: dict[bool, Lock], estimator: Estimator) -> list[dict]:
+    """What each selected stage will do: `off`, `up to date` or `run`, with its estimated seconds (pipeline/plan.py).
 
     `up to date` is said only when the stage's key matches now and no stage before it runs;
     a stage listed as `run` may still find itself up to date once its inputs are rebuilt."""
@@ -105,8 +88,7 @@ def plan(ctx: RunContext, stages: list[Stage], selected: set[str] | None, force:
             produced.update(stage.outputs(ctx))
         except Exception:  # noqa: BLE001
             pass
-        seconds, where = _last_seconds(ctx, stage, lock)
-        rows.append({"stage": stage.name, "status": "run", "seconds": seconds, "timed_in": where})
+        rows.append({"stage": stage.name, "status": "run", "estimate": estimator.stage(stage)})
     return rows
 
 
@@ -114,28 +96,27 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-def plan_text(ctx: RunContext, rows: list[dict]) -> str:
-    lines = [f"plan for data set {ctx.dataset}, config folder {ctx.config_dir}:"]
+def plan_text(ctx: RunContext, rows: list[dict], posts: int | None) -> str:
+    size = f"{posts} posts" if posts else "size unknown"
+    lines = [f"plan for data set {ctx.dataset} ({size}), config folder {ctx.config_dir}:"]
     for row in rows:
-        status = row["status"]
-        if status == "run":
-            seconds = row["seconds"]
-            if seconds is None:
-                status += "   (no earlier timing)"
-            else:  # another config's time: an upper bound where the shared caches (encoders, networks) apply
-                status += f"   ~{_duration(seconds)} (" + ("last run" if row["timed_in"] == "here"
-                                                          else f"last run in {row['timed_in']}") + ")"
+        status, estimate = row["status"], row.get("estimate")
+        if status == "run" and estimate is None:
+            status += "   (no earlier timing)"
+        elif status == "run":  # an earlier run's cost per post: an upper bound where shared caches apply
+            status += (f"   ~{_duration(estimate.seconds)} ({estimate.seconds_per_post * 1000:.2g} ms/post, "
+                       + ("last run" if estimate.timed_in == "here" else f"timed in {estimate.timed_in}") + ")")
         lines.append(f"  {row['stage']:16s} {status}")
     to_run = [r for r in rows if r["status"] == "run"]
-    timed = [r["seconds"] for r in to_run if r["seconds"] is not None]
+    timed = [r["estimate"].seconds for r in to_run if r["estimate"] is not None]
     if not to_run:
         lines.append("  nothing to run: every selected stage is up to date or off")
     elif timed:
         untimed = len(to_run) - len(timed)
-        lines.append(f"  estimate: about {_duration(sum(timed))} for {len(to_run)} stage(s), from their last runs"
-                     + (f"; {untimed} never timed here" if untimed else ""))
+        lines.append(f"  estimate: about {_duration(sum(timed))} for {len(to_run)} stage(s), from earlier runs"
+                     + (f"; {untimed} never timed" if untimed else ""))
     else:
-        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (none of them has run on this data set yet)")
+        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (none of them has run in this work folder yet)")
     return "\n".join(lines)
 
 
@@ -169,7 +150,8 @@ def _run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None,
     if not config_file.is_file() or config_file.read_text() != config_text:
         write_text(config_file, config_text)
     locks = stage_locks(ctx)
-    log.info("%s", plan_text(ctx, plan(ctx, stages, selected, force, locks)))
+    estimator = Estimator(ctx)
+    log.info("%s", plan_text(ctx, plan(ctx, stages, selected, force, locks, estimator), estimator.posts))
     for stage in stages:
         if selected is not None and stage.name not in selected:
             continue
@@ -278,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.plan:
+        estimator = Estimator(ctx)
+        print(plan_text(ctx, plan(ctx, stages, selected, args.force, stage_locks(ctx), estimator), estimator.posts))
+        return 0
     started = time.perf_counter()
     try:
         run_stages(ctx, stages, selected, args.force)
