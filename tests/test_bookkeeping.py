@@ -56,8 +56,8 @@ def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn
 
 
 # --- the prototype stage's per-fold outputs -----------------------------------------------------
-@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes"])
-def test_a_damaged_fold_output_is_named_and_embedded_again(tmp_path, caplog, damage):
+def tiny_networks(out_dir):
+    """fit(): the out-of-fold prototype networks of a 90-post split, 2 folds, 1 epoch, under out_dir."""
     import torch
     from test_prototype import CPU, make_split, small_cfg
 
@@ -67,13 +67,19 @@ def test_a_damaged_fold_output_is_named_and_embedded_again(tmp_path, caplog, dam
     cfg = small_cfg(epochs=1, use_prompts_global=False, use_prompts_local=False)
     feature_fold = np.arange(len(train)) % 2
     torch.set_num_threads(1)
-    first, first_test = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    return lambda: tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, out_dir, "k", False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes"])
+def test_a_damaged_fold_output_is_named_and_embedded_again(tmp_path, caplog, damage):
+    fit = tiny_networks(tmp_path)
+    first, first_test = fit()
     npz = tmp_path / "fold_1" / "outputs.npz"
     body = npz.read_bytes()
     npz.write_bytes(body[: len(body) // 2] if damage == "truncated"
                     else body[:-64] + bytes(64 - 1) + b"x")  # the zip's tail: its directory
     caplog.set_level("WARNING")
-    again, again_test = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    again, again_test = fit()
     named = [r.getMessage() for r in caplog.records if str(npz) in r.getMessage()]
     assert len(named) == 1 and named[0].startswith(f"cannot read {npz} (") and "rebuilding" in named[0], named
     for name in first:
@@ -100,22 +106,14 @@ def test_a_damaged_study_file_is_named_moved_aside_and_rebuilt(tmp_path):
 
 
 def test_a_truncated_checkpoint_is_named_and_the_network_trained_again(tmp_path, caplog):
-    import torch
-    from test_prototype import CPU, make_split, small_cfg
-
-    from models import train_prototype as tp
-    _, train, vocab = make_split(90, 0)
-    _, test, _ = make_split(30, 1, vocab, with_label=False)
-    cfg = small_cfg(epochs=1, use_prompts_global=False, use_prompts_local=False)
-    feature_fold = np.arange(len(train)) % 2
-    torch.set_num_threads(1)
-    first, _ = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    fit = tiny_networks(tmp_path)
+    first, _ = fit()
     ckpt = tmp_path / "fold_0" / "last.pt"
     (tmp_path / "fold_0" / "outputs.npz").unlink()  # the fold is not finished: its checkpoint is read
     body = ckpt.read_bytes()
     ckpt.write_bytes(body[: len(body) // 2])
     caplog.set_level("WARNING")
-    again, _ = tp.fit_oof(cfg, train, test, feature_fold, vocab, None, 0, CPU, tmp_path, "k", False)
+    again, _ = fit()
     named = [r.getMessage() for r in caplog.records if str(ckpt) in r.getMessage()]
     assert len(named) == 1 and named[0].startswith(f"cannot read {ckpt} (") and "training" in named[0], named
     for name in first:
