@@ -149,6 +149,79 @@ def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path) -
     return row
 
 
+# --- the rule and the steering figures (pure: numbers in, numbers out) ----------------------------
+METRICS = ("src", "mae")
+
+
+def benefit(on: dict, off: dict) -> dict:
+    """How much better the run with a switch on scores than the run with it off, per metric:
+    SRC up and MAE down both count positive."""
+    return {"src": on["src"] - off["src"], "mae": off["mae"] - on["mae"]}
+
+
+def verdict(rows: list[dict], noise: dict) -> str:
+    """The keep rule: "keep" if the switch's validation benefit is positive on most data sets (more
+    than half) and on no data set below minus that set's seed-control noise, for SRC and for MAE
+    alike; else "drop".
+
+    rows: one per data set, {"data set": name, "src": benefit, "mae": benefit} (`benefit`);
+    noise: data set -> {"src": n, "mae": n}, the absolute change a seed-control row made there.
+    """
+    if not rows:
+        raise ValueError("verdict: no data set rows to judge")
+    for metric in METRICS:
+        gains = [float(r[metric]) for r in rows]
+        if 2 * sum(g > 0 for g in gains) <= len(gains):
+            return "drop"
+        if any(float(r[metric]) < -float(noise[r["data set"]][metric]) for r in rows):
+            return "drop"
+    return "keep"
+
+
+def sign_agreement(changes: list[tuple[float, float]]) -> tuple[float | None, int]:
+    """(share of (validation change, test change) pairs with the same sign, pairs counted). Pairs where
+    neither score moved are left out: there was nothing to steer by."""
+    pairs = [(v, t) for v, t in changes if not (v == 0 and t == 0)]
+    if not pairs:
+        return None, 0
+    return sum(np.sign(v) == np.sign(t) for v, t in pairs) / len(pairs), len(pairs)
+
+
+def rank_correlation(validation: list[float], test: list[float]) -> float | None:
+    """Spearman's rank correlation of validation and test scores across runs (None: under 3 runs,
+    or one of them constant)."""
+    from scipy.stats import spearmanr
+    if len(validation) != len(test):
+        raise ValueError(f"rank correlation: {len(validation)} validation and {len(test)} test scores")
+    if len(validation) < 3 or np.ptp(validation) == 0 or np.ptp(test) == 0:
+        return None
+    return float(spearmanr(validation, test).statistic)
+
+
+def steering(scores: dict, base: str, switches: list[str]) -> dict:
+    """How far the validation score can steer, over the switch rows.
+
+    scores: row label -> data set -> {"val_src", "val_mae", "test_src", "test_mae"} (a missing data set:
+    the row did not run there). Returns, per metric, the sign agreement of each switch row's change
+    against `base` (validation vs test) over every (row, data set), and per data set the rank
+    correlation of validation and test scores across `base` and the switch rows and the gap
+    (validation minus test) of `base`.
+    """
+    sets = list(scores[base])
+    out: dict = {"agreement": {}, "pairs": {}, "rank_correlation": {}, "gap": {}}
+    for metric in METRICS:
+        changes = [(scores[row][s][f"val_{metric}"] - scores[base][s][f"val_{metric}"],
+                    scores[row][s][f"test_{metric}"] - scores[base][s][f"test_{metric}"])
+                   for row in switches for s in sets if s in scores[row]]
+        out["agreement"][metric], out["pairs"][metric] = sign_agreement(changes)
+    for s in sets:
+        rows = [r for r in [base, *switches] if s in scores[r]]
+        out["rank_correlation"][s] = {m: rank_correlation([scores[r][s][f"val_{m}"] for r in rows],
+                                                          [scores[r][s][f"test_{m}"] for r in rows]) for m in METRICS}
+        out["gap"][s] = {m: scores[base][s][f"val_{m}"] - scores[base][s][f"test_{m}"] for m in METRICS}
+    return out
+
+
 def markdown(rows: list[dict], columns: list[str]) -> str:
     def cell(v):
         return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else (f"{v:.4f}" if isinstance(v, float) else str(v))
