@@ -324,7 +324,7 @@ def verdict_table(lines: list[dict], noise: dict) -> str:
             for b in line[key]:
                 r[f"{b['data set']} {kind} dSRC"], r[f"{b['data set']} {kind} dMAE"] = b["src"], b["mae"]
         rows.append(r)
-    noise_row = {"switch": "noise", "judged": "|seed control - default|, validation", "verdict": ""}
+    noise_row = {"switch": "noise", "judged": "abs(seed control - default), validation", "verdict": ""}
     for s in sets:
         noise_row[f"{s} val dSRC"], noise_row[f"{s} val dMAE"] = noise[s]["src"], noise[s]["mae"]
     return markdown(rows + [noise_row], columns)
