@@ -216,12 +216,14 @@ def steering(scores: dict, base: str, switches: list[str]) -> dict:
     (validation minus test) of `base`.
     """
     sets = list(scores[base])
-    out: dict = {"agreement": {}, "pairs": {}, "rank_correlation": {}, "gap": {}}
+    out: dict = {"agreement": {}, "pairs": {}, "blind": {}, "rank_correlation": {}, "gap": {}}
     for metric in METRICS:
         changes = [(scores[row][s][f"val_{metric}"] - scores[base][s][f"val_{metric}"],
                     scores[row][s][f"test_{metric}"] - scores[base][s][f"test_{metric}"])
                    for row in switches for s in sets if s in scores[row]]
         out["agreement"][metric], out["pairs"][metric] = sign_agreement(changes)
+        # the validation score did not move but the test score did: a setting only the refits see
+        out["blind"][metric] = sum(v == 0 and t != 0 for v, t in changes)
     for s in sets:
         rows = [r for r in [base, *switches] if s in scores[r]]
         out["rank_correlation"][s] = {m: rank_correlation([scores[r][s][f"val_{m}"] for r in rows],
@@ -334,7 +336,9 @@ def steering_lines(steer: dict) -> list[str]:
     def num(v):
         return "n/a" if v is None else f"{v:.3f}"
     lines = [f"sign agreement of validation and test changes over the switch rows: SRC {num(steer['agreement']['src'])} "
-             f"({steer['pairs']['src']} row x data set pairs), MAE {num(steer['agreement']['mae'])} ({steer['pairs']['mae']})"]
+             f"({steer['pairs']['src']} row x data set pairs), MAE {num(steer['agreement']['mae'])} ({steer['pairs']['mae']}); "
+             f"pairs where only the test score moved (validation blind to the switch): SRC {steer['blind']['src']}, "
+             f"MAE {steer['blind']['mae']}"]
     for s, rho in steer["rank_correlation"].items():
         gap = steer["gap"][s]
         lines.append(f"{s}: Spearman of validation and test scores across the default and switch rows: SRC "
