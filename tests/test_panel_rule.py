@@ -71,3 +71,14 @@ def test_steering_over_switch_rows():
     assert out["gap"]["y"] == pytest.approx({"src": -0.05, "mae": -0.05})
     assert out["rank_correlation"]["x"]["src"] == pytest.approx(0.9487, abs=1e-4)  # no-c ties the default on validation
     assert out["rank_correlation"]["y"]["src"] == pytest.approx(-0.5)  # ranks 2,3,1 vs 3,1,2
+
+
+def test_every_built_in_switch_loads_and_changes_the_demo_config():
+    from benchmarks.panel import FULL, QUICK, SWITCHES, seed_control
+    from pipeline.config import load_config
+    for mode in (QUICK, FULL):
+        base = load_config("configs/demo.yaml", mode).to_dict()
+        for sw in [*SWITCHES, seed_control(1)]:
+            if sw.needs_encoders and mode is QUICK:
+                continue  # not run under --quick
+            assert load_config("configs/demo.yaml", mode + list(sw.overrides)).to_dict() != base, sw.label
