@@ -1,27 +1,31 @@
 #!/usr/bin/env python
-"""The panel: every modelling change is judged on these data sets, against the reference model.
+"""The panel: every default is judged by the rule, on these data sets, against the reference model.
 
-    python benchmarks/panel.py --quick                # metadata only, small budgets (docs/results.md table)
+    python benchmarks/panel.py --quick                # metadata only, small budgets, every switch the mode can run
     python benchmarks/panel.py                        # offline encoders, a cheap prototype network
-    python benchmarks/panel.py --quick --label old --set validation.min_holdout_posts=0   # a variant
-    python benchmarks/panel.py --quick --only small-200-u20,demo-s0
+    python benchmarks/panel.py --quick --only small-300-u60,small-500-u50 --switches no-tuning,no-tag-stats
+    python benchmarks/panel.py --quick --switch trend users.trend=true   # a change of your own, judged
 
 Data sets (generated on first use under --root, then reused):
 - `demo-s0..2`: the built-in demo (3,000 train / 1,000 test posts, 400 users) with seeds 0, 1, 2;
-  their spread is the seed-to-seed noise the rule below measures against;
 - `synth-0.005`: `benchmarks/synth_smpd.py` at 0.5% of the real size (1,528 / 903 posts; no images);
 - `small-*`: demo-generated small data sets of 100 to 500 train posts with different users-per-post
   mixes (a few heavy users, the issue's 200 posts of 20 users, mostly one post per user, ...).
 
-For each, the pipeline runs (`pipeline/run_all.py --config configs/demo.yaml --data-dir ...`, its
-default config plus the mode's budget overrides and your --set), then the reference model
-(`benchmarks/reference.py`: plain LightGBM, unsmoothed out-of-fold user means, fixed parameters, the
-same metadata features) on the same work folder. Both are scored on the hidden test labels, over
-all test posts and split by posts of users seen in train / unseen. Writes <out>/panel.json and
-<out>/panel.md; with --baseline PANEL.json, also each data set's change against that run.
+Rows, on each data set (`pipeline/run_all.py --config configs/demo.yaml`, plus the mode's budget
+overrides and your --set): the default; a seed control (the same config with another run `seed`:
+how much the scores move by chance on the same data); and the switch rows (`SWITCHES`: every
+default of configs/demo.yaml and configs/smpd.yaml that is not off, each toggled; --switch adds
+your own). The default row is also compared with the reference model (`benchmarks/reference.py`)
+on the hidden test labels. Writes <out>/panel.json and <out>/panel.md.
 
-The rule: a change stays on by default only if it helps on most of the panel and hurts none by
-more than its seed-to-seed noise (the spread over the demo seeds, printed at the end).
+The rule (`verdict`): a setting stays on (a change is adopted) only if its benefit in the validation
+score the run reports (scores.json: the report slice; SRC and MAE alike) is positive on most data
+sets and on no data set worse than that set's seed-control noise. The verdict of the prototype
+network is printed like the others; it stays on as the method this pipeline implements.
+Steering (`steering`): how often a switch's change in validation score has the sign of its change
+in hidden test score, the rank correlation of validation and test scores across rows, and the
+validation-minus-test gap per data set: whether the validation score can be steered by at all.
 """
 from __future__ import annotations
 
@@ -127,7 +131,9 @@ def run_config_folder(work_dir: Path, run_dir: Path) -> Path:
     return folder
 
 
-def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path) -> dict:
+def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path, with_reference: bool = True) -> dict:
+    """Test scores of one pipeline run (and of the reference on its work folder) plus the validation
+    score the run reports (scores.json: the report slice, models/validation.py)."""
     posts_test = pd.read_parquet(work_dir / "posts_test.parquet", columns=["Pid"])
     y = read_labels(labels_path, len(posts_test))
     folder = run_config_folder(work_dir, run_dir)
@@ -135,18 +141,95 @@ def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path) -
     test = final[final["split"] == "test"]
     if not np.array_equal(test["Pid"].astype(str).to_numpy(), posts_test["Pid"].astype(str).to_numpy()):
         raise ValueError(f"{folder}/preds/final.parquet does not list the test posts in order")
-    ref_pred, seen = reference_for_work_dir(folder)
+    seen = np.isin(pd.read_parquet(work_dir / "posts_test.parquet", columns=["Uid"])["Uid"].to_numpy(),
+                   pd.read_parquet(work_dir / "posts_train.parquet", columns=["Uid"])["Uid"].to_numpy())
     pipe = score_by_kind(y, test["pred"].to_numpy(dtype=np.float64), seen)
-    ref = score_by_kind(y, ref_pred, seen)
     row = {"data set": spec.name, "n_train": int((final["split"] == "train").sum()), "n_test": len(y),
-           "test_unseen_share": round(pipe["unseen_share"], 3), **_flat("pipe", pipe), **_flat("ref", ref)}
-    scores_path = run_dir / "scores.json"
-    if scores_path.is_file():
-        scores = json.loads(scores_path.read_text())
-        row["scheme"] = scores.get("scheme")
-        share = (scores.get("validation_by_kind") or {}).get("unseen_share")
-        row["val_unseen_share"] = None if share is None else round(share, 3)
+           "test_unseen_share": round(pipe["unseen_share"], 3), **_flat("pipe", pipe)}
+    if with_reference:
+        ref_pred, _ = reference_for_work_dir(folder)
+        row.update(_flat("ref", score_by_kind(y, ref_pred, seen)))
+    scores = json.loads((run_dir / "scores.json").read_text())
+    row["scheme"], row["protocol"] = scores.get("scheme"), scores.get("protocol")
+    row["val_src"], row["val_mae"] = (round(scores["validation"][m], 4) for m in METRICS)
+    share = (scores.get("validation_by_kind") or {}).get("unseen_share")
+    row["val_unseen_share"] = None if share is None else round(share, 3)
     return row
+
+
+# --- the rule and the steering figures (pure: numbers in, numbers out) ----------------------------
+METRICS = ("src", "mae")
+
+
+def benefit(on: dict, off: dict) -> dict:
+    """How much better the run with a switch on scores than the run with it off, per metric:
+    SRC up and MAE down both count positive."""
+    return {"src": on["src"] - off["src"], "mae": off["mae"] - on["mae"]}
+
+
+def verdict(rows: list[dict], noise: dict) -> str:
+    """The keep rule: "keep" if the switch's validation benefit is positive on most data sets (more
+    than half) and on no data set below minus that set's seed-control noise, for SRC and for MAE
+    alike; else "drop".
+
+    rows: one per data set, {"data set": name, "src": benefit, "mae": benefit} (`benefit`);
+    noise: data set -> {"src": n, "mae": n}, the absolute change a seed-control row made there.
+    """
+    if not rows:
+        raise ValueError("verdict: no data set rows to judge")
+    for metric in METRICS:
+        gains = [float(r[metric]) for r in rows]
+        if 2 * sum(g > 0 for g in gains) <= len(gains):
+            return "drop"
+        if any(float(r[metric]) < -float(noise[r["data set"]][metric]) for r in rows):
+            return "drop"
+    return "keep"
+
+
+def sign_agreement(changes: list[tuple[float, float]]) -> tuple[float | None, int]:
+    """(share of (validation change, test change) pairs with the same sign, pairs counted). Pairs where
+    neither score moved are left out: there was nothing to steer by."""
+    pairs = [(v, t) for v, t in changes if not (v == 0 and t == 0)]
+    if not pairs:
+        return None, 0
+    return sum(np.sign(v) == np.sign(t) for v, t in pairs) / len(pairs), len(pairs)
+
+
+def rank_correlation(validation: list[float], test: list[float]) -> float | None:
+    """Spearman's rank correlation of validation and test scores across runs (None: under 3 runs,
+    or one of them constant)."""
+    from scipy.stats import spearmanr
+    if len(validation) != len(test):
+        raise ValueError(f"rank correlation: {len(validation)} validation and {len(test)} test scores")
+    if len(validation) < 3 or np.ptp(validation) == 0 or np.ptp(test) == 0:
+        return None
+    return float(spearmanr(validation, test).statistic)
+
+
+def steering(scores: dict, base: str, switches: list[str]) -> dict:
+    """How far the validation score can steer, over the switch rows.
+
+    scores: row label -> data set -> {"val_src", "val_mae", "test_src", "test_mae"} (a missing data set:
+    the row did not run there). Returns, per metric, the sign agreement of each switch row's change
+    against `base` (validation vs test) over every (row, data set), and per data set the rank
+    correlation of validation and test scores across `base` and the switch rows and the gap
+    (validation minus test) of `base`.
+    """
+    sets = list(scores[base])
+    out: dict = {"agreement": {}, "pairs": {}, "blind": {}, "rank_correlation": {}, "gap": {}}
+    for metric in METRICS:
+        changes = [(scores[row][s][f"val_{metric}"] - scores[base][s][f"val_{metric}"],
+                    scores[row][s][f"test_{metric}"] - scores[base][s][f"test_{metric}"])
+                   for row in switches for s in sets if s in scores[row]]
+        out["agreement"][metric], out["pairs"][metric] = sign_agreement(changes)
+        # the validation score did not move but the test score did: a setting only the refits see
+        out["blind"][metric] = sum(v == 0 and t != 0 for v, t in changes)
+    for s in sets:
+        rows = [r for r in [base, *switches] if s in scores[r]]
+        out["rank_correlation"][s] = {m: rank_correlation([scores[r][s][f"val_{m}"] for r in rows],
+                                                          [scores[r][s][f"test_{m}"] for r in rows]) for m in METRICS}
+        out["gap"][s] = {m: scores[base][s][f"val_{m}"] - scores[base][s][f"test_{m}"] for m in METRICS}
+    return out
 
 
 def markdown(rows: list[dict], columns: list[str]) -> str:
@@ -157,69 +240,211 @@ def markdown(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TABLE = ["data set", "n_train", "test_unseen_share", "val_unseen_share", "scheme", "pipe_src", "ref_src",
-         "pipe_mae", "ref_mae", "pipe_src_seen", "ref_src_seen", "pipe_src_unseen", "ref_src_unseen",
-         "pipe_mae_seen", "ref_mae_seen", "pipe_mae_unseen", "ref_mae_unseen"]
+TABLE = ["data set", "n_train", "test_unseen_share", "val_unseen_share", "scheme", "protocol", "val_src", "pipe_src",
+         "ref_src", "val_mae", "pipe_mae", "ref_mae", "pipe_src_seen", "ref_src_seen", "pipe_src_unseen",
+         "ref_src_unseen", "pipe_mae_seen", "ref_mae_seen", "pipe_mae_unseen", "ref_mae_unseen"]
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A panel row: `overrides` on top of the mode's config. turns "off": the row turns a default off,
+    and the verdict judges the default (keep: it stays on); "on": the row turns a change on, and the
+    verdict judges the change (keep: adopt it)."""
+    label: str
+    overrides: tuple[str, ...]
+    judged: str                  # the setting the verdict is about
+    turns: str = "off"
+    needs_encoders: bool = False  # a no-op under --quick (encoders off): not run there
+
+
+# every default of configs/demo.yaml and configs/smpd.yaml that is not "off" (the panel runs demo.yaml:
+# the settings only smpd.yaml turns on are rows that turn them on). Not here: budgets and sizes
+# (n_trials, epochs, n_folds, holdout_frac, gbdt.params, encoder choice), which are not switches.
+SWITCHES = [
+    Switch("no-prototype", ("prototype.enabled=false",), "prototype.enabled (the method: stays on whatever the verdict)",
+           needs_encoders=True),
+    Switch("no-encoders", ("encoders.enabled=false",), "encoders.enabled", needs_encoders=True),
+    Switch("no-user-texts", ("users.text_dims=0",), "users.text_dims=4", needs_encoders=True),
+    Switch("no-tuning", ("tuning.enabled=false",), "tuning.enabled"),
+    Switch("no-tag-stats", ("metadata.tag_target_stats=false",), "metadata.tag_target_stats"),
+    Switch("no-smoothing", ("metadata.target_stat_smoothing=0",), "metadata.target_stat_smoothing=auto"),
+    Switch("no-size-adapt", ("gbdt.adapt_to_size=false", "tuning.adapt_to_size=false"),
+           "gbdt.adapt_to_size, tuning.adapt_to_size"),
+    Switch("no-kfold-refit", ("gbdt.refit_kfold=false",), "gbdt.refit_kfold (k-fold runs only)"),
+    Switch("blend-best", ("ensemble.method=best",), "ensemble.method=nnls"),
+    Switch("no-ridge", ("ensemble.linear_members={}",), "ensemble.linear_members"),
+    Switch("sample-selection", ("prototype.sample_selection=0.77",), "prototype.sample_selection=0.77 (smpd.yaml)",
+           turns="on", needs_encoders=True),
+    Switch("three-seeds", ("gbdt.seeds=[0,1,2]",), "gbdt.seeds=[0,1,2] (smpd.yaml)", turns="on"),
+]
+BASE = "default"
+
+
+def seed_control(seed: int) -> Switch:
+    """The same config with another run seed: how much the validation score moves on the same data by chance."""
+    return Switch(f"seed-{seed}", (f"seed={seed}",), f"noise: run seed {seed}")
+
+
+def switch_scores(rows: list[dict]) -> dict:
+    """row label -> data set -> validation and test SRC and MAE (for `steering` and the verdicts)."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(r["row"], {})[r["data set"]] = {"val_src": r["val_src"], "val_mae": r["val_mae"],
+                                                        "test_src": r["pipe_src"], "test_mae": r["pipe_mae"]}
+    return out
+
+
+def judge(scores: dict, switches: list[Switch], control: str) -> tuple[list[dict], dict]:
+    """(one line per switch: its verdict and per data set benefit on validation and test, the noise per
+    data set). A data set without the seed control or the base run is left out of every verdict."""
+    base = scores[BASE]
+    sets = [s for s in base if s in scores.get(control, {})]
+    noise = {s: {m: abs(scores[control][s][f"val_{m}"] - base[s][f"val_{m}"]) for m in METRICS} for s in sets}
+    lines = []
+    for sw in switches:
+        row = scores.get(sw.label, {})
+        judged_sets = [s for s in sets if s in row]
+        if not judged_sets:
+            continue
+        on, off = (base, row) if sw.turns == "off" else (row, base)
+        gains = {kind: [{"data set": s, **benefit({m: on[s][f"{kind}_{m}"] for m in METRICS},
+                                                   {m: off[s][f"{kind}_{m}"] for m in METRICS})}
+                        for s in judged_sets] for kind in ("val", "test")}
+        lines.append({"switch": sw.label, "judged": sw.judged, "verdict": verdict(gains["val"], noise),
+                      "validation_benefit": gains["val"], "test_benefit": gains["test"]})
+    return lines, noise
+
+
+def verdict_table(lines: list[dict], noise: dict) -> str:
+    sets = list(noise)
+    columns = ["switch", "judged", "verdict"] + [f"{s} val {m}" for s in sets for m in ("dSRC", "dMAE")] + \
+              [f"{s} test {m}" for s in sets for m in ("dSRC", "dMAE")]
+    rows = []
+    for line in lines:
+        r = {"switch": line["switch"], "judged": line["judged"], "verdict": line["verdict"]}
+        for kind, key in (("val", "validation_benefit"), ("test", "test_benefit")):
+            for b in line[key]:
+                r[f"{b['data set']} {kind} dSRC"], r[f"{b['data set']} {kind} dMAE"] = b["src"], b["mae"]
+        rows.append(r)
+    noise_row = {"switch": "noise", "judged": "abs(seed control - default), validation", "verdict": ""}
+    for s in sets:
+        noise_row[f"{s} val dSRC"], noise_row[f"{s} val dMAE"] = noise[s]["src"], noise[s]["mae"]
+    return markdown(rows + [noise_row], columns)
+
+
+def steering_lines(steer: dict) -> list[str]:
+    def num(v):
+        return "n/a" if v is None else f"{v:.3f}"
+    lines = [f"sign agreement of validation and test changes over the switch rows: SRC {num(steer['agreement']['src'])} "
+             f"({steer['pairs']['src']} row x data set pairs), MAE {num(steer['agreement']['mae'])} ({steer['pairs']['mae']}); "
+             f"pairs where only the test score moved (validation blind to the switch): SRC {steer['blind']['src']}, "
+             f"MAE {steer['blind']['mae']}"]
+    for s, rho in steer["rank_correlation"].items():
+        gap = steer["gap"][s]
+        lines.append(f"{s}: Spearman of validation and test scores across the default and switch rows: SRC "
+                     f"{num(rho['src'])}, MAE {num(rho['mae'])}; validation minus test (default): SRC {gap['src']:+.4f}, "
+                     f"MAE {gap['mae']:+.4f}")
+    return lines
 
 
 def summary_lines(rows: list[dict]) -> list[str]:
-    lines = []
-    demo = [r for r in rows if r["data set"].startswith("demo-s")]
-    if len(demo) >= 2:
-        for m in ("src", "mae"):
-            lines.append(f"seed-to-seed noise (std over {len(demo)} demo seeds) of the pipeline's test {m.upper()}: "
-                         f"{np.std([r[f'pipe_{m}'] for r in demo], ddof=1):.4f}")
+    rows = [r for r in rows if r.get("ref_src") is not None]
     wins_src = sum(r["pipe_src"] >= r["ref_src"] for r in rows)
     wins_mae = sum(r["pipe_mae"] <= r["ref_mae"] for r in rows)
-    lines.append(f"pipeline at least as good as the reference: SRC on {wins_src}/{len(rows)}, "
-                 f"MAE on {wins_mae}/{len(rows)} data sets")
-    return lines
+    return [f"pipeline at least as good as the reference on test: SRC on {wins_src}/{len(rows)}, "
+            f"MAE on {wins_mae}/{len(rows)} data sets"]
+
+
+def custom_switch(values: list[str]) -> Switch:
+    if len(values) < 2:
+        raise SystemExit(f"--switch {' '.join(values)}: expected a label and at least one SECTION.KEY=VALUE")
+    return Switch(values[0], tuple(values[1:]), " ".join(values[1:]), turns="on")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO_ROOT / "work" / "panel", help="data sets and work folders")
     parser.add_argument("--quick", action="store_true", help="metadata only (encoders off), 10 tuning trials")
-    parser.add_argument("--label", default="default", help="name of this variant (its run names and output folder)")
+    parser.add_argument("--label", default="default", help="name of this panel (its run names and output folder)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="config override for every pipeline run (a variant to judge)")
+                        help="config override for every pipeline run (the panel's default row included)")
     parser.add_argument("--only", help="comma-separated data set names")
-    parser.add_argument("--baseline", type=Path, help="a panel.json to compare against")
+    parser.add_argument("--switches", help="comma-separated labels of built-in switch rows (default: all that "
+                                           "the mode can run; 'none': only the default and seed-control rows)")
+    parser.add_argument("--switch", dest="custom", action="append", nargs="+", default=[],
+                        metavar="LABEL SECTION.KEY=VALUE", help="a switch row of your own: a change to judge")
+    parser.add_argument("--control-seed", type=int, default=1, help="run seed of the seed-control row")
+    parser.add_argument("--baseline", type=Path, help="a panel.json to compare the default row against")
     parser.add_argument("--out", type=Path, help="output folder (default: <root>/results/<mode>-<label>)")
     args = parser.parse_args(argv)
     mode = "quick" if args.quick else "full"
     specs = [s for s in PANEL if not args.only or s.name in args.only.split(",")]
+    wanted = None if args.switches is None else set(args.switches.split(",")) - {"none"}
+    unknown = (wanted or set()) - {sw.label for sw in SWITCHES}
+    if unknown:
+        raise SystemExit(f"--switches: unknown {sorted(unknown)}; known: {', '.join(sw.label for sw in SWITCHES)}")
+    switches = [sw for sw in SWITCHES if (wanted is None or sw.label in wanted)
+                and not (args.quick and sw.needs_encoders)] + [custom_switch(v) for v in args.custom]
+    skipped = [sw.label for sw in SWITCHES if args.quick and sw.needs_encoders and (wanted is None or sw.label in wanted)]
+    control = seed_control(args.control_seed)
     out = args.out or args.root / "results" / f"{mode}-{args.label}"
     out.mkdir(parents=True, exist_ok=True)
-    overrides = (QUICK if args.quick else FULL) + args.overrides
-    rows = []
+    mode_overrides = (QUICK if args.quick else FULL) + args.overrides
+    rows, failed = [], []
     for spec in specs:
         data_dir, labels = make_set(spec, args.root / "data")
         work_dir = args.root / "work" / mode / spec.name
         subs = args.root / "submissions"
-        run_name = f"panel-{mode}-{args.label}-{spec.name}"
-        seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, overrides)
-        row = {**evaluate(spec, work_dir, labels, subs / run_name), "seconds": round(seconds, 1)}
-        rows.append(row)
-        print(f"{spec.name}: pipeline SRC {row['pipe_src']:.4f} MAE {row['pipe_mae']:.4f} | reference SRC "
-              f"{row['ref_src']:.4f} MAE {row['ref_mae']:.4f} ({seconds:.0f} s)", flush=True)
-    table = markdown(rows, [c for c in TABLE if any(c in r for r in rows)])
-    lines = summary_lines(rows)
-    text = f"Panel ({mode}, variant {args.label}; overrides: {' '.join(overrides)})\n\n{table}\n" + "\n".join(lines) + "\n"
+        for sw in [Switch(BASE, (), "the default"), control, *switches]:
+            run_name = f"panel-{mode}-{args.label}-{sw.label}-{spec.name}"
+            try:
+                seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
+            except RuntimeError as err:  # one failed row must not lose the others
+                failed.append(f"{sw.label} on {spec.name}: {str(err).splitlines()[-1]}")
+                print(f"FAILED {failed[-1]}", flush=True)
+                continue
+            row = {"row": sw.label, **evaluate(spec, work_dir, labels, subs / run_name, with_reference=sw.label == BASE),
+                   "seconds": round(seconds, 1)}
+            rows.append(row)
+            ref = f" | reference SRC {row['ref_src']:.4f} MAE {row['ref_mae']:.4f}" if "ref_src" in row else ""
+            print(f"{spec.name} {sw.label}: validation SRC {row['val_src']:.4f} MAE {row['val_mae']:.4f} | test SRC "
+                  f"{row['pipe_src']:.4f} MAE {row['pipe_mae']:.4f}{ref} ({seconds:.0f} s)", flush=True)
+    base_rows = [r for r in rows if r["row"] == BASE]
+    table = markdown(base_rows, [c for c in TABLE if any(c in r for r in base_rows)])
+    text = (f"Panel ({mode}, {args.label}; overrides of every row: {' '.join(mode_overrides)}; seed control: "
+            f"{control.label})\n\nThe default row against the reference (test scores; val_*: the reported "
+            f"validation score):\n\n{table}\n" + "\n".join(summary_lines(base_rows)) + "\n")
+    scores = switch_scores(rows)
+    verdicts, noise, steer = [], {}, None
+    if BASE in scores:
+        verdicts, noise = judge(scores, switches, control.label)
+        judged = [sw.label for sw in switches if sw.label in scores]
+        if verdicts:
+            text += ("\nVerdicts (the rule, `verdict`: keep if the validation benefit is positive on most data sets "
+                     "and on none below minus that set's seed-control noise, SRC and MAE alike; d*: the benefit of the "
+                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_table(verdicts, noise))
+        if judged:
+            steer = steering(scores, BASE, judged)
+            text += "\nSteering:\n\n" + "\n".join(f"- {line}" for line in steering_lines(steer)) + "\n"
+    if skipped:
+        text += f"\nNot run under --quick (encoders off, so they change nothing): {', '.join(skipped)}\n"
+    if failed:
+        text += "\nFailed rows:\n" + "".join(f"- {f}\n" for f in failed)
     if args.baseline:
-        base = {r["data set"]: r for r in json.loads(args.baseline.read_text())["rows"]}
+        base = {r["data set"]: r for r in json.loads(args.baseline.read_text())["rows"] if r.get("row", BASE) == BASE}
         delta = [{"data set": r["data set"], **{f"d_{k}": round(r[k] - base[r["data set"]][k], 4)
                                               for k in ("pipe_src", "pipe_mae", "pipe_src_unseen", "pipe_mae_unseen")
                                               if r.get(k) is not None and base.get(r["data set"], {}).get(k) is not None}}
-                 for r in rows if r["data set"] in base]
+                 for r in base_rows if r["data set"] in base]
         text += f"\nChange against {args.baseline}:\n\n" + markdown(delta, ["data set", "d_pipe_src", "d_pipe_mae",
                                                                               "d_pipe_src_unseen", "d_pipe_mae_unseen"])
     print("\n" + text)
-    (out / "panel.json").write_text(json.dumps({"mode": mode, "label": args.label, "overrides": overrides,
-                                                "rows": rows, "summary": lines}, indent=1))
+    (out / "panel.json").write_text(json.dumps({"mode": mode, "label": args.label, "overrides": mode_overrides,
+                                                "control": control.label, "rows": rows, "verdicts": verdicts,
+                                                "noise": noise, "steering": steer, "failed": failed}, indent=1))
     (out / "panel.md").write_text(text)
     print(f"wrote {out / 'panel.json'} and {out / 'panel.md'}")
-    return 0
+    return 0 if not failed else 1
 
 
 if __name__ == "__main__":
