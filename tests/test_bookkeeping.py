@@ -11,36 +11,36 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = [*TINY_DEMO, "--set", "gbdt.num_boost_round=30", *OPTIONAL_OFF]
 
 
+def arguments(tmp: Path, work: str, run: str, *extra: str) -> list[str]:
+    return ["--work-dir", str(tmp / work), "--submissions-dir", str(tmp / f"subs-{work}"), "--run-name", run,
+            *TINY, *extra]
+
+
 def command(tmp: Path, work: str, run: str, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "pipeline" / "run_all.py"), "--work-dir", str(tmp / work),
-            "--submissions-dir", str(tmp / f"subs-{work}"), "--run-name", run, *TINY, *extra]
+    return [sys.executable, str(ROOT / "pipeline" / "run_all.py"), *arguments(tmp, work, run, *extra)]
 
 
-def run_all(cmd: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
-
-
-def test_an_unreadable_lock_is_named_once_and_every_stage_reruns(tmp_path):
-    first = run_all(command(tmp_path, "work", "a"))
+def test_an_unreadable_lock_is_named_once_and_every_stage_reruns(tmp_path, run_all_here):
+    first = run_all_here(*arguments(tmp_path, "work", "a"))
     assert first.returncode == 0, first.stderr[-3000:]
     own = config_dir(tmp_path / "work") / "stages.lock.json"
     shared = tmp_path / "work" / "stages.lock.json"
     text = own.read_text()
     own.write_text(text[: len(text) // 2])  # truncated mid-write
     shared.write_text("{}")  # valid JSON, not a lock
-    again = run_all(command(tmp_path, "work", "a"))
+    again = run_all_here(*arguments(tmp_path, "work", "a"))
     assert again.returncode == 0, again.stderr[-3000:]
     for path in (own, shared):
         named = [line for line in again.stderr.splitlines() if f"cannot read {path} (" in line]
         assert len(named) == 1 and named[0].endswith("treating every stage as out of date"), again.stderr[-3000:]
     assert "up to date, skipped" not in again.stderr  # nothing it described is trusted
     # the rebuilt locks are whole again: a plain rerun is quiet and skips everything
-    third = run_all(command(tmp_path, "work", "a"))
+    third = run_all_here(*arguments(tmp_path, "work", "a"))
     assert third.returncode == 0 and "cannot read" not in third.stderr, third.stderr[-3000:]
     assert "[train_linear] up to date, skipped" in third.stderr
 
 
-def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn(tmp_path):
+def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn(tmp_path, run_all_here):
     # the encoders on: both runs encode into the data set's one encoder cache
     other = ["--set", "encoders.enabled=true", "--set", "encoders.num_workers=0", "--set", "gbdt.num_boost_round=20"]
     together = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,7 +49,7 @@ def test_two_runs_started_together_on_one_data_set_both_finish_as_if_run_in_turn
     for proc, (_, err) in zip(together, outputs):
         assert proc.returncode == 0, err[-3000:]
     assert any("waiting for another run" in err for _, err in outputs)  # they took turns, and said so
-    alone = run_all(command(tmp_path, "alone", "b", *other))
+    alone = run_all_here(*arguments(tmp_path, "alone", "b", *other))
     assert alone.returncode == 0, alone.stderr[-3000:]
     side_by_side = (tmp_path / "subs-work" / "b" / "submission.csv").read_bytes()
     assert side_by_side == (tmp_path / "subs-alone" / "b" / "submission.csv").read_bytes()
@@ -89,19 +89,19 @@ def test_a_damaged_fold_output_is_named_and_embedded_again(tmp_path, caplog, dam
 
 
 # --- the tuning study -----------------------------------------------------------------------------
-def test_a_damaged_study_file_is_named_moved_aside_and_rebuilt(tmp_path):
+def test_a_damaged_study_file_is_named_moved_aside_and_rebuilt(tmp_path, run_all_here):
     tuned = ["--set", "tuning.enabled=true", "--set", "tuning.n_trials=1"]
-    first = run_all(command(tmp_path, "work", "a", *tuned))
+    first = run_all_here(*arguments(tmp_path, "work", "a", *tuned))
     assert first.returncode == 0, first.stderr[-3000:]
     study = tmp_path / "work" / "tuning" / "study.db"
     body = study.read_bytes()
     study.write_bytes(body[: len(body) // 3])
-    again = run_all(command(tmp_path, "work", "a", *tuned, "--stages", "tune", "--force"))
+    again = run_all_here(*arguments(tmp_path, "work", "a", *tuned, "--stages", "tune", "--force"))
     assert again.returncode == 0, again.stderr[-3000:]
     named = [line for line in again.stderr.splitlines() if f"cannot read {study} (" in line]
     assert len(named) == 1 and "moved aside" in named[0] and "rebuilding the study" in named[0], again.stderr[-3000:]
     assert len(list(study.parent.glob("study.db.unreadable-*"))) == 1 and study.is_file()
-    plain = run_all(command(tmp_path, "work", "a", *tuned))
+    plain = run_all_here(*arguments(tmp_path, "work", "a", *tuned))
     assert plain.returncode == 0 and "cannot read" not in plain.stderr, plain.stderr[-3000:]
 
 
