@@ -504,9 +504,6 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         lock.release()  # the trial is RUNNING: the next worker may take a place
         try:
             trial.set_user_attr("worker", worker)
-            # a rerun on this machine fails the trial at once when this process is gone (fail_dead_local_trials)
-            trial.set_user_attr("machine", this_machine())
-            trial.set_user_attr("pid", os.getpid())
             return objective(trial)
         finally:
             running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -591,6 +588,11 @@ def _take_place(study: optuna.Study, n_trials: int, points: Sequence[tuple[dict[
         taken = {t.user_attrs.get("start_point") for t in trials}
         params, attrs = next(((p, a) for p, a in points if a["start_point"] not in taken), ({}, {"base": False}))
         study.enqueue_trial(params, user_attrs=attrs)
+    # stamp the trial this worker pops with its process before it is RUNNING, so that a kill at any moment
+    # after leaves a trial that a rerun on this machine fails at once (fail_dead_local_trials)
+    queued = min((t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))), key=lambda t: t.number)
+    for key, value in (("machine", this_machine()), ("pid", os.getpid())):
+        study._storage.set_trial_user_attr(queued._trial_id, key, value)
     return "run"
 
 
