@@ -26,6 +26,8 @@ import functools
 import hashlib
 import logging
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,6 +40,7 @@ import pandas as pd
 import sqlalchemy
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 from optuna.samplers import BaseSampler, TPESampler
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from common.locks import FileLock
@@ -112,14 +115,30 @@ def suggest(trial: optuna.Trial, space: dict[str, BaseDistribution]) -> dict[str
 
 
 # --- sampler -------------------------------------------------------------------------------
+def is_retry(trial: FrozenTrial) -> bool:
+    """A rerun of a trial whose worker died (queued by the heartbeat or by `fail_dead_local_trials`)."""
+    return "failed_trial" in trial.system_attrs
+
+
+def budget_place(study: optuna.Study, number: int) -> int:
+    """The place of trial `number` in the study's sequence: its number less the reruns of dead trials before it.
+
+    A rerun takes its dead trial's place, so the trials after it get the places (and the draws) they
+    have in a run that was never interrupted. Places of sampled trials are distinct: between two of
+    them lies at least the first one, which is no rerun.
+    """
+    return number - sum(is_retry(t) for t in study.get_trials(deepcopy=False) if t.number < number)
+
+
 class TrialSeededTPESampler(BaseSampler):
-    """TPE whose random state is seeded by (seed, trial number).
+    """TPE whose random state is seeded by (seed, the trial's place, `budget_place`).
 
     A plain `TPESampler(seed=s)` draws the same sequence in every process that
     creates it: two workers, or a resumed run, would repeat the first trials'
     parameters. Trial numbers are unique in a study (the storage assigns them),
     so seeding from them gives distinct draws everywhere and the same draws for
-    the same trial and history.
+    the same trial and history; the place is the number, less the reruns of dead
+    trials, so a resumed run draws what the uninterrupted run drew.
     """
 
     def __init__(self, seed: int, n_startup_trials: int = 10):
@@ -127,28 +146,29 @@ class TrialSeededTPESampler(BaseSampler):
         self.n_startup_trials = n_startup_trials
         self._per_trial: dict[int, TPESampler] = {}
 
-    def _sampler(self, trial: FrozenTrial | optuna.Trial) -> TPESampler:
+    def _sampler(self, study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> TPESampler:
         number = trial.number
         if number not in self._per_trial:
-            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{number}".encode()).digest()[:4], "little")
+            place = budget_place(study, number)
+            seed = int.from_bytes(hashlib.sha256(f"{self.seed}:{place}".encode()).digest()[:4], "little")
             self._per_trial[number] = TPESampler(seed=seed, n_startup_trials=self.n_startup_trials,
                                                  multivariate=True, constant_liar=True)
         return self._per_trial[number]
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._sampler(trial).before_trial(study, trial)
+        self._sampler(study, trial).before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):
-        return self._sampler(trial).infer_relative_search_space(study, trial)
+        return self._sampler(study, trial).infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):
-        return self._sampler(trial).sample_relative(study, trial, search_space)
+        return self._sampler(study, trial).sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._sampler(trial).sample_independent(study, trial, param_name, param_distribution)
+        return self._sampler(study, trial).sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values) -> None:
-        self._sampler(trial).after_trial(study, trial, state, values)
+        self._sampler(study, trial).after_trial(study, trial, state, values)
         del self._per_trial[trial.number]
 
     def reseed_rng(self) -> None:  # the seed is per trial already
@@ -389,6 +409,63 @@ def open_study(url: str, name: str, metric: str, seed: int, startup_trials: int 
     raise AssertionError("unreachable")
 
 
+def this_machine() -> str:
+    """The host name and pid namespace: a pid recorded under the same value can be checked here."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}/{namespace}"
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+DEAD_TRIAL_RETRIES = 2  # a trial whose process dies more often (e.g. out of memory) frees its place
+
+
+def fail_dead_local_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker process, on this machine, is gone, and queue each again (ahead of
+    new draws) with its parameters: a killed run resumes at once, in the order of the uninterrupted run,
+    instead of waiting for the heartbeat's grace period. Returns the failed trials' numbers."""
+    here, failed = this_machine(), []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=DEAD_TRIAL_RETRIES)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = trial.user_attrs.get("pid")
+        if trial.user_attrs.get("machine") != here or pid is None or pid == os.getpid() or process_alive(pid):
+            continue
+        try:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        except RuntimeError:  # it finished or was failed meanwhile
+            continue
+        retry(study, study._storage.get_trial(trial._trial_id))
+        failed.append(trial.number)
+        log.info("tuning: trial %d was left running by worker %s (pid %d on this machine, which is gone); failed it "
+                 "and queued its parameters to run next", trial.number, trial.user_attrs.get("worker"), pid)
+    return failed
+
+
+def waiting_line(study: optuna.Study, worker: str) -> str:
+    """What a worker waits for when every place of the budget is taken by running trials."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    storage = study._storage
+    grace = 2 * storage.get_heartbeat_interval() if is_heartbeat_enabled(storage) else None  # open_storage's
+    who = ", ".join(f"{t.number} (worker {t.user_attrs.get('worker', '?')}"
+                    + (f", pid {t.user_attrs['pid']}" if "pid" in t.user_attrs else "") + ")" for t in running)
+    return (f"tuning worker {worker}: every place of the budget is taken; waiting for running trial(s) {who} to "
+            "finish" + (f", or to be failed and rerun when their worker's heartbeat is {grace} s old "
+                        "(2 x tuning.heartbeat_s)" if grace else ""))
+
+
 def fail_stale_trials(study: optuna.Study) -> None:
     """Fail the running trials whose worker's heartbeat stopped (RDB storages), and queue them again."""
     with warnings.catch_warnings():
@@ -441,6 +518,7 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
 
     started = time.monotonic()
     ran = failed_in_a_row = 0
+    last_wait = ""
     while True:
         if timeout_s > 0 and time.monotonic() - started >= timeout_s:
             log.info("tuning worker %s: time budget of %.0f s used; stopping", worker, timeout_s)
@@ -464,8 +542,13 @@ def run_worker(study: optuna.Study, objective: Callable[[optuna.Trial], float], 
         if action == "done":
             break
         if action == "wait":
+            line = waiting_line(study, worker)
+            if line != last_wait:  # once, not once per poll
+                log.info("%s", line)
+                last_wait = line
             time.sleep(poll_s)
             continue
+        last_wait = ""
         ran += 1
         # a failed trial (e.g. a NaN objective) frees its place in the budget: without this stop, an
         # objective that always fails would be retried for ever
@@ -491,6 +574,7 @@ def start_points(first_params: dict[str, Any] | None,
 def _take_place(study: optuna.Study, n_trials: int, points: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
     """Under the budget lock: "done" (budget finished), "wait" (every place running) or "run",
     with a WAITING trial in the queue for `study.optimize` to pop."""
+    fail_dead_local_trials(study)
     fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False)
     states = [t.state for t in trials]
@@ -504,6 +588,11 @@ def _take_place(study: optuna.Study, n_trials: int, points: Sequence[tuple[dict[
         taken = {t.user_attrs.get("start_point") for t in trials}
         params, attrs = next(((p, a) for p, a in points if a["start_point"] not in taken), ({}, {"base": False}))
         study.enqueue_trial(params, user_attrs=attrs)
+    # stamp the trial this worker pops with its process before it is RUNNING, so that a kill at any moment
+    # after leaves a trial that a rerun on this machine fails at once (fail_dead_local_trials)
+    queued = min((t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))), key=lambda t: t.number)
+    for key, value in (("machine", this_machine()), ("pid", os.getpid())):
+        study._storage.set_trial_user_attr(queued._trial_id, key, value)
     return "run"
 
 
@@ -536,24 +625,43 @@ def trial_line(study: optuna.Study, trial: optuna.trial.FrozenTrial, n_trials: i
         state += f" at round {step} ({trial.intermediate_values[step]:.4f})"
     elif trial.state == TrialState.FAIL:
         state += " (its objective is not a number)" if trial.user_attrs else " (see the error above)"
-    best = _best_value(study)
+    best = best_trial(budget_trials(study, n_trials), study.direction)
+    best = None if best is None else best.value
     return (f"tuning trial {trial.number} {state}" + (f": validation {scores}" if scores else "")
             + f"; {count_trials(study, FINISHED_STATES)}/{n_trials} finished, best "
             + ("-" if best is None else f"{best:.4f}") + (f" (worker {worker})" if worker != "0" else ""))
 
 
-def _best_value(study: optuna.Study) -> float | None:
-    try:
-        return study.best_value
-    except ValueError:  # no complete trial yet
+def budget_trials(study: optuna.Study, n_trials: int | None = None) -> list[FrozenTrial]:
+    """The trials of a budget of `n_trials`: in number order, up to the n_trials-th finished one (every trial
+    when None). A config with a larger budget on the same study adds trials after these, and a failed trial
+    frees its place: so a config's result never depends on the trials another config added."""
+    trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
+    if n_trials is None:
+        return trials
+    finished = 0
+    for i, trial in enumerate(trials):
+        finished += trial.state in FINISHED_STATES
+        if finished >= n_trials:
+            return trials[:i + 1]
+    return trials
+
+
+def best_trial(trials: Sequence[FrozenTrial], direction: optuna.study.StudyDirection) -> FrozenTrial | None:
+    """The complete trial with the best value (the lowest number among equals); None when none completed."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
         return None
+    sign = -1.0 if direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    return min(complete, key=lambda t: (sign * t.value, t.number))
 
 
 # --- summary -------------------------------------------------------------------------------------
-def trials_frame(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, value, last reported step and value, seconds, parameters."""
+def trials_frame(study: optuna.Study, n_trials: int | None = None) -> pd.DataFrame:
+    """One row per trial of the budget (`budget_trials`): number, state, value, last reported step and value,
+    seconds, parameters."""
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in budget_trials(study, n_trials):
         seconds = None
         if t.datetime_start is not None and t.datetime_complete is not None:
             seconds = (t.datetime_complete - t.datetime_start).total_seconds()
@@ -569,19 +677,20 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def study_summary(study: optuna.Study, metric: str) -> dict[str, Any]:
-    """Best trial and per-state counts, plus every trial (for the history plot)."""
-    trials = trials_frame(study)
-    counts = {s.name: count_trials(study, [s]) for s in TrialState}
+def study_summary(study: optuna.Study, metric: str, n_trials: int | None = None) -> dict[str, Any]:
+    """Best trial and per-state counts, plus every trial (for the history plot), of a budget of `n_trials`
+    (`budget_trials`; the whole study when None)."""
+    own = budget_trials(study, n_trials)
+    trials = trials_frame(study, n_trials)
+    counts = {s.name: sum(t.state == s for t in own) for s in TrialState}
     summary: dict[str, Any] = {
         "study_name": study.study_name, "metric": metric, "direction": METRICS[metric],
         "counts": {k: v for k, v in counts.items() if v},
         "trials": [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                    for row in trials.to_dict("records")],
     }
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    if complete:
-        best = study.best_trial
+    best = best_trial(own, study.direction)
+    if best is not None:
         summary.update({"best_value": best.value, "best_params": best.params, "best_trial": best.number,
                         "best_scores": {k: best.user_attrs.get(k) for k in ("src", "mae", "mse")},
                         "best_iterations": best.user_attrs.get("best_iterations")})

@@ -150,14 +150,20 @@ def tune_members(ctx: RunContext, worker: str) -> dict[str, tuple[optuna.Study, 
         studies[member] = (study, url, budgets[member])
         if member == members[0] and len(members) > 1:
             wait_for_running(study)  # other workers' trials count toward the best
-            warm = tuning.study_summary(study, t.metric).get("best_params")
+            warm = tuning.study_summary(study, t.metric, budgets[member]).get("best_params")
     return studies
 
 
 def wait_for_running(study: optuna.Study, poll_s: float = 2.0) -> None:
     """Wait until no trial is running (other workers' trials count toward the best)."""
+    said = ""
     while tuning.count_trials(study, (optuna.trial.TrialState.RUNNING,)):
+        tuning.fail_dead_local_trials(study)
         tuning.fail_stale_trials(study)  # a dead worker's trial fails after the grace period
+        line = tuning.waiting_line(study, "0")
+        if line != said and tuning.count_trials(study, (optuna.trial.TrialState.RUNNING,)):
+            log.info("%s", line)
+            said = line
         time.sleep(poll_s)
 
 
@@ -165,7 +171,9 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
                   members: dict[str, tuple[optuna.Study, str, int]] | None = None) -> dict:
     """The first member's study is the summary's; `members` (tuning.per_member) adds each member's best."""
     t = ctx.config.tuning
-    summary = tuning.study_summary(study, t.metric)
+    # the study's own budget: its first trials, never those a config with a larger budget added
+    budget = next((n for s, _, n in members.values() if s is study), n_trials) if members else n_trials
+    summary = tuning.study_summary(study, t.metric, budget)
     if "best_params" not in summary:
         raise RuntimeError(f"study {study.study_name}: no trial completed ({summary['counts']}); "
                            "see the log above for failed trials, or raise tuning.n_trials")
@@ -177,7 +185,7 @@ def write_results(ctx: RunContext, study: optuna.Study, url: str, seconds: float
             "feature_set": t.feature_set,
             "n_finished": sum(summary["counts"].get(s, 0) for s in ("COMPLETE", "PRUNED"))}
     if members:
-        own = {m: tuning.study_summary(s, t.metric) for m, (s, _, _) in members.items()}
+        own = {m: tuning.study_summary(s, t.metric, n) for m, (s, _, n) in members.items()}
         summary["members"] = {m: {k: o.get(k) for k in ("study_name", "counts", "best_value", "best_trial", "best_params")}
                               | {"n_trials": members[m][2],
                                  "trial_seconds_total": round(sum(r["seconds"] or 0.0 for r in o["trials"]), 1)}
