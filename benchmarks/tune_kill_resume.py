@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import runpy
 import signal
 import sqlite3
 import subprocess
@@ -24,8 +25,9 @@ parser.add_argument("--kill-at", type=int, default=None,
                     help="the trial that is running when the run is killed (default: the uninterrupted run's best)")
 args = parser.parse_args()
 ROOT, base = args.root.resolve(), args.base
-sys.path.insert(0, str(ROOT / "tests"))
-from tiny_demo import OPTIONAL_OFF, TINY_DEMO  # noqa: E402
+# the tests' tiny-demo settings, read from their file (tests/ is not a package)
+_tiny = runpy.run_path(str(ROOT / "tests" / "tiny_demo.py"))
+OPTIONAL_OFF, TINY_DEMO = _tiny["OPTIONAL_OFF"], _tiny["TINY_DEMO"]
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_WAIT_POLICY": "PASSIVE"}
 ARGS = [*TINY_DEMO, *OPTIONAL_OFF, "--set", "demo.n_train=1500", "--set", "tuning.enabled=true",

@@ -39,8 +39,7 @@ def test_a_larger_budget_on_the_same_study_never_changes_a_smaller_configs_best(
 
 
 KILLED_RUN = """
-import os, signal, sys
-sys.path.insert(0, {tests!r})
+import os, signal
 from pathlib import Path
 from models import tuning
 from pipeline.tune import prepare
@@ -77,10 +76,11 @@ def test_a_trial_killed_mid_fit_is_rerun_in_its_place_and_the_rerun_reaches_the_
     tuning.run_worker(study, objective, n, storage_url=url, first_params=first)
     whole = finished_trials(study)
     # killed in trial 2 (the best), mid-fit, by SIGKILL; then the same worker again
-    script = KILLED_RUN.format(tests=str(TESTS), work=str(tmp_path / "killed"), kill_at=2)
+    script = KILLED_RUN.format(work=str(tmp_path / "killed"), kill_at=2)
     root = TESTS.parent
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=root, capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(root), "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300)
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join((str(root), str(TESTS))),
+                               "OMP_WAIT_POLICY": "PASSIVE"}, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     study, objective, url, first, n = prepare(context(tmp_path / "killed"))
     assert [t.state.name for t in study.get_trials()][2] == "RUNNING"
