@@ -10,7 +10,8 @@ import logging
 
 from common.io import read_parquet, write_json, write_parquet
 from features.smpd import check_train_size
-from models.validation import fold_plan, folds_digest, make_folds, report_rows, seen_in_fit, test_unseen_share
+from models.validation import (fold_plan, folds_digest, make_folds, report_rows, seen_in_fit, selection_rows,
+                               test_unseen_share)
 from pipeline.catalog import RunContext
 from pipeline.stage import Stage
 
@@ -33,7 +34,7 @@ def run(ctx: RunContext) -> None:
     report = report_rows(folds)
     seen = seen_in_fit(train["Uid"].to_numpy(), folds["fold"].to_numpy())
     info = {**plan.to_dict(), "protocol": plan.protocol, "folds_digest": folds_digest(folds),
-            "n_validated": int((validated & ~report).sum()), "n_report": int(report.sum()),
+            "n_validated": int(selection_rows(folds).sum()), "n_report": int(report.sum()),
             "test_unseen_share": share, "validation_unseen_share": float(1.0 - seen[validated].mean())}
     if plan.reason:
         log.info("make_folds: %s", plan.reason)
