@@ -218,6 +218,31 @@ class CatBoostConfig:
 
 
 @dataclass
+class MLPConfig:
+    """MLP members (models/mlp.py): a small network on the blocks of `feature_sets` (names of
+    gbdt.feature_sets), one member `mlp_<set>` each, on the same folds as LightGBM. Besides the
+    blocks' own categoricals it embeds `cat_features` (posts-table columns, e.g. the user id) and
+    the post's tags (`tags`: the Alltags words); the out-of-fold target statistics stay in its
+    features. Early stopping on the selection posts (patience in epochs); `num_threads` torch
+    threads (fixed, so runs are bit-reproducible)."""
+    enabled: bool = False
+    feature_sets: list[str] = field(default_factory=lambda: ["meta_emb"])
+    cat_features: list[str] = field(default_factory=lambda: ["Uid"])
+    tags: bool = True
+    epochs: int = 60
+    patience: int = 8
+    width: int = 128
+    embedding_dim: int = 8
+    dropout: float = 0.1
+    lr: float = 0.003
+    weight_decay: float = 0.0001
+    batch_size: int = 256
+    min_count: int = 2  # a category or tag seen fewer times in the fit rows shares code 0 with unseen ones
+    num_threads: int = 1
+    seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # None: [Config.seed]
+
+
+@dataclass
 class TuningConfig:
     """Optuna tuning of LightGBM (stage `tune`), on the validation folds every model uses.
 
@@ -290,7 +315,7 @@ class Config:
     """The run's settings. `seed` is the one seed of a run: the prototype networks, the user
     features and the report's samples use it, and every other seed derives from it unless set
     (`validation.seed` and `tuning.seed` equal it, `gbdt.seeds` and `catboost.seeds` are
-    `[seed]`). `demo.seed` is not a run's seed: it draws the demo data set, part of its name."""
+    `[seed]`, and so are `mlp.seeds`). `demo.seed` is not a run's seed: it draws the demo data set, part of its name."""
     seed: int = 0
     demo: DemoConfig = field(default_factory=DemoConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
@@ -300,6 +325,7 @@ class Config:
     prototype: PrototypeConfig = field(default_factory=PrototypeConfig)
     gbdt: GBDTConfig = field(default_factory=GBDTConfig)
     catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
 
@@ -308,7 +334,7 @@ class Config:
         for section in (self.validation, self.tuning):
             if section.seed is None:
                 section.seed = self.seed
-        for section in (self.gbdt, self.catboost):
+        for section in (self.gbdt, self.catboost, self.mlp):
             if section.seeds is None:
                 section.seeds = [self.seed]
 
@@ -358,7 +384,7 @@ FEATURE_BLOCKS = ("meta", "emb", "imgstats", "proto", "user")
 
 
 def _check_members(config: Config, where: str) -> None:
-    """Member entries name existing blocks (and CatBoost existing feature sets), at load: not in
+    """Member entries name existing blocks (and CatBoost and the MLP existing feature sets), at load: not in
     tune or train_trees after the encoders and the prototype stage ran."""
     for section, entries in (("gbdt.feature_sets", config.gbdt.feature_sets),
                              ("ensemble.linear_members", config.ensemble.linear_members)):
@@ -369,10 +395,17 @@ def _check_members(config: Config, where: str) -> None:
             if unknown:
                 raise ConfigError(f"{where}: {section}.{member}: unknown block(s) {unknown}; "
                                   f"known: {list(FEATURE_BLOCKS)}")
-    unknown = [f for f in config.catboost.feature_sets if f not in config.gbdt.feature_sets]
-    if config.catboost.enabled and unknown:
-        raise ConfigError(f"{where}: catboost.feature_sets: {unknown} are not gbdt.feature_sets names; "
-                          f"known: {sorted(config.gbdt.feature_sets)}")
+    for section in (config.catboost, config.mlp):
+        unknown = [f for f in section.feature_sets if f not in config.gbdt.feature_sets]
+        if section.enabled and unknown:
+            name = "catboost" if section is config.catboost else "mlp"
+            raise ConfigError(f"{where}: {name}.feature_sets: {unknown} are not gbdt.feature_sets names; "
+                              f"known: {sorted(config.gbdt.feature_sets)}")
+    m = config.mlp
+    if min(m.epochs, m.patience, m.width, m.embedding_dim, m.batch_size, m.min_count, m.num_threads) < 1 \
+            or not 0.0 <= m.dropout < 1.0 or m.lr <= 0 or m.weight_decay < 0:
+        raise ConfigError(f"{where}: mlp: epochs, patience, width, embedding_dim, batch_size, min_count and "
+                          "num_threads must be >= 1, dropout in [0, 1), lr > 0 and weight_decay >= 0")
 
 
 def _yaml(text: str, where: str) -> Any:

@@ -1,6 +1,6 @@
 """The registry of model members, and the one loop that trains them on the folds.
 
-A member is a model kind (LightGBM, CatBoost, ridge) applied to a set of feature blocks. Each
+A member is a model kind (LightGBM, CatBoost, ridge, MLP) applied to a set of feature blocks. Each
 kind is registered once in KINDS: where the config lists its members, the factory that makes
 its estimator (the fit/predict contract of models/gbdt.py), the seeds it averages, and what its
 summary adds. `train_members` trains every member of the given kinds with `models.cv.cross_fit`
@@ -27,6 +27,7 @@ from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
 from models.linear import RidgeRegressor
+from models.mlp import MLPRegressor
 from models.pseudo_label import pseudo_labels
 from pipeline.catalog import RunContext
 from pipeline.config import Config
@@ -68,16 +69,28 @@ def lightgbm_members(cfg: Config) -> dict[str, list[str]]:
     return members
 
 
-def catboost_members(cfg: Config) -> dict[str, list[str]]:
-    """catboost.feature_sets: CatBoost members `cb_<set>` on the blocks of those LightGBM feature sets."""
-    if not cfg.catboost.enabled:
+def _on_feature_sets(cfg: Config, section: str, prefix: str) -> dict[str, list[str]]:
+    """<section>.feature_sets: members `<prefix><set>` on the blocks of those LightGBM feature sets
+    (the runnable ones), when <section>.enabled."""
+    sets = getattr(cfg, section)
+    if not sets.enabled:
         return {}
-    unknown = [f for f in cfg.catboost.feature_sets if f not in cfg.gbdt.feature_sets]
+    unknown = [f for f in sets.feature_sets if f not in cfg.gbdt.feature_sets]
     if unknown:
-        raise ValueError(f"catboost.feature_sets: {unknown} are not gbdt.feature_sets names; "
+        raise ValueError(f"{section}.feature_sets: {unknown} are not gbdt.feature_sets names; "
                          f"known: {sorted(cfg.gbdt.feature_sets)}")
     lightgbm = lightgbm_members(cfg)
-    return {f"cb_{name}": lightgbm[name] for name in cfg.catboost.feature_sets if name in lightgbm}
+    return {f"{prefix}{name}": lightgbm[name] for name in sets.feature_sets if name in lightgbm}
+
+
+def catboost_members(cfg: Config) -> dict[str, list[str]]:
+    """catboost.feature_sets: CatBoost members `cb_<set>` on the blocks of those LightGBM feature sets."""
+    return _on_feature_sets(cfg, "catboost", "cb_")
+
+
+def mlp_members(cfg: Config) -> dict[str, list[str]]:
+    """mlp.feature_sets: MLP members `mlp_<set>` on the blocks of those LightGBM feature sets."""
+    return _on_feature_sets(cfg, "mlp", "mlp_")
 
 
 def ridge_members(cfg: Config) -> dict[str, list[str]]:
@@ -106,6 +119,24 @@ def catboost_factory(cfg: Config, params: dict | None = None):
     return make
 
 
+def mlp_raw_columns(cfg: Config) -> list[str]:
+    """Posts columns the MLP embeds itself: mlp.cat_features, and Alltags for its tag bag."""
+    return list(dict.fromkeys(cfg.mlp.cat_features + (["Alltags"] if cfg.mlp.tags else [])))
+
+
+def mlp_factory(cfg: Config, params: dict | None = None):
+    m = cfg.mlp
+
+    def make(seed: int, rounds: int | None) -> MLPRegressor:
+        # rounds: a refit's epochs, those the holdout's selection posts chose
+        return MLPRegressor(epochs=rounds or m.epochs, width=m.width, embedding_dim=m.embedding_dim,
+                            dropout=m.dropout, lr=m.lr, weight_decay=m.weight_decay, batch_size=m.batch_size,
+                            patience=m.patience, min_count=m.min_count,
+                            cat_columns=tuple(f"cat_{k}" for k in m.cat_features),
+                            tag_columns=("cat_Alltags",) if m.tags else (), num_threads=m.num_threads, seed=seed)
+    return make
+
+
 def ridge_factory(cfg: Config, params: dict | None = None):
     def make(seed: int, rounds: int | None) -> RidgeRegressor:
         return RidgeRegressor(alpha=cfg.ensemble.ridge_alpha, seed=seed)
@@ -120,7 +151,7 @@ class MemberKind:
     make(seed, rounds) -> an estimator with fit(X, y, X_val, y_val) / predict(X); seeds: the seeds
     whose fits it averages; tuned: it takes the tune stage's parameters; raw_categoricals: posts
     columns it gets as categorical features of its own (`cat_<column>`), which the project's
-    target statistics then leave to it; pseudo_labels: (share, weight) when the kind is fit a
+    target statistics then leave to it unless raw_keeps_stats; pseudo_labels: (share, weight) when the kind is fit a
     second time with test posts labelled by its first fit (models/pseudo_label.py), else None;
     summary: what its summary JSON adds.
     """
@@ -130,6 +161,7 @@ class MemberKind:
     seeds: Callable[[Config], list[int]]
     tuned: bool = False
     raw_categoricals: Callable[[Config], list[str]] = lambda cfg: []
+    raw_keeps_stats: bool = False
     cross_fit_options: Callable[[Config], dict] = lambda cfg: {}
     pseudo_labels: Callable[[Config], tuple[float, float] | None] = lambda cfg: None
     summary: Callable[[Config, Any], dict] = lambda cfg, result: {}
@@ -150,6 +182,12 @@ KINDS: dict[str, MemberKind] = {
         raw_categoricals=lambda cfg: list(cfg.catboost.cat_features),
         summary=lambda cfg, r: {"cat_features": cfg.catboost.cat_features, "best_iterations": r.best_iterations,
                                 "feature_importance": r.feature_importance.head(50).to_dict()}),
+    # the target statistics stay: an embedding learnt on the fit rows alone overfits them, the
+    # out-of-fold statistics do not
+    "mlp": MemberKind("mlp", mlp_members, mlp_factory, lambda cfg: cfg.mlp.seeds, raw_categoricals=mlp_raw_columns,
+                      raw_keeps_stats=True,
+                      summary=lambda cfg, r: {"best_epochs": r.best_iterations, "cat_features": cfg.mlp.cat_features,
+                                              "tags": cfg.mlp.tags}),
     # one seed: the closed form does not depend on it
     "ridge": MemberKind("ridge", ridge_members, ridge_factory, lambda cfg: [0],
                         summary=lambda cfg, r: {"alpha": cfg.ensemble.ridge_alpha}),
@@ -255,7 +293,8 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
         cats = {s: read_parquet(ctx.posts(s), columns=raw) for s in ("train", "test")}
         X = X.assign(**{f"cat_{k}": cats["train"][k].to_numpy() for k in raw})
         X_test = X_test.assign(**{f"cat_{k}": cats["test"][k].to_numpy() for k in raw})
-        stats.key_columns = [k for k in stats.key_columns if k not in raw]
+        if not kind.raw_keeps_stats:
+            stats.key_columns = [k for k in stats.key_columns if k not in raw]
     params = tuned_params(ctx, member) if kind.tuned else None
     fit = partial(cross_fit, kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
                   fit_mask=sample_selection_mask(ctx, blocks, len(y)), **kind.cross_fit_options(cfg))
