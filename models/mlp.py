@@ -69,9 +69,9 @@ class Net(nn.Module):
 class MLPRegressor:
     """A two-hidden-layer MLP with learnt embeddings for categorical and tag columns (module docstring)."""
 
-    def __init__(self, epochs: int = 60, width: int = 128, embedding_dim: int = 8, dropout: float = 0.1,
-                 lr: float = 3e-3, weight_decay: float = 1e-4, batch_size: int = 256, patience: int = 8,
-                 min_count: int = 2, max_tags: int = 20_000, cat_columns: tuple[str, ...] = (),
+    def __init__(self, epochs: int = 100, width: int = 64, embedding_dim: int = 4, dropout: float = 0.3,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 256, patience: int = 8,
+                 min_count: int = 5, max_tags: int = 20_000, cat_columns: tuple[str, ...] = (),
                  tag_columns: tuple[str, ...] = (), n_quantiles: int = 1000, num_threads: int = 1, seed: int = 0):
         if epochs < 1 or width < 1 or embedding_dim < 1 or batch_size < 1 or patience < 1:
             raise ValueError("mlp: epochs, width, embedding_dim, batch_size and patience must be >= 1")

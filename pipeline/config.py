@@ -229,15 +229,17 @@ class MLPConfig:
     feature_sets: list[str] = field(default_factory=lambda: ["meta_emb"])
     cat_features: list[str] = field(default_factory=lambda: ["Uid"])
     tags: bool = True
-    epochs: int = 60
+    # the defaults: the best of a dozen settings on the demo (docs/notes/mlp.md); wider, less dropout
+    # or rarer categories kept overfit within a few epochs
+    epochs: int = 100
     patience: int = 8
-    width: int = 128
-    embedding_dim: int = 8
-    dropout: float = 0.1
-    lr: float = 0.003
+    width: int = 64
+    embedding_dim: int = 4
+    dropout: float = 0.3
+    lr: float = 0.001
     weight_decay: float = 0.0001
     batch_size: int = 256
-    min_count: int = 2  # a category or tag seen fewer times in the fit rows shares code 0 with unseen ones
+    min_count: int = 5  # a category or tag seen fewer times in the fit rows shares code 0 with unseen ones
     num_threads: int = 1
     seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # None: [Config.seed]
 
