@@ -175,6 +175,10 @@ class GBDTConfig:
     })
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
+    # what every LightGBM fit that validates stops early on (members and tuning trials alike, on the
+    # selection posts): `l2` (LightGBM's own) or `challenge` (SRC and MAE in one number,
+    # models.metrics.challenge_score); docs/notes/stop.md
+    stop_metric: str = "l2"
     num_threads: int = 2
     seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # one model per seed; None: [Config.seed]
     # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
@@ -240,7 +244,9 @@ class TuningConfig:
     study_name: str = "lgbm"
     feature_set: str = "meta"
     seed: int | None = field(default=None, metadata={"seed": "one"})  # the sampler's; None: Config.seed
-    metric: str = "src"  # objective: validation `src` (maximised) or `mse` (minimised)
+    # objective: validation `src` (maximised), `mse` (minimised) or `challenge` (models.metrics.challenge_score,
+    # SRC and MAE in one number, maximised)
+    metric: str = "src"
     workers: int = 1  # processes the stage runs on the study; more than 1 is not bit-reproducible
     startup_trials: int = 10  # random trials before TPE models the search space
     pruning: bool = True
@@ -375,6 +381,19 @@ def _check_members(config: Config, where: str) -> None:
                           f"known: {sorted(config.gbdt.feature_sets)}")
 
 
+# settings that take one of a few names, checked at load; the lists of models.gbdt.STOP_METRICS and
+# models.tuning.METRICS, spelled out to keep lightgbm and optuna out of loading a config
+# (tests/test_stop_metric.py holds them equal)
+CHOICES = {("gbdt", "stop_metric"): ("l2", "challenge"), ("tuning", "metric"): ("src", "mse", "challenge")}
+
+
+def _check_choices(config: Config, where: str) -> None:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {section}.{key}: expected one of {list(allowed)}, got {value!r}")
+
+
 def _yaml(text: str, where: str) -> Any:
     """safe_load, its errors (a tag it refuses, malformed YAML) as one line naming where and the line."""
     try:
@@ -475,4 +494,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = str(path) if path else "config"
     config = _build(Config, values, where)
     _check_members(config, where)
+    _check_choices(config, where)
     return config

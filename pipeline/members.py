@@ -93,7 +93,7 @@ def lightgbm_factory(cfg: Config, params: dict | None = None):
 
     def make(seed: int, rounds: int | None) -> LightGBMRegressor:
         return LightGBMRegressor(params or g.params, rounds or g.num_boost_round, g.early_stopping_rounds,
-                                 g.num_threads, seed, adapt_to_size=g.adapt_to_size)
+                                 g.num_threads, seed, adapt_to_size=g.adapt_to_size, stop_metric=g.stop_metric)
     return make
 
 
