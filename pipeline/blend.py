@@ -158,6 +158,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [ctx.final_preds, ctx.final_summary],
     sections=("ensemble",),
-    modules=("models.metrics", "models.ensemble", "models.validation"),
+    modules=("models.metrics", "models.ensemble", "models.validation", "features.blocks", "pipeline.members"),
     description="blend member predictions (weights from out-of-fold predictions only)",
 )

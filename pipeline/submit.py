@@ -150,6 +150,7 @@ STAGE = Stage(
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("reporting.submission_format", "models.metrics", "models.validation"),
+    modules=("reporting.submission_format", "models.metrics", "models.validation", "features.blocks",
+             "features.smpd"),
     description="write the checked submission files and a leaderboard row",
 )
