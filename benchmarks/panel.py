@@ -213,14 +213,16 @@ def rank_correlation(validation: list[float], test: list[float]) -> float | None
     return float(spearmanr(validation, test).statistic)
 
 
-def steering(scores: dict, base: str, switches: list[str]) -> dict:
+def steering(scores: dict, base: str, switches: list[str], noise: dict | None = None) -> dict:
     """How far the validation score can steer, over the switch rows.
 
     scores: row label -> data set -> {"val_src", "val_mae", "test_src", "test_mae"} (a missing data set:
     the row did not run there). Returns, per metric, the sign agreement of each switch row's change
     against `base` (validation vs test) over every (row, data set), and per data set the rank
     correlation of validation and test scores across `base` and the switch rows and the gap
-    (validation minus test) of `base`.
+    (validation minus test) of `base`. noise (data set -> {"src", "mae"}: the seed control's validation
+    change): also the agreement over the pairs whose validation change is beyond that noise, and
+    within it, which says how much of the disagreement is changes smaller than chance.
     """
     sets = list(scores[base])
     out: dict = {"agreement": {}, "pairs": {}, "blind": {}, "rank_correlation": {}, "gap": {}}
@@ -229,6 +231,13 @@ def steering(scores: dict, base: str, switches: list[str]) -> dict:
                     scores[row][s][f"test_{metric}"] - scores[base][s][f"test_{metric}"])
                    for row in switches for s in sets if s in scores[row]]
         out["agreement"][metric], out["pairs"][metric] = sign_agreement(changes)
+        if noise:
+            where = [s for row in switches for s in sets if s in scores[row]]
+            for part, keep in (("beyond_noise", lambda v, s: abs(v) > noise[s][metric]),
+                               ("within_noise", lambda v, s: abs(v) <= noise[s][metric])):
+                picked = [c for c, s in zip(changes, where) if s in noise and keep(c[0], s)]
+                share, n = sign_agreement(picked)
+                out.setdefault(part, {})[metric] = {"agreement": share, "pairs": n}
         # the validation score did not move but the test score did: a setting only the refits see
         out["blind"][metric] = sum(v == 0 and t != 0 for v, t in changes)
         # the same for the refit check (validation.refit_check), where the rows have it
@@ -373,6 +382,12 @@ def steering_lines(steer: dict) -> list[str]:
              f"({steer['pairs']['src']} row x data set pairs), MAE {num(steer['agreement']['mae'])} ({steer['pairs']['mae']}); "
              f"pairs where only the test score moved (validation blind to the switch): SRC {steer['blind']['src']}, "
              f"MAE {steer['blind']['mae']}"]
+    if "beyond_noise" in steer:
+        b, w = steer["beyond_noise"], steer["within_noise"]
+        lines.append(f"where the validation change is beyond the data set's seed-control noise: SRC "
+                     f"{num(b['src']['agreement'])} ({b['src']['pairs']} pairs), MAE {num(b['mae']['agreement'])} "
+                     f"({b['mae']['pairs']}); within it: SRC {num(w['src']['agreement'])} ({w['src']['pairs']}), "
+                     f"MAE {num(w['mae']['agreement'])} ({w['mae']['pairs']})")
     if steer.get("check_pairs", {}).get("src"):
         lines.append(f"the same for the refit check (the report slice predicted as the test is): SRC "
                      f"{num(steer['check_agreement']['src'])} ({steer['check_pairs']['src']} pairs), MAE "
@@ -485,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                      "and on none below minus that set's seed-control noise, SRC and MAE alike; d*: the benefit of the "
                      "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_table(verdicts, noise))
         if judged:
-            steer = steering(scores, BASE, judged)
+            steer = steering(scores, BASE, judged, noise)
             text += "\nSteering:\n\n" + "\n".join(f"- {line}" for line in steering_lines(steer)) + "\n"
     if skipped:
         text += f"\nNot run under --quick (encoders off, so they change nothing): {', '.join(skipped)}\n"

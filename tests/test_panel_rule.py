@@ -132,3 +132,13 @@ def test_merge_judges_rows_of_several_panels_together(tmp_path):
         ("default", "x", 0.6), ("default", "y", 0.3), ("mine", "y", 0.35)]
     assert [sw.label for sw in switches] == ["mine"] and switches[0].turns == "on"
     assert len(overrides) == 3
+
+
+def test_steering_splits_the_agreement_by_the_seed_control_noise():
+    def s(vs, ts):
+        return {"val_src": vs, "val_mae": 1.0, "test_src": ts, "test_mae": 1.0}
+    scores = {"default": {"x": s(0.50, 0.40)}, "big": {"x": s(0.60, 0.45)}, "small": {"x": s(0.505, 0.39)}}
+    out = steering(scores, "default", ["big", "small"], {"x": {"src": 0.01, "mae": 0.01}})
+    assert out["beyond_noise"]["src"] == {"agreement": 1.0, "pairs": 1}  # +0.10 on validation, +0.05 on test
+    assert out["within_noise"]["src"] == {"agreement": 0.0, "pairs": 1}  # +0.005 on validation, -0.01 on test
+    assert out["beyond_noise"]["mae"]["pairs"] == 0 and out["within_noise"]["mae"]["pairs"] == 0  # nothing moved
