@@ -375,6 +375,24 @@ def verdict_table(lines: list[dict], noise: dict) -> str:
     return markdown(rows + [noise_row], columns)
 
 
+def verdict_summary(lines: list[dict]) -> str:
+    """The verdicts in short (the README's table): per switch, on how many data sets the judged score
+    (validation, or the refit check) improved in SRC and in MAE, and the mean test benefit."""
+    rows = []
+    for line in lines:
+        judged = line.get("check_benefit") or line["validation_benefit"]
+        counted = [b for b in judged if not b.get("inert")]
+        test = [b for b in line["test_benefit"] if not b.get("inert")]
+        rows.append({"switch": line["switch"], "judged": line["judged"], "verdict": line["verdict"],
+                     "judged on": {"val": "validation", "check": "refit check"}[line.get("judged_on", "val")],
+                     "SRC up on": f"{sum(b['src'] > 0 for b in counted)}/{len(counted)}",
+                     "MAE down on": f"{sum(b['mae'] > 0 for b in counted)}/{len(counted)}",
+                     "mean test dSRC": float(np.mean([b["src"] for b in test])) if test else None,
+                     "mean test dMAE": float(np.mean([b["mae"] for b in test])) if test else None})
+    return markdown(rows, ["switch", "judged", "verdict", "judged on", "SRC up on", "MAE down on", "mean test dSRC",
+                           "mean test dMAE"])
+
+
 def steering_lines(steer: dict) -> list[str]:
     def num(v):
         return "n/a" if v is None else f"{v:.3f}"
@@ -498,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
         if verdicts:
             text += ("\nVerdicts (the rule, `verdict`: keep if the validation benefit is positive on most data sets "
                      "and on none below minus that set's seed-control noise, SRC and MAE alike; d*: the benefit of the "
-                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_table(verdicts, noise))
+                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_summary(verdicts) +
+                     "\nPer data set:\n\n" + verdict_table(verdicts, noise))
         if judged:
             steer = steering(scores, BASE, judged, noise)
             text += "\nSteering:\n\n" + "\n".join(f"- {line}" for line in steering_lines(steer)) + "\n"
