@@ -468,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", type=Path, nargs="+", metavar="PANEL_JSON",
                         help="run nothing: judge the rows of these panel.json files together (a data set's rows "
                              "from the last file that has them), e.g. a full panel on some sets and --quick on others")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: the rows of the runs a panel with these options already finished "
+                             "(a killed panel's rows; the rows it did not reach are listed as not run)")
     args = parser.parse_args(argv)
     mode = "merged" if args.merge else "quick" if args.quick else "full"
     specs = [s for s in PANEL if not args.only or s.name in args.only.split(",")]
@@ -491,8 +494,14 @@ def main(argv: list[str] | None = None) -> int:
         subs = args.root / "submissions"
         for sw in [Switch(BASE, (), "the default"), control, *switches]:
             run_name = f"panel-{mode}-{args.label}-{sw.label}-{spec.name}"
+            if args.collect:  # the rows an earlier (maybe killed) panel finished, as they are
+                if not (subs / run_name / "scores.json").is_file():
+                    print(f"not run: {sw.label} on {spec.name}", flush=True)
+                    continue
+                seconds = float("nan")
             try:
-                seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
+                if not args.collect:
+                    seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
             except RuntimeError as err:  # one failed row must not lose the others
                 failed.append(f"{sw.label} on {spec.name}: {str(err).splitlines()[-1]}")
                 print(f"FAILED {failed[-1]}", flush=True)
