@@ -80,12 +80,13 @@ class ChallengeScore:
     """`challenge_score` against fixed labels, for scoring many predictions of them (each boosting
     round of a fit that stops early on it): the labels are ranked and their median MAE found once;
     a call ranks the predictions (one sort) and takes the Pearson correlation of the two rankings,
-    which is the Spearman correlation scipy computes (average ranks for ties)."""
+    which is the Spearman correlation scipy computes (average ranks for ties). A single label (a fit
+    stopping on one post) ranks nothing: its score is then -MAE, as for labels all equal."""
 
     def __init__(self, y_true):
         y_true = np.asarray(y_true, dtype=np.float64)
-        if y_true.ndim != 1 or len(y_true) < 2 or not np.isfinite(y_true).all():
-            raise ValueError("challenge score: labels must be 1-D, finite, at least two")
+        if y_true.ndim != 1 or len(y_true) < 1 or not np.isfinite(y_true).all():
+            raise ValueError("challenge score: labels must be 1-D, finite, at least one")
         self.y = y_true
         ranks = rankdata(y_true)
         self._centred = ranks - ranks.mean()

@@ -47,6 +47,14 @@ def test_the_fast_spearman_is_scipys_with_ties():
     assert scorer(np.full(400, 2.0)) == challenge_score(y, np.full(400, 2.0))  # constant: SRC 0, no NaN
     with pytest.raises(ValueError, match="399 predictions for 400 labels"):
         scorer(pred[:-1])
+    assert ChallengeScore([2.0])(np.array([2.5])) == -0.25  # one post: nothing to rank, -MAE
+
+
+def test_a_fit_stops_on_a_single_validation_post():
+    """A time holdout of one post (validation.min_holdout_posts 0 on a handful of posts) still fits."""
+    X, y, X_val, y_val = level_shifted(n=1300)
+    model = LightGBMRegressor({"num_leaves": 7}, 50, 5, 1, 0, stop_metric="challenge").fit(X, y, X_val[:1], y_val[:1])
+    assert 1 <= model.best_iteration_ <= 50 and np.isfinite(model.predict(X_val)).all()
 
 
 def level_shifted(n=1600, seed=0):
