@@ -46,8 +46,8 @@ from optuna.trial import FrozenTrial, TrialState
 from common.locks import FileLock
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
-from models.validation import selection_rows
 from models.metrics import ChallengeScore, challenge_score, mse, src
+from models.validation import selection_rows
 
 log = logging.getLogger(__name__)
 
