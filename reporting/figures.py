@@ -632,6 +632,6 @@ def adversarial_validation(train_likeness, test_likeness, features: pd.DataFrame
         right.axvline(0.0, color="grey", linewidth=0.8)
         limit = max(0.05, float(np.abs(offset).max()) * 1.1)
         right.set_xlim(-limit, limit)
-        right.set_xlabel("univariate AUC - 0.5  (right: larger in test)")
+        right.set_xlabel("univariate AUC - 0.5  (right: larger in test; a categorical: by its test share)")
     right.set_title(f"Most shifted features (top {len(shown)} of {len(features)})")
     return fig
