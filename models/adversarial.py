@@ -49,7 +49,8 @@ class AdversarialResult:
 
     train_likeness / test_likeness: each post's out-of-fold probability of being a test post (NaN
     without an AUC). features: one row per feature used (`feature`, `gain_share`, `univariate_auc`,
-    `shift` = |univariate_auc - 0.5|), the largest shift first. excluded: column -> why it was left out.
+    `shift` = |univariate_auc - 0.5|, `time_corr`: Spearman correlation with the post date, NaN for a
+    categorical or without dates), the largest shift first. excluded: column -> why it was left out.
     """
     auc: float | None
     fold_aucs: list[float]
@@ -128,11 +129,14 @@ def _usable_columns(both: pd.DataFrame, exclude: dict[str, str]) -> tuple[list[s
 
 def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds: int = 5, seed: int = 0,
                            num_boost_round: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
-                           num_threads: int = 2, exclude: dict[str, str] | None = None) -> AdversarialResult:
+                           num_threads: int = 2, exclude: dict[str, str] | None = None,
+                           post_dates: tuple[np.ndarray, np.ndarray] | None = None) -> AdversarialResult:
     """Cross-fitted train-versus-test classifier on the given feature columns (rows: the posts of each
     split, in order). Fixed rounds, no early stopping: stopping on the fold it then scores would
     flatter the AUC. Too few posts of a split for `n_folds` folds, or no usable column, gives auc None
-    with the reason (logged), never an error."""
+    with the reason (logged), never an error. post_dates: (train, test) post times; each numeric
+    feature's Spearman correlation with them (`time_corr`) says which shifted features stand in for
+    the post date (a test period after the train period shifts every feature that grows with time)."""
     if list(X_train.columns) != list(X_test.columns):
         raise ValueError("adversarial validation: train and test features must have the same columns, in order")
     exclude = EXCLUDED if exclude is None else exclude
@@ -141,7 +145,8 @@ def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds:
     both, categorical = _as_model_frame(X_train, X_test)
     used, excluded = _usable_columns(both, exclude)
     empty = pd.DataFrame({"feature": pd.Series(dtype=str), "gain_share": pd.Series(dtype=float),
-                          "univariate_auc": pd.Series(dtype=float), "shift": pd.Series(dtype=float)})
+                          "univariate_auc": pd.Series(dtype=float), "shift": pd.Series(dtype=float),
+                          "time_corr": pd.Series(dtype=float)})
 
     def without_auc(reason: str) -> AdversarialResult:
         log.info("adversarial validation: no AUC: %s", reason)
@@ -177,6 +182,8 @@ def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds:
 
     rows = []
     total_gain = gains.sum()
+    dates = None if post_dates is None else pd.Series(np.concatenate([np.asarray(d, dtype=np.float64)
+                                                                      for d in post_dates]))
     for column in used:
         if column in cats:
             score = _categorical_score(X[column].cat.codes.to_numpy(), target, folds)
@@ -184,7 +191,9 @@ def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds:
             score = _missing_lowest(X[column].to_numpy(dtype=np.float64))
         uni = _auc(target, score)
         rows.append({"feature": column, "gain_share": float(gains[column] / total_gain) if total_gain > 0 else 0.0,
-                     "univariate_auc": uni, "shift": abs(uni - 0.5)})
+                     "univariate_auc": uni, "shift": abs(uni - 0.5),
+                     "time_corr": float("nan") if dates is None or column in cats else
+                     float(pd.Series(X[column].to_numpy(dtype=np.float64)).corr(dates, method="spearman"))})
     features = pd.DataFrame(rows).sort_values(["shift", "gain_share", "feature"], ascending=[False, False, True],
                                               kind="stable").reset_index(drop=True)
     log.info("adversarial validation: AUC %.4f over %d folds (%d train, %d test posts, %d features; most "

@@ -40,7 +40,8 @@ def run(ctx: RunContext) -> None:
     posts = {s: read_parquet(ctx.posts(s), columns=["Pid", "Uid", "Postdate"]) for s in ("train", "test")}
     X = {s: join_blocks({b: read_parquet(ctx.feature_block(b, s)) for b in blocks}, posts[s]["Pid"].to_numpy())
          if blocks else pd.DataFrame(index=range(len(posts[s]))) for s in posts}
-    result = adversarial_validation(X["train"], X["test"], seed=cfg.validation.seed)
+    result = adversarial_validation(X["train"], X["test"], seed=cfg.validation.seed,
+                                    post_dates=(posts["train"]["Postdate"], posts["test"]["Postdate"]))
     weights = likeness_weights(result.train_likeness)
     if cfg.validation.adversarial_weights and result.auc is None:
         log.info("adversarial: validation.adversarial_weights is on but there is no classifier (%s): "
@@ -57,7 +58,9 @@ def run(ctx: RunContext) -> None:
         "auc": result.auc, "fold_aucs": result.fold_aucs, "n_folds": result.n_folds, "reason": result.reason,
         "n_train": result.n_train, "n_test": result.n_test, "blocks": blocks, "blocks_left_out": left_out,
         "time_auc": None if not np.isfinite(time_auc) else time_auc, "excluded": result.excluded,
-        "features": result.features.to_dict(orient="records"), "most_test_like": most_like,
+        # NaN (a categorical's date correlation) as null: the file stays strict JSON
+        "features": result.features.astype(object).where(result.features.notna(), None).to_dict(orient="records"),
+        "most_test_like": most_like,
         "weights": {"used": cfg.validation.adversarial_weights, "min": float(weights.min()),
                     "max": float(weights.max()),
                     # Kish's effective sample size: how many equally weighted posts the weights are worth

@@ -276,9 +276,12 @@ def _adversarial_section(report: RunReport, base_dir: Path | None) -> str:
     top = adv.get("top_shifted_features") or []
     if top:
         parts.append("<h3>Most shifted features</h3>")
-        parts.append(_table(["feature", "univariate AUC", "share of the classifier's gain"],
-                            [[f["feature"], _num(f["univariate_auc"], 3), _num(f["gain_share"], 3)] for f in top],
-                            numeric={1, 2}))
+        parts.append('<p class="muted">Univariate AUC: the feature alone as a score for "is a test post" (a '
+                     "categorical by its category's out-of-fold test share). Correlation with the post date (Spearman): "
+                     "a feature that grows with time shifts because the test period follows the train period.</p>")
+        parts.append(_table(["feature", "univariate AUC", "share of the classifier's gain", "corr. with post date"],
+                            [[f["feature"], _num(f["univariate_auc"], 3), _num(f["gain_share"], 3),
+                              _num(f.get("time_corr"), 2)] for f in top], numeric={1, 2, 3}))
     like = adv.get("most_test_like") or []
     if like:
         parts.append("<h3>Train posts that look most like test posts</h3>")

@@ -46,6 +46,11 @@ def test_a_shifted_feature_is_found_and_the_post_date_is_left_out():
     assert shifted["univariate_auc"] > 0.8 and shifted["gain_share"] > 0.5
     # the date would separate perfectly: out, with why; the constant column is out too
     assert "meta_postdate_days" in result.excluded and "meta_postdate_days" not in top
+    # a feature that grows with the post date is marked as such
+    dates = (train["meta_postdate_days"].to_numpy(), test["meta_postdate_days"].to_numpy())
+    train["x_time"], test["x_time"] = dates[0] * 2.0, dates[1] * 2.0
+    corr = adversarial_validation(train, test, post_dates=dates).features.set_index("feature")["time_corr"]
+    assert corr["x_time"] == pytest.approx(1.0) and abs(corr["x_noise"]) < 0.2 and np.isnan(corr["c_shifted"])
     assert result.excluded["x_constant"] == "the same value in every post"
     assert set(result.features["feature"]) == {"x_noise", "x_shifted", "c_shifted"}
     # the train posts that look most like test have the largest shifted values
@@ -136,6 +141,8 @@ def test_the_diagnostic_changes_no_submission_and_shows_in_scores_and_report(tin
     adv = json.loads((on / "scores.json").read_text())["adversarial"]
     assert 0.5 <= adv["auc"] <= 1.0 and adv["blocks"] == ["meta"] and len(adv["top_shifted_features"]) == 10
     assert len(adv["most_test_like"]) == 10 and adv["weights"]["used"] is False
+    assert all(-1.0 <= f["time_corr"] <= 1.0 for f in adv["top_shifted_features"] if f["time_corr"] is not None)
+    assert "NaN" not in (folders["on"] / "adversarial" / "summary.json").read_text()  # strict JSON
     # every column it leaves out by name is a column of the real meta block
     assert set(EXCLUDED) <= set(pd.read_parquet(folders["on"] / "features" / "meta_train.parquet").columns)
     assert "adversarial" not in json.loads((off / "scores.json").read_text())
