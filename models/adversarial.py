@@ -6,7 +6,9 @@ from the model that did not see it, and the AUC of those out-of-fold probabiliti
 apart the two splits are (0.5: indistinguishable). Beside it, for each feature, its share of the
 classifier's gain and its univariate AUC (the raw value for a number; the out-of-fold test share
 of its category for a categorical), ranked by distance of that AUC from 0.5: the features that
-shift most. Optionally, weights for the train posts from their test-likeness (odds, clipped,
+shift most. A feature that follows the post date closely (the test period follows the train
+period) is ranked but kept out of the classifier, as the date itself is: it separates the splits by
+construction, and the AUC is meant to show what shifts besides time. Optionally, weights for the train posts from their test-likeness (odds, clipped,
 mean 1), so that a fit leans on the train posts that look like test posts.
 
 Pure: frames in, a result dataclass out (the stage `adversarial` reads and writes the files).
@@ -39,6 +41,7 @@ EXCLUDED = {
     "meta_month": "the post date's month: reported apart as time_auc",
     "meta_user_posts_train": "counts the post itself when it is a train post (a new user's test post has 0)",
 }
+MAX_TIME_CORR = 0.5  # |Spearman| with the post date from which a feature counts as standing in for it
 MAX_WEIGHT = 10.0   # train-post weights are clipped to [1 / MAX_WEIGHT, MAX_WEIGHT] times their mean
 CATEGORY_PRIOR = 10.0  # pseudo-posts of the overall test share added to each category's (smoothing)
 
@@ -50,7 +53,8 @@ class AdversarialResult:
     train_likeness / test_likeness: each post's out-of-fold probability of being a test post (NaN
     without an AUC). features: one row per feature used (`feature`, `gain_share`, `univariate_auc`,
     `shift` = |univariate_auc - 0.5|, `time_corr`: Spearman correlation with the post date, NaN for a
-    categorical or without dates), the largest shift first. excluded: column -> why it was left out.
+    categorical or without dates; `in_classifier`: False for a feature that stands in for the post
+    date, ranked but not used), the largest shift first. excluded: column -> why it was left out.
     """
     auc: float | None
     fold_aucs: list[float]
@@ -130,28 +134,33 @@ def _usable_columns(both: pd.DataFrame, exclude: dict[str, str]) -> tuple[list[s
 def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds: int = 5, seed: int = 0,
                            num_boost_round: int = 200, learning_rate: float = 0.05, num_leaves: int = 15,
                            num_threads: int = 2, exclude: dict[str, str] | None = None,
-                           post_dates: tuple[np.ndarray, np.ndarray] | None = None) -> AdversarialResult:
+                           post_dates: tuple[np.ndarray, np.ndarray] | None = None,
+                           users: tuple[np.ndarray, np.ndarray] | None = None,
+                           max_time_corr: float = MAX_TIME_CORR) -> AdversarialResult:
     """Cross-fitted train-versus-test classifier on the given feature columns (rows: the posts of each
     split, in order). Fixed rounds, no early stopping: stopping on the fold it then scores would
     flatter the AUC. Too few posts of a split for `n_folds` folds, or no usable column, gives auc None
-    with the reason (logged), never an error. post_dates: (train, test) post times; each numeric
-    feature's Spearman correlation with them (`time_corr`) says which shifted features stand in for
-    the post date (a test period after the train period shifts every feature that grows with time)."""
+    with the reason (logged), never an error.
+
+    post_dates: (train, test) post times; users: (train, test) user ids. Each numeric feature's
+    Spearman correlation with the post date (`time_corr`: over all posts, or within users, whichever
+    is larger in magnitude) is reported, and a feature at or above `max_time_corr` (in absolute
+    value) stands in for the post date: with a test period after the train period it separates the
+    splits by construction (a user's days since their first post, the account's age at the post:
+    the user-level columns tell the trees whose account it is), so it is ranked with the others but
+    kept out of the classifier, whose AUC then measures what shifts besides time."""
     if list(X_train.columns) != list(X_test.columns):
         raise ValueError("adversarial validation: train and test features must have the same columns, in order")
     exclude = EXCLUDED if exclude is None else exclude
     n_train, n_test = len(X_train), len(X_test)
-    nan = lambda n: np.full(n, np.nan)  # noqa: E731
     both, categorical = _as_model_frame(X_train, X_test)
     used, excluded = _usable_columns(both, exclude)
-    empty = pd.DataFrame({"feature": pd.Series(dtype=str), "gain_share": pd.Series(dtype=float),
-                          "univariate_auc": pd.Series(dtype=float), "shift": pd.Series(dtype=float),
-                          "time_corr": pd.Series(dtype=float)})
 
-    def without_auc(reason: str) -> AdversarialResult:
+    def without_auc(reason: str, features: pd.DataFrame | None = None) -> AdversarialResult:
         log.info("adversarial validation: no AUC: %s", reason)
-        return AdversarialResult(None, [], n_train, n_test, n_folds, nan(n_train), nan(n_test), empty, excluded,
-                                 reason)
+        nan = np.full(n_train + n_test, np.nan)
+        return AdversarialResult(None, [], n_train, n_test, n_folds, nan[:n_train], nan[n_train:],
+                                 _ranked([]) if features is None else features, excluded, reason)
 
     if min(n_train, n_test) < n_folds:
         return without_auc(f"{n_train} train and {n_test} test posts: fewer than {n_folds} (the folds) of a split")
@@ -162,10 +171,29 @@ def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds:
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, rows) in enumerate(splitter.split(np.zeros(len(target)), target)):
         folds[rows] = k
-    X = both[used]
-    cats = [c for c in categorical if c in used]
+    dates = None if post_dates is None else np.concatenate([np.asarray(d, dtype=np.float64) for d in post_dates])
+    user = None if users is None else np.concatenate([np.asarray(u).astype(str) for u in users])
+    rows = []
+    for column in used:
+        numeric = column not in categorical
+        if numeric:
+            values = both[column].to_numpy(dtype=np.float64)
+            score = _missing_lowest(values)
+        else:
+            score = _categorical_score(both[column].cat.codes.to_numpy(), target, folds)
+        uni = _auc(target, score)
+        corr = _time_corr(values, dates, user) if numeric and dates is not None else np.nan
+        proxy = bool(np.isfinite(corr) and abs(corr) >= max_time_corr)
+        rows.append({"feature": column, "gain_share": 0.0, "univariate_auc": uni, "shift": abs(uni - 0.5),
+                     "time_corr": corr, "in_classifier": not proxy})
+    features = _ranked(rows)
+    X = both[features.loc[features["in_classifier"], "feature"].tolist()]
+    if X.shape[1] == 0:
+        return without_auc(f"every varying column stands in for the post date (|Spearman| >= {max_time_corr})",
+                           features)
+    cats = [c for c in categorical if c in X.columns]
     proba = np.empty(len(target))
-    gains = pd.Series(0.0, index=used)
+    gains = pd.Series(0.0, index=X.columns)
     fold_aucs = []
     for k in range(n_folds):
         fit = folds != k
@@ -176,30 +204,39 @@ def adversarial_validation(X_train: pd.DataFrame, X_test: pd.DataFrame, n_folds:
         data = lgb.Dataset(X[fit], label=target[fit], categorical_feature=cats or "auto", free_raw_data=True)
         booster = lgb.train(params, data, num_boost_round=num_boost_round)
         proba[~fit] = booster.predict(X[~fit])
-        gains += pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).reindex(used).fillna(0.0)
+        gains += pd.Series(booster.feature_importance("gain"), index=booster.feature_name()).reindex(X.columns).fillna(0.0)
         fold_aucs.append(_auc(target[~fit], proba[~fit]))
     auc = _auc(target, proba)
-
-    rows = []
-    total_gain = gains.sum()
-    dates = None if post_dates is None else pd.Series(np.concatenate([np.asarray(d, dtype=np.float64)
-                                                                      for d in post_dates]))
-    for column in used:
-        if column in cats:
-            score = _categorical_score(X[column].cat.codes.to_numpy(), target, folds)
-        else:
-            score = _missing_lowest(X[column].to_numpy(dtype=np.float64))
-        uni = _auc(target, score)
-        rows.append({"feature": column, "gain_share": float(gains[column] / total_gain) if total_gain > 0 else 0.0,
-                     "univariate_auc": uni, "shift": abs(uni - 0.5),
-                     "time_corr": float("nan") if dates is None or column in cats else
-                     float(pd.Series(X[column].to_numpy(dtype=np.float64)).corr(dates, method="spearman"))})
-    features = pd.DataFrame(rows).sort_values(["shift", "gain_share", "feature"], ascending=[False, False, True],
-                                              kind="stable").reset_index(drop=True)
-    log.info("adversarial validation: AUC %.4f over %d folds (%d train, %d test posts, %d features; most "
-             "shifted: %s)", auc, n_folds, n_train, n_test, len(used), ", ".join(features["feature"].head(3)))
+    if gains.sum() > 0:
+        features["gain_share"] = features["feature"].map(gains / gains.sum()).fillna(0.0).to_numpy()
+    log.info("adversarial validation: AUC %.4f over %d folds (%d train, %d test posts, %d features, %d more that "
+             "stand in for the post date; most shifted: %s)", auc, n_folds, n_train, n_test, X.shape[1],
+             len(features) - X.shape[1], ", ".join(features["feature"].head(3)))
     return AdversarialResult(auc, fold_aucs, n_train, n_test, n_folds, proba[:n_train], proba[n_train:], features,
                              excluded)
+
+
+def _time_corr(values: np.ndarray, dates: np.ndarray, user: np.ndarray | None) -> float:
+    """Spearman correlation of a feature with the post date over all posts, or within users (both
+    less their user's mean), whichever is larger in magnitude; NaN where neither varies."""
+    pooled = pd.Series(values).corr(pd.Series(dates), method="spearman")
+    within = np.nan
+    if user is not None:
+        frame = pd.DataFrame({"v": values, "d": dates, "u": user})
+        centred = frame[["v", "d"]] - frame.groupby("u")[["v", "d"]].transform("mean")
+        if centred["v"].abs().max() > 0 and centred["d"].abs().max() > 0:
+            within = centred["v"].corr(centred["d"], method="spearman")
+    found = [c for c in (pooled, within) if np.isfinite(c)]
+    return float(max(found, key=abs)) if found else float("nan")
+
+
+def _ranked(rows: list[dict]) -> pd.DataFrame:
+    """The features table, the largest shift first (ties: the larger gain share, then the name)."""
+    columns = {"feature": str, "gain_share": float, "univariate_auc": float, "shift": float, "time_corr": float,
+               "in_classifier": bool}
+    frame = pd.DataFrame(rows) if rows else pd.DataFrame({c: pd.Series(dtype=t) for c, t in columns.items()})
+    return frame.sort_values(["shift", "gain_share", "feature"], ascending=[False, False, True],
+                             kind="stable").reset_index(drop=True)
 
 
 def likeness_weights(likeness: np.ndarray, max_weight: float = MAX_WEIGHT) -> np.ndarray:

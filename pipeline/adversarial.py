@@ -41,7 +41,8 @@ def run(ctx: RunContext) -> None:
     X = {s: join_blocks({b: read_parquet(ctx.feature_block(b, s)) for b in blocks}, posts[s]["Pid"].to_numpy())
          if blocks else pd.DataFrame(index=range(len(posts[s]))) for s in posts}
     result = adversarial_validation(X["train"], X["test"], seed=cfg.validation.seed,
-                                    post_dates=(posts["train"]["Postdate"], posts["test"]["Postdate"]))
+                                    post_dates=(posts["train"]["Postdate"], posts["test"]["Postdate"]),
+                                    users=(posts["train"]["Uid"], posts["test"]["Uid"]))
     weights = likeness_weights(result.train_likeness)
     if cfg.validation.adversarial_weights and result.auc is None:
         log.info("adversarial: validation.adversarial_weights is on but there is no classifier (%s): "

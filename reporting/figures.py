@@ -603,7 +603,8 @@ def adversarial_validation(train_likeness, test_likeness, features: pd.DataFrame
                            time_auc: float | None = None, top: int = 15) -> Figure:
     """Left: how test-like each post looks to the train-versus-test classifier (out-of-fold
     probability), train and test posts apart; right: the `top` features by univariate AUC's distance
-    from 0.5 (bars: AUC - 0.5, right of 0 larger in test), their share of the classifier's gain beside them."""
+    from 0.5 (bars: AUC - 0.5, right of 0 larger in test), their share of the classifier's gain beside them;
+    grey: a feature that follows the post date, kept out of the classifier."""
     train = np.asarray(train_likeness, dtype=np.float64)
     test = np.asarray(test_likeness, dtype=np.float64)
     fig, (left, right) = new_figure(11.0, max(4.2, 0.24 * min(top, len(features)) + 1.4), ncols=2)
@@ -626,9 +627,11 @@ def adversarial_validation(train_likeness, test_likeness, features: pd.DataFrame
     else:
         y = np.arange(len(shown))[::-1]
         offset = shown["univariate_auc"].to_numpy(dtype=np.float64) - 0.5
-        right.barh(y, offset, color=np.where(offset >= 0, TEST_COLOUR, TRAIN_COLOUR))
-        right.set_yticks(y, [f"{f}  (gain {g:.0%})" for f, g in zip(shown["feature"], shown["gain_share"])],
-                         fontsize=8)
+        used = shown["in_classifier"].to_numpy(dtype=bool) if "in_classifier" in shown else np.ones(len(shown), bool)
+        colour = np.where(offset >= 0, TEST_COLOUR, TRAIN_COLOUR)
+        right.barh(y, offset, color=np.where(used, colour, "#bbbbbb"))
+        right.set_yticks(y, [f"{f}  (gain {g:.0%})" if u else f"{f}  (follows the post date)"
+                             for f, g, u in zip(shown["feature"], shown["gain_share"], used)], fontsize=8)
         right.axvline(0.0, color="grey", linewidth=0.8)
         limit = max(0.05, float(np.abs(offset).max()) * 1.1)
         right.set_xlim(-limit, limit)

@@ -278,10 +278,14 @@ def _adversarial_section(report: RunReport, base_dir: Path | None) -> str:
         parts.append("<h3>Most shifted features</h3>")
         parts.append('<p class="muted">Univariate AUC: the feature alone as a score for "is a test post" (a '
                      "categorical by its category's out-of-fold test share). Correlation with the post date (Spearman): "
-                     "a feature that grows with time shifts because the test period follows the train period.</p>")
-        parts.append(_table(["feature", "univariate AUC", "share of the classifier's gain", "corr. with post date"],
+                     "a feature that follows it (|Spearman| 0.5 or more) shifts because the test period follows the train period, "
+                     "and is kept out of the classifier, as the post date is.</p>")
+        parts.append(_table(["feature", "univariate AUC", "share of the classifier's gain", "corr. with post date",
+                             "in the classifier"],
                             [[f["feature"], _num(f["univariate_auc"], 3), _num(f["gain_share"], 3),
-                              _num(f.get("time_corr"), 2)] for f in top], numeric={1, 2, 3}))
+                              _num(f.get("time_corr"), 2),
+                              "yes" if f.get("in_classifier", True) else "no: follows the post date"] for f in top],
+                            numeric={1, 2, 3}))
     like = adv.get("most_test_like") or []
     if like:
         parts.append("<h3>Train posts that look most like test posts</h3>")
