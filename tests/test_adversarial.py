@@ -16,16 +16,17 @@ from tests.tiny_demo import OPTIONAL_OFF, TINY_DEMO, config_dir, degenerate_data
 
 
 def frames(n_train=300, n_test=100, shift=0.0, seed=0):
-    """Random features of two splits; `x_shifted` (and the category `c_shifted`) moved by `shift` in test."""
+    """Random features of two splits; `x_shifted` (and the category `c_shifted`) moved by `shift` in test;
+    the test posts' dates after the train posts'."""
     rng = np.random.default_rng(seed)
 
-    def part(n, moved):
+    def part(n, moved, later=0):
         return pd.DataFrame({
             "x_noise": rng.normal(size=n), "x_shifted": rng.normal(size=n) + moved,
             "c_shifted": pd.Categorical(rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1] if not moved
                                                    else [0.2, 0.3, 0.5]), categories=["a", "b", "c"]),
-            "x_constant": np.ones(n), "meta_postdate_days": np.arange(n) + (10_000 if moved else 0)})
-    return part(n_train, 0.0), part(n_test, shift)
+            "x_constant": np.ones(n), "meta_postdate_days": np.arange(n) + later})
+    return part(n_train, 0.0), part(n_test, shift, later=10_000)  # the test period follows the train period
 
 
 def test_the_same_distribution_gives_an_auc_near_one_half():
@@ -46,16 +47,35 @@ def test_a_shifted_feature_is_found_and_the_post_date_is_left_out():
     assert shifted["univariate_auc"] > 0.8 and shifted["gain_share"] > 0.5
     # the date would separate perfectly: out, with why; the constant column is out too
     assert "meta_postdate_days" in result.excluded and "meta_postdate_days" not in top
-    # a feature that grows with the post date is marked as such
-    dates = (train["meta_postdate_days"].to_numpy(), test["meta_postdate_days"].to_numpy())
-    train["x_time"], test["x_time"] = dates[0] * 2.0, dates[1] * 2.0
-    corr = adversarial_validation(train, test, post_dates=dates).features.set_index("feature")["time_corr"]
-    assert corr["x_time"] == pytest.approx(1.0) and abs(corr["x_noise"]) < 0.2 and np.isnan(corr["c_shifted"])
     assert result.excluded["x_constant"] == "the same value in every post"
     assert set(result.features["feature"]) == {"x_noise", "x_shifted", "c_shifted"}
     # the train posts that look most like test have the largest shifted values
     most = np.argsort(-result.train_likeness)[:20]
     assert train["x_shifted"].to_numpy()[most].mean() > 1.0
+
+
+def test_features_that_follow_the_post_date_are_ranked_but_kept_out_of_the_classifier():
+    train, test = frames(shift=0.0)
+    dates = (train["meta_postdate_days"].to_numpy(), test["meta_postdate_days"].to_numpy())
+    users = tuple(np.arange(len(d)) % 7 for d in dates)
+    # the account's age at the post: the date less the user's first date, which varies far more across
+    # users than the dates do, so the date shows only within users
+    first = np.random.default_rng(1).uniform(-250_000, 0, 7)
+    for frame, d, u in zip((train, test), dates, users):
+        frame["x_time"] = d * 2.0
+        frame["x_account_age"] = d - first[u]
+    plain = adversarial_validation(train, test)
+    assert plain.auc > 0.95  # the date's stand-ins separate the splits by construction
+    result = adversarial_validation(train, test, post_dates=dates, users=users)
+    table = result.features.set_index("feature")
+    assert table.loc["x_time", "time_corr"] == pytest.approx(1.0) and not table.loc["x_time", "in_classifier"]
+    assert not table.loc["x_account_age", "in_classifier"]  # caught within users
+    assert abs(table.loc["x_noise", "time_corr"]) < 0.2 and np.isnan(table.loc["c_shifted", "time_corr"])
+    assert table.loc["x_time", "univariate_auc"] == 1.0 and table.loc["x_time", "gain_share"] == 0.0
+    assert 0.35 < result.auc < 0.65  # besides time, nothing shifts
+    only_time = adversarial_validation(train[["x_time"]], test[["x_time"]], post_dates=dates)
+    assert only_time.auc is None and "stands in for the post date" in only_time.reason
+    assert only_time.features["feature"].tolist() == ["x_time"]
 
 
 def test_it_is_reproducible_bit_for_bit():
@@ -139,7 +159,10 @@ def test_the_diagnostic_changes_no_submission_and_shows_in_scores_and_report(tin
         assert (on / name).read_bytes() == (off / name).read_bytes()
     assert not (folders["off"] / "adversarial").exists()
     adv = json.loads((on / "scores.json").read_text())["adversarial"]
-    assert 0.5 <= adv["auc"] <= 1.0 and adv["blocks"] == ["meta"] and len(adv["top_shifted_features"]) == 10
+    assert 0.0 <= adv["auc"] <= 1.0 and adv["blocks"] == ["meta"] and len(adv["top_shifted_features"]) == 10
+    assert adv["time_auc"] == 1.0  # the demo's test period follows its train period
+    proxies = {f["feature"] for f in adv["top_shifted_features"] if not f["in_classifier"]}
+    assert {"meta_days_since_user_first", "meta_user_post_rank"} <= proxies
     assert len(adv["most_test_like"]) == 10 and adv["weights"]["used"] is False
     assert all(-1.0 <= f["time_corr"] <= 1.0 for f in adv["top_shifted_features"] if f["time_corr"] is not None)
     assert "NaN" not in (folders["on"] / "adversarial" / "summary.json").read_text()  # strict JSON
