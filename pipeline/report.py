@@ -300,7 +300,9 @@ def adversarial_figures(ctx: RunContext, out: FigureWriter) -> None:
     out.add(ADVERSARIAL, "adversarial_validation", "Train vs test classifier: test-likeness and shifted features",
             lambda: rf.adversarial_validation(likeness["train"], likeness["test"], pd.DataFrame(summary["features"]),
                                               summary["auc"], summary.get("time_auc")),
-            "Out-of-fold: each post scored by the classifier that did not see it (stage adversarial).")
+            "Out-of-fold: each post scored by the classifier that did not see it (stage adversarial). A "
+            "categorical feature's bar: the AUC of its category's out-of-fold test share. Grey: follows the post "
+            "date, kept out of the classifier.")
 
 
 def skipped_blocks(ctx: RunContext) -> list[str]:

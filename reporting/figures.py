@@ -619,8 +619,8 @@ def adversarial_validation(train_likeness, test_likeness, features: pd.DataFrame
         left.set_xlabel("out-of-fold probability of being a test post")
         left.set_ylabel("density")
         left.legend(fontsize=8)
-    timing = f"; post date alone {time_auc:.3f}" if time_auc is not None and np.isfinite(time_auc) else ""
-    left.set_title(f"Train vs test classifier: AUC {'n/a' if auc is None else f'{auc:.3f}'}{timing}")
+    timing = f"; date alone {time_auc:.3f}" if time_auc is not None and np.isfinite(time_auc) else ""
+    left.set_title(f"Train vs test: AUC {'n/a' if auc is None else f'{auc:.3f}'}{timing}")
     shown = features.head(top)
     if shown.empty:
         _empty(right, "no feature used")
@@ -635,6 +635,6 @@ def adversarial_validation(train_likeness, test_likeness, features: pd.DataFrame
         right.axvline(0.0, color="grey", linewidth=0.8)
         limit = max(0.05, float(np.abs(offset).max()) * 1.1)
         right.set_xlim(-limit, limit)
-        right.set_xlabel("univariate AUC - 0.5  (right: larger in test; a categorical: by its test share)")
+        right.set_xlabel("univariate AUC - 0.5  (right: larger in test)")
     right.set_title(f"Most shifted features (top {len(shown)} of {len(features)})")
     return fig
