@@ -87,7 +87,7 @@ STAGE = Stage(
     + [ctx.feature_block(b, s) for b in used_blocks(ctx.config) for s in ("train", "test")],
     outputs=lambda ctx: [ctx.adversarial_summary, ctx.adversarial_posts],
     sections=("validation",),
-    modules=("models.adversarial", "models.sizing", "features.blocks"),
+    modules=("models.adversarial", "models.sizing", "features.blocks", "pipeline.members"),
     enabled=lambda ctx: ctx.config.validation.adversarial,
     description="adversarial validation: a train-vs-test classifier's AUC, shifted features, test-like train posts",
 )
