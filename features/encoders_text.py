@@ -360,8 +360,11 @@ class BackboneTextEncoder:
             picked = [row for row, i in enumerate(group) if need[i]]
             if picked:  # only the rows asked for leave the device (a longer text's positions beyond are cut)
                 width = min(length, longest)
-                sel = torch.tensor(picked, device=out_tokens.device)
-                part = out_tokens[sel, :width].float() * mask[sel, :width].unsqueeze(-1)
+                part, part_mask = out_tokens[:, :width], mask[:, :width]
+                if len(picked) < len(group):  # (`words`: every row, no copy)
+                    sel = torch.tensor(picked, device=out_tokens.device)
+                    part, part_mask = part[sel], part_mask[sel]
+                part = part.float() * part_mask.unsqueeze(-1)
                 tokens[slot[np.asarray(group)[picked]], :width] = part.cpu().numpy()
         chosen = rows[want]
         return pooled[rows], tokens[slot[chosen]], np.arange(longest)[None, :] < lengths[chosen][:, None]

