@@ -146,9 +146,19 @@ def measure(no_tags: float, roots: dict[str, Path], folder: Path, args) -> dict:
         result[f"{variant}_max_abs_diff"] = {
             a: float(np.abs(arrays[variant][a].astype(np.float32) - arrays[base][a].astype(np.float32)).max())
             for a in ("title", "tags", "tokens")}
+        result[f"{variant}_min_cosine"] = {a: _min_cosine(arrays[variant][a], arrays[base][a]) for a in ("title", "tags")}
         result[f"{variant}_token_mask_equal"] = bool(np.array_equal(arrays[variant]["token_mask"],
                                                                     arrays[base]["token_mask"]))
     return result
+
+
+def _min_cosine(a, b) -> float:
+    """The least cosine similarity between a row of a and the same row of b (rows of b that are not zero)."""
+    import numpy as np
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    keep = norms > 0
+    return float(((a * b).sum(1)[keep] / norms[keep]).min()) if keep.any() else 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
