@@ -12,9 +12,10 @@ the whole words of MiniLM's vocabulary (vocab.txt lines 2,000-20,000, alphabetic
 one WordPiece token a word, as ordinary English words are), a title of n words with n log-uniform in
 [5, 60] (median about 17 words; with CLS and SEP 7 to 62 tokens, so none reaches the 77-token cut of
 `max_text_length`, while most token texts, title + tags, exceed the 32 of `max_text_tokens`), a tag string
-of m tags with m log-uniform in [1, 40] (median about 6). `--no-tags` is the share of posts without tags (their token text is
-the title: e.g. 1.0 for a Reddit-like set of titles only), `--no-title` the share without a title; by default
-the benchmark runs the shares 0, 0.3 and 1.0 of posts without tags (10% without a title).
+of m tags with m log-uniform in [1, 40] (median about 6). `--no-tags` is the share of posts without tags
+(their token text is the title: e.g. 1.0 for a Reddit-like set of titles only), `--no-title` the share
+without a title; by default the benchmark runs the shares 0, 0.3 and 1.0 of posts without tags (10% without
+a title).
 
 Variants (`--variants`): `base` the text pass of the base commit, fp32 (today); `off` this checkout with
 `encoders.text_shared_pass` off (the plan of today: must run as fast); `shared` this checkout with it on;
@@ -146,7 +147,8 @@ def measure(no_tags: float, roots: dict[str, Path], folder: Path, args) -> dict:
         result[f"{variant}_max_abs_diff"] = {
             a: float(np.abs(arrays[variant][a].astype(np.float32) - arrays[base][a].astype(np.float32)).max())
             for a in ("title", "tags", "tokens")}
-        result[f"{variant}_min_cosine"] = {a: _min_cosine(arrays[variant][a], arrays[base][a]) for a in ("title", "tags")}
+        result[f"{variant}_min_cosine"] = {a: _min_cosine(arrays[variant][a], arrays[base][a])
+                                           for a in ("title", "tags")}
         result[f"{variant}_token_mask_equal"] = bool(np.array_equal(arrays[variant]["token_mask"],
                                                                     arrays[base]["token_mask"]))
     return result
