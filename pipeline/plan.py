@@ -221,6 +221,8 @@ def append_record(record: dict, path: Path | None = None) -> None:
 class Fit:
     fixed_s: float
     per_unit_s: float
+    cpu_fixed_s: float
+    cpu_per_unit_s: float
     rss_start_mb: float
     growth_mb_per_unit: float
     growth_fixed_mb: float
@@ -230,6 +232,9 @@ class Fit:
 
     def seconds(self, units: float) -> float:
         return self.fixed_s + self.per_unit_s * units
+
+    def cpu_seconds(self, units: float) -> float:
+        return self.cpu_fixed_s + self.cpu_per_unit_s * units
 
     def peak_mb(self, units: float) -> float:
         return self.rss_start_mb + self.growth_fixed_mb + self.growth_mb_per_unit * units
@@ -258,9 +263,10 @@ def fit_records(records: list[dict]) -> Fit | None:
         return None
     units = [float(r["units"]) for r in records]
     fixed, slope = _line(units, [float(r["wall_s"]) for r in records])
+    cpu_fixed, cpu_slope = _line(units, [float(r.get("cpu_s", r["wall_s"])) for r in records])
     growth = [max(0.0, float(r.get("peak_rss_mb", 0)) - float(r.get("rss_start_mb", 0))) for r in records]
     g_fixed, g_slope = _line(units, growth)
-    return Fit(fixed, slope, float(records[-1].get("rss_start_mb", 0.0)), g_slope, g_fixed, len(records),
+    return Fit(fixed, slope, cpu_fixed, cpu_slope, float(records[-1].get("rss_start_mb", 0.0)), g_slope, g_fixed, len(records),
                _spread(units), units[-1])
 
 
@@ -371,7 +377,8 @@ def write_reference(records: list[dict], probes: dict[str, float], about: str, p
 # --- the estimate ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Estimate:
-    seconds: float
+    seconds: float  # wall
+    cpu_seconds: float  # user + system, the run's process and its children: what load does not stretch
     peak_mb: float | None
     units: float
     unit: str
@@ -439,18 +446,20 @@ class Estimator:
         ref = fit_records([r for r in self.reference.get("records", []) if r["stage"] == stage.name])
         if own is not None:
             about = f"{own.n} earlier run(s) on {len({r['dataset'] for r in own_records})} data set(s)"
-            seconds = own.seconds(units)
+            seconds, cpu = own.seconds(units), own.cpu_seconds(units)
             if not own.spread and ref is not None and ref.spread and ref.seconds(own.units) > 0:
                 # one size timed here: the reference's split of fixed and per-unit cost, at this machine's level
                 seconds = ref.seconds(units) * own.seconds(own.units) / ref.seconds(own.units)
+                cpu = ref.cpu_seconds(units) * own.cpu_seconds(own.units) / max(ref.cpu_seconds(own.units), 1e-9)
                 about += ", scaled as the reference"
-            return Estimate(seconds, own.peak_mb(units), units, unit, about, device)
+            return Estimate(seconds, cpu, own.peak_mb(units), units, unit, about, device)
         if not self.calibrate:
             return None
         ratio = self._ratio(stage.name) if ref is not None else None
         if ref is None or ratio is None:
             return None
-        return Estimate(ref.seconds(units) * ratio, ref.peak_mb(units), units, unit, f"calibration x{ratio:.2g}", device)
+        return Estimate(ref.seconds(units) * ratio, ref.cpu_seconds(units) * ratio, ref.peak_mb(units), units, unit,
+                        f"calibration x{ratio:.2g}", device)
 
 
 def as_dict(estimate: Estimate) -> dict:

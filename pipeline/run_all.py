@@ -99,6 +99,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+def _short(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else _duration(seconds)
+
+
 def _units(n: float) -> str:
     return f"{n:,.0f}" if n < 1e6 else f"{n / 1e6:.3g}M"
 
@@ -114,9 +118,8 @@ def plan_text(ctx: RunContext, rows: list[dict], posts: int | None) -> str:
             status += "   (no earlier timing)"
         elif status == "run":  # a stage that does all its work: an upper bound where shared caches apply
             peak = f", peak ~{estimate.peak_mb:,.0f} MB" if estimate.peak_mb else ""
-            seconds = f"{estimate.seconds:.1f} s" if estimate.seconds < 10 else _duration(estimate.seconds)
-            status += (f"   ~{seconds}{peak} ({_units(estimate.units)} {estimate.unit} on "
-                       f"{estimate.device}; {estimate.source})")
+            status += (f"   ~{_short(estimate.seconds)}{peak} ({_units(estimate.units)} {estimate.unit} on "
+                       f"{estimate.device}; {estimate.source}; CPU ~{_short(estimate.cpu_seconds)})")
         lines.append(f"  {row['stage']:16s} {status}")
     to_run = [r for r in rows if r["status"] == "run"]
     timed = [r["estimate"] for r in to_run if r["estimate"] is not None]

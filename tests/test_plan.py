@@ -12,7 +12,7 @@ from pipeline import run_all
 from pipeline.stage import load_stages
 from tiny_demo import TINY_DEMO
 
-ESTIMATE = r"run   ~[\d.]+ (s|min), peak ~[\d,]+ MB \([\d,.M]+ [\w-]+ on cpu; {source}\)"
+ESTIMATE = r"run   ~[\d.]+ (s|min), peak ~[\d,]+ MB \([\d,.M]+ [\w-]+ on cpu; {source}; CPU ~[\d.]+ (s|min)\)"
 
 
 def main(work, *args) -> int:
