@@ -296,16 +296,16 @@ def probe_cpu(cfg) -> float:
 
 
 def probe_lgbm(cfg) -> float:
-    """20 LightGBM rounds on 2,000 rows as wide as the widest member might be, at the configured threads."""
+    """10 LightGBM rounds on 1,000 rows as wide as the widest member might be, at the configured threads."""
     import lightgbm as lgb
     import numpy as np
     width = 60 + (100 if cfg.encoders.enabled else 0) + (40 if cfg.prototype.enabled else 0)
     rng = np.random.default_rng(0)
-    X = rng.random((2000, width))
-    y = X[:, 0] + rng.normal(0, 0.1, 2000)
+    X = rng.random((1000, width))
+    y = X[:, 0] + rng.normal(0, 0.1, 1000)
     params = {"objective": "regression", "verbose": -1, "num_threads": cfg.gbdt.num_threads, "seed": 0,
               "num_leaves": 31, "deterministic": True}
-    return _best_of(lambda: lgb.train(params, lgb.Dataset(X, y), num_boost_round=20), 2)
+    return _best_of(lambda: lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), 2)
 
 
 _LOADED: dict = {}  # (encoder settings, device) -> (text, image): the two probes load them once
