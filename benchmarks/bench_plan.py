@@ -5,6 +5,7 @@ each stage's estimate against its measured seconds.
     nice -n 10 python benchmarks/bench_plan.py --root /tmp/plan-bench                     # the check
     nice -n 10 python benchmarks/bench_plan.py --root /tmp/plan-bench --write-reference   # and refresh
                                                          # pipeline/plan_reference.json from its reference runs
+    nice -n 10 python benchmarks/bench_plan.py --root /tmp/plan-bench --replan   # the plans again, same measured run
 
 Steps: (1) the reference runs: two demo-generated sets (features/demo.py, seeds 11 and 12, 1,100 and
 4,000 posts) run with configs/demo.yaml into their own timings file; with --write-reference their records
@@ -96,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, required=True, help="scratch folder (sets, work folders, timings)")
     parser.add_argument("--write-reference", action="store_true", help="rewrite pipeline/plan_reference.json")
+    parser.add_argument("--replan", action="store_true",
+                        help="keep the fresh set's measured run; plan it again (a new work folder, the data folder "
+                             "untouched: runs never write there) and compare: after a change of the plan's code")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -122,24 +126,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {plan.REFERENCE} (probes {json.dumps({k: round(v, 4) for k, v in probes.items()})})")
 
     fresh = root / "fresh"
-    shutil.rmtree(fresh, ignore_errors=True)  # a set no run has touched
+    if not args.replan:
+        shutil.rmtree(fresh, ignore_errors=True)  # a set no run has touched
     data = make_set(fresh, "set", FRESH_SET)
+    work = fresh / ("work-replan" if args.replan else "work")
+    shutil.rmtree(work if args.replan else fresh / "none", ignore_errors=True)
     before = sorted(p.relative_to(data).as_posix() for p in data.rglob("*"))
     started = time.perf_counter()
-    from_runs = run_all(data, fresh / "work", ref_cache, "--plan")
+    from_runs = run_all(data, work, ref_cache, "--plan")
     plan_s = {"earlier runs": time.perf_counter() - started}
     started = time.perf_counter()
-    calibrated = run_all(data, fresh / "work", fresh / "cache-empty", "--plan")
+    calibrated = run_all(data, work, fresh / "cache-empty", "--plan")
     plan_s["calibration"] = time.perf_counter() - started
     assert sorted(p.relative_to(data).as_posix() for p in data.rglob("*")) == before, "--plan wrote into the data"
-    assert not (fresh / "work").exists(), "--plan wrote a work folder"
+    assert not work.exists(), "--plan wrote a work folder"
+    assert not (fresh / "cache-empty").exists(), "--plan wrote a timings file"
     (fresh / "plan-earlier-runs.txt").write_text(from_runs)
     (fresh / "plan-calibration.txt").write_text(calibrated)
     print(calibrated)
     estimates = {"earlier runs": plan_estimates(from_runs), "calibration": plan_estimates(calibrated)}
 
     started = time.perf_counter()
-    run_all(data, fresh / "work", fresh / "cache-run", log=fresh / "run.log")
+    if not args.replan:
+        run_all(data, work, fresh / "cache-run", log=fresh / "run.log")
     run_s = time.perf_counter() - started
     load["after"] = os.getloadavg()
     measured = {r["stage"]: r for r in plan.read_records(fresh / "cache-run" / "timings.jsonl")}

@@ -85,19 +85,26 @@ def prototype_steps(cfg, train: int) -> int:
     return k * cfg.prototype.train.epochs * per_network
 
 
+def holdout(cfg, train: int) -> bool:
+    """Whether make_folds will apply a time holdout (one fit a model), not k-fold cross-fitting (k fits):
+    models.validation.fold_plan replaces a holdout too small for the data set's size."""
+    from models.validation import fold_plan
+    v = cfg.validation
+    return fold_plan(train, v.scheme, v.n_folds, v.holdout_frac, v.min_holdout_posts).scheme == "time_holdout"
+
+
 def tuning_trials(cfg, train: int) -> int:
     from models.sizing import tuning_trials as capped
     t, v = cfg.tuning, cfg.validation
-    validated = train * v.holdout_frac if v.scheme == "time_holdout" and train * v.holdout_frac >= v.min_holdout_posts \
-        else train  # a small set (or a k-fold scheme) validates on every train post
+    validated = train * v.holdout_frac if holdout(cfg, train) else train  # k-fold validates every train post
     return capped(t.n_trials, int(validated)) if t.adapt_to_size else t.n_trials
 
 
-def tree_fits(cfg) -> int:
+def tree_fits(cfg, train: int) -> int:
     """LightGBM and CatBoost fits of train_trees, up to the rounds each takes: members x seeds x (fit, refit),
     a k-fold scheme one fit per fold and a refit."""
     from pipeline.members import members_of
-    fits_per_seed = 2 if cfg.validation.scheme == "time_holdout" else cfg.validation.n_folds + 1
+    fits_per_seed = 2 if holdout(cfg, train) else cfg.validation.n_folds + 1
     trees = members_of(cfg, ("lightgbm", "catboost"))
     seeds = {"lightgbm": len(cfg.gbdt.seeds or [0]), "catboost": len(cfg.catboost.seeds or [0])}
     return sum(seeds[kind] for kind, _ in trees.values()) * fits_per_seed
@@ -107,10 +114,11 @@ def stage_units(name: str, cfg, size: Size) -> tuple[float, str]:
     """The stage's work in units whose cost does not depend on the data set's size, and their name."""
     if name == "prototype":
         return float(prototype_steps(cfg, size.train)), "steps"
-    if name == "tune":
-        return float(tuning_trials(cfg, size.train) * size.train), "trial-posts"
+    if name == "tune":  # a trial fits once on a holdout, once a fold when k-fold
+        folds = 1 if holdout(cfg, size.train) else cfg.validation.n_folds
+        return float(tuning_trials(cfg, size.train) * folds * size.train), "fit-posts"
     if name == "train_trees":
-        return float(tree_fits(cfg) * size.train), "fit-posts"
+        return float(tree_fits(cfg, size.train) * size.train), "fit-posts"
     if name == "train_linear":
         from pipeline.members import members_of
         return float(max(1, len(members_of(cfg, ("ridge",)))) * size.posts), "member-posts"
@@ -272,6 +280,8 @@ def fit_records(records: list[dict]) -> Fit | None:
 
 # --- the calibration ---------------------------------------------------------------------------
 def _best_of(fn, repeats: int) -> float:
+    """The fastest of a few calls: on a shared machine the others' load only adds to a call, so the
+    minimum is the closest to the work's own cost (the plan compares it with the reference's minimum)."""
     best = math.inf
     for _ in range(repeats):
         started = time.perf_counter()
@@ -292,7 +302,7 @@ def probe_cpu(cfg) -> float:
         stats = frame.groupby("u")["x"].agg(["mean", "count"])
         frame.join(stats, on="u").sort_values("x")
         matrix @ matrix
-    return _best_of(work, 3)
+    return _best_of(work, 5)
 
 
 def probe_lgbm(cfg) -> float:
@@ -305,7 +315,7 @@ def probe_lgbm(cfg) -> float:
     y = X[:, 0] + rng.normal(0, 0.1, 1000)
     params = {"objective": "regression", "verbose": -1, "num_threads": cfg.gbdt.num_threads, "seed": 0,
               "num_leaves": 31, "deterministic": True}
-    return _best_of(lambda: lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), 2)
+    return _best_of(lambda: lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), 3)
 
 
 _LOADED: dict = {}  # (encoder settings, device) -> (text, image): the two probes load them once
@@ -328,7 +338,7 @@ def probe_text(cfg, device: str = "cpu") -> float:
     text, _ = _encoders(cfg, device)
     texts = [f"sunset over the harbour {i} #travel #photo{i % 5} city lights" for i in range(16)]
     text.sentences(texts[:2])
-    return _best_of(lambda: text.sentences(texts), 2)
+    return _best_of(lambda: text.sentences(texts), 5)
 
 
 def probe_image(cfg, device: str = "cpu") -> float:
@@ -338,7 +348,7 @@ def probe_image(cfg, device: str = "cpu") -> float:
     crops = torch.randint(0, 255, (8, 3, image.prep.crop, image.prep.crop), dtype=torch.uint8,
                           generator=torch.Generator().manual_seed(0))
     image.embed(crops[:2])
-    return _best_of(lambda: image.embed(crops), 2)
+    return _best_of(lambda: image.embed(crops), 5)
 
 
 PROBE_FUNCTIONS = {"cpu": probe_cpu, "lgbm": probe_lgbm, "text": probe_text, "image": probe_image}
