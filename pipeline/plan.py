@@ -11,9 +11,11 @@ Where the per-unit costs come from, best first:
      as seconds = fixed + per-unit x units (one size: proportional);
   2. otherwise a calibration of a few seconds: probes (`PROBES`: the configured text and image
      encoders on 16 texts and 8 images, a few LightGBM rounds on a frame of the right width, a
-     pandas/numpy workload) timed now on the stage's device and compared with the same probes
-     timed when the reference records in pipeline/plan_reference.json were measured; the
-     reference's fit is scaled by that ratio.
+     pandas/numpy workload), their CPU seconds on one thread now on the stage's device, against the
+     same probes timed when the reference records in pipeline/plan_reference.json were measured;
+     the reference's fit is scaled by that ratio of machine speed. The load is not in the ratio:
+     a calibrated wall estimate keeps the reference runs' stretch of wall over CPU seconds (they ran
+     at load 14 to 16 on 2 cores: about 4x), the CPU estimate does not depend on it.
 The memory estimate is the fitted record's resident memory at the stage's start plus its growth
 during the stage scaled by the units. Estimates are of a stage that does all its work: shared
 caches (encoder arrays, prototype networks, a tuning study) make a rerun faster.
@@ -280,40 +282,45 @@ def fit_records(records: list[dict]) -> Fit | None:
 
 # --- the calibration ---------------------------------------------------------------------------
 def _best_of(fn, repeats: int) -> float:
-    """The fastest of a few calls: on a shared machine the others' load only adds to a call, so the
-    minimum is the closest to the work's own cost (the plan compares it with the reference's minimum)."""
-    best = math.inf
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+    """The fewest CPU seconds of a few calls, each on one thread: what the machine's speed sets and the
+    load of a shared machine does not (wall seconds of the same 50 ms probe, minutes apart at load 15 on
+    2 cores, differed 1.5x to 4x; threads waiting for each other make it worse)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = math.inf
+        for _ in range(repeats):
+            started = time.process_time()
+            fn()
+            best = min(best, time.process_time() - started)
+        return best
+    finally:
+        torch.set_num_threads(threads)
 
 
 def probe_cpu(cfg) -> float:
-    """A pandas/numpy workload like the light stages' (sorting, grouping, joining, a small product)."""
+    """A pandas/numpy workload like the light stages' (grouping, joining, sorting; no BLAS: one thread)."""
     import numpy as np
     import pandas as pd
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"u": rng.integers(0, 2000, 100_000), "x": rng.random(100_000)})
-    matrix = rng.random((300, 300))
 
     def work():
         stats = frame.groupby("u")["x"].agg(["mean", "count"])
         frame.join(stats, on="u").sort_values("x")
-        matrix @ matrix
     return _best_of(work, 5)
 
 
 def probe_lgbm(cfg) -> float:
-    """10 LightGBM rounds on 1,000 rows as wide as the widest member might be, at the configured threads."""
+    """10 LightGBM rounds on 1,000 rows as wide as the widest member might be, on one thread."""
     import lightgbm as lgb
     import numpy as np
     width = 60 + (100 if cfg.encoders.enabled else 0) + (40 if cfg.prototype.enabled else 0)
     rng = np.random.default_rng(0)
     X = rng.random((1000, width))
     y = X[:, 0] + rng.normal(0, 0.1, 1000)
-    params = {"objective": "regression", "verbose": -1, "num_threads": cfg.gbdt.num_threads, "seed": 0,
+    params = {"objective": "regression", "verbose": -1, "num_threads": 1, "seed": 0,
               "num_leaves": 31, "deterministic": True}
     return _best_of(lambda: lgb.train(params, lgb.Dataset(X, y), num_boost_round=10), 3)
 
