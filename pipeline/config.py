@@ -43,6 +43,14 @@ class ValidationConfig:
     early stopping, trial or blend weight sees them, and the run's reported score is theirs; on a
     time holdout the holdout's later part (0.1 of 0.2: its later half). 0: none (the reported score
     is then the selection score, and the leaderboard ranks such runs apart).
+    refit_check: also score the report slice predicted the way the test is (a refit on every other
+    train post, or the fold models' mean: models/cv.py); in scores.json as `refit_check`. It costs a
+    fit per member and seed; the panel turns it on to judge settings only the refits see.
+    adversarial: the diagnostic stage `adversarial` (models/adversarial.py): a classifier that tells
+    train posts from test posts on the feature blocks `adversarial_blocks` (cross-fitted AUC, the
+    features that shift most, the train posts most like test ones) in scores.json and the report;
+    it changes no prediction. adversarial_weights: the LightGBM members' fits weigh each train post
+    by its test-likeness (odds, clipped, mean 1); early stopping, tuning and every score stay unweighted.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
@@ -51,6 +59,10 @@ class ValidationConfig:
     min_holdout_posts: int = 500
     mirror_unseen: bool = False
     report_frac: float = 0.1
+    refit_check: bool = False
+    adversarial: bool = True
+    adversarial_blocks: list[str] = field(default_factory=lambda: ["meta"])
+    adversarial_weights: bool = False
 
 
 @dataclass
@@ -369,6 +381,14 @@ def _check_members(config: Config, where: str) -> None:
             if unknown:
                 raise ConfigError(f"{where}: {section}.{member}: unknown block(s) {unknown}; "
                                   f"known: {list(FEATURE_BLOCKS)}")
+    v = config.validation
+    unknown = [b for b in v.adversarial_blocks if not isinstance(b, str) or b not in FEATURE_BLOCKS]
+    if unknown or not v.adversarial_blocks:
+        raise ConfigError(f"{where}: validation.adversarial_blocks: expected a non-empty list of blocks of "
+                          f"{list(FEATURE_BLOCKS)}, got {v.adversarial_blocks!r}")
+    if v.adversarial_weights and not v.adversarial:
+        raise ConfigError(f"{where}: validation.adversarial_weights needs the classifier that makes them: "
+                          "set validation.adversarial=true too")
     unknown = [f for f in config.catboost.feature_sets if f not in config.gbdt.feature_sets]
     if config.catboost.enabled and unknown:
         raise ConfigError(f"{where}: catboost.feature_sets: {unknown} are not gbdt.feature_sets names; "
