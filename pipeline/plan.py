@@ -145,6 +145,8 @@ COST_SETTINGS = {
                     "gbdt.feature_sets", "gbdt.pseudo_label", "catboost", "tuning.enabled", "encoders.enabled",
                     "prototype.enabled", "users"],
     "train_linear": ["ensemble", "gbdt.feature_sets", "encoders.enabled", "prototype.enabled"],
+    "adversarial": ["validation.adversarial_blocks", "gbdt.num_threads", "encoders.enabled", "prototype.enabled",
+                    "users"],
 }
 # stages that run on a configured torch device, and its setting
 DEVICE_SETTINGS = {"encode": "encoders.device", "user_features": "encoders.device",
@@ -361,7 +363,7 @@ def probe_image(cfg, device: str = "cpu") -> float:
 PROBE_FUNCTIONS = {"cpu": probe_cpu, "lgbm": probe_lgbm, "text": probe_text, "image": probe_image}
 # the probes whose ratio (now / reference) scales each stage's reference cost; default `cpu`
 PROBES = {"encode": ("text", "image"), "user_features": ("text",), "prototype": ("text",),
-          "tune": ("lgbm",), "train_trees": ("lgbm",)}
+          "tune": ("lgbm",), "train_trees": ("lgbm",), "adversarial": ("lgbm",)}
 
 
 def run_probes(cfg, devices: dict[str, str], names: set[str]) -> dict[str, float]:

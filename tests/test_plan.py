@@ -31,7 +31,7 @@ def test_plan_on_an_untouched_set_estimates_every_stage_by_calibration_and_write
     calibrated = ESTIMATE.format(source=r"calibration x[\d.e+-]+")
     for stage in load_stages():
         assert re.search(rf"^  {stage.name} +({calibrated}|off)$", out, re.M), (stage.name, out)
-    assert re.search(r"^  estimate: about [\d.]+ (s|min) for 15 stage\(s\), peak ~[\d,]+ MB$", out, re.M), out
+    assert re.search(r"^  estimate: about [\d.]+ (s|min) for \d+ stage\(s\), peak ~[\d,]+ MB$", out, re.M), out
     probes = float(re.search(r"probes cpu, image, lgbm, text timed in ([\d.]+) s", out).group(1))
     assert probes < 30 and seconds < 60, (probes, seconds)  # seconds, not minutes (on a loaded 2-core machine)
     assert not (tmp_path / "fresh").exists() and not (tmp_path / "subs").exists()
