@@ -115,7 +115,7 @@ def plan_text(ctx: RunContext, rows: list[dict], posts: int | None) -> str:
     for row in rows:
         status, estimate = row["status"], row.get("estimate")
         if status == "run" and estimate is None:
-            status += "   (no earlier timing)"
+            status += "   (no earlier timing)" if posts else "   (no estimate: the data set's size is unknown)"
         elif status == "run":  # a stage that does all its work: an upper bound where shared caches apply
             peak = f", peak ~{estimate.peak_mb:,.0f} MB" if estimate.peak_mb else ""
             status += (f"   ~{_short(estimate.seconds)}{peak} ({_units(estimate.units)} {estimate.unit} on "
@@ -131,7 +131,8 @@ def plan_text(ctx: RunContext, rows: list[dict], posts: int | None) -> str:
         lines.append(f"  estimate: about {_duration(sum(e.seconds for e in timed))} for {len(to_run)} stage(s)"
                      + (f", peak ~{peak:,.0f} MB" if peak else "") + (f"; {untimed} never timed" if untimed else ""))
     else:
-        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (no earlier timing of them on this machine)")
+        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (" + ("no earlier timing of them on this machine)"
+                     if posts else "no posts tables, demo size or official image lists to count the posts of)"))
     for row in to_run:  # the CPU's hour: name the setting that shortens the stage
         estimate = row["estimate"]
         if estimate is not None and estimate.over_an_hour_on_cpu() and row["stage"] in SHORTER:
