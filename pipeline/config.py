@@ -43,6 +43,9 @@ class ValidationConfig:
     early stopping, trial or blend weight sees them, and the run's reported score is theirs; on a
     time holdout the holdout's later part (0.1 of 0.2: its later half). 0: none (the reported score
     is then the selection score, and the leaderboard ranks such runs apart).
+    refit_check: also score the report slice predicted the way the test is (a refit on every other
+    train post, or the fold models' mean: models/cv.py); in scores.json as `refit_check`. It costs a
+    fit per member and seed; the panel turns it on to judge settings only the refits see.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
@@ -51,6 +54,7 @@ class ValidationConfig:
     min_holdout_posts: int = 500
     mirror_unseen: bool = False
     report_frac: float = 0.1
+    refit_check: bool = False
 
 
 @dataclass

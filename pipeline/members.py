@@ -236,11 +236,16 @@ def tuned_params(ctx: RunContext, member: str | None = None) -> dict | None:
     return None
 
 
-def member_frame(posts: dict[str, pd.DataFrame], folds: pd.DataFrame, oof: np.ndarray, test: np.ndarray) -> pd.DataFrame:
-    return pd.concat([
+def member_frame(posts: dict[str, pd.DataFrame], folds: pd.DataFrame, oof: np.ndarray, test: np.ndarray,
+                 refit_check: np.ndarray | None = None) -> pd.DataFrame:
+    """Every post's prediction; with validation.refit_check a column `refit_check` too (models/cv.py)."""
+    frame = pd.concat([
         pd.DataFrame({"Pid": posts["train"]["Pid"].to_numpy(), "split": "train", "fold": folds["fold"].to_numpy(), "pred": oof}),
         pd.DataFrame({"Pid": posts["test"]["Pid"].to_numpy(), "split": "test", "fold": -1, "pred": test}),
     ], ignore_index=True)
+    if refit_check is not None:
+        frame["refit_check"] = np.r_[refit_check, np.full(len(test), np.nan)]
+    return frame
 
 
 # --- the one training loop ------------------------------------------------------------------------
@@ -262,18 +267,20 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
         stats.key_columns = [k for k in stats.key_columns if k not in raw]
     params = tuned_params(ctx, member) if kind.tuned else None
     fit = partial(cross_fit, kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
-                  fit_mask=sample_selection_mask(ctx, blocks, len(y)), **kind.cross_fit_options(cfg))
+                  fit_mask=sample_selection_mask(ctx, blocks, len(y)), refit_check=cfg.validation.refit_check,
+                  **kind.cross_fit_options(cfg))
     result = fit(name=member)
     pseudo = kind.pseudo_labels(cfg)
     if pseudo is not None:  # stage 2: refit with the test posts, labelled by stage 1
         share, weight = pseudo
         result = fit(name=f"{member} + pseudo-labels", pseudo=pseudo_labels(result, share, weight))
-    write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
+    write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test, result.refit_check))
     write_json(ctx.member_summary(member), {
         "member": member, "model": kind.name, "blocks": blocks,
         **({"tuned": params is not None, "params": params} if kind.tuned else {}),
         # score: the report slice's (models/validation.py); selection_score: where the rounds were chosen
         "score": result.score, "selection_score": result.selection_score, "fold_scores": result.fold_scores,
+        **({"refit_check_score": result.refit_check_score} if result.refit_check_score else {}),
         "n_features": X.shape[1],
         **kind.summary(cfg, result),
     })

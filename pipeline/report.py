@@ -381,6 +381,7 @@ STAGE = Stage(
                         ctx.leaderboard],
     outputs=lambda ctx: [report_path(ctx)],
     per_run=True,
-    modules=("reporting.report_page", "reporting.figures"),
+    modules=("reporting.report_page", "reporting.figures", "reporting.submission_format", "pipeline.members",
+             "features.encoders", "models.train_prototype", "models.tuning"),
     description="write the run's report page (scores, leaderboard position, figures, config)",
 )

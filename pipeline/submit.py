@@ -103,6 +103,7 @@ def run(ctx: RunContext) -> None:
               "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
               "protocol": protocol, "folds_digest": digest, "scored_on": blend.get("scored_on"),
               "validation_selection": blend.get("score_selection"),
+              **({"refit_check": blend["refit_check"]} if "refit_check" in blend else {}),
               "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
     write_json(ctx.scores, scores)
 
@@ -149,6 +150,7 @@ STAGE = Stage(
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("reporting.submission_format", "models.metrics", "models.validation"),
+    modules=("reporting.submission_format", "models.metrics", "models.validation", "features.blocks",
+             "features.smpd"),
     description="write the checked submission files and a leaderboard row",
 )

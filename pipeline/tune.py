@@ -271,7 +271,7 @@ STAGE = Stage(
     outputs=lambda ctx: [ctx.best_params, ctx.tuning_summary],
     sections=("tuning", "gbdt", "metadata", "prototype", "users"),
     modules=("models.tuning", "models.cv", "models.gbdt", "models.sizing", "features.target_stats", "features.blocks",
-             "features.user_features"),
+             "features.user_features", "models.validation", "pipeline.members"),
     enabled=lambda ctx: ctx.config.tuning.enabled,
     description="Optuna tuning of LightGBM (persistent study, pruning, shared trial budget)",
 )
