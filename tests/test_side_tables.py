@@ -184,6 +184,8 @@ def test_side_block_joins_every_member_and_reruns_only_when_the_table_changes(da
     assert side_test["Pid"].tolist() == test_pids
     report = pd.read_json(config_dir / "side_report.json", typ="series")["tables"][0]
     assert report["test posts without a row"] == int(side_test["side_crawl_followers"].isna().sum()) > 0
+    page = (tmp_path / "subs" / "side" / "report.html").read_text()
+    assert f"Side table {table} (key Uid): {report['rows']} rows, 1 feature(s)" in page
 
     again = run_all_here(*args[:-2], "--run-name", "side2")
     assert again.returncode == 0
