@@ -273,14 +273,12 @@ def data_set_name(data_dir: Path) -> str:
 def with_side_tables(config: Config, extra: list[Path]) -> Config:
     """The config's side_tables plus --side-table's, as absolute paths (relative ones are from the current
     folder, as --data-dir's; a tuning worker, started elsewhere, reads the same files); one that is not a
-    file, or one given twice, is a one-line error at load."""
-    paths = [Path(p).expanduser().resolve() for p in [*config.side_tables, *extra]]
+    file is a one-line error at load. A file given twice (a worker's saved config and the run's
+    --side-table again) is read once."""
+    paths = list(dict.fromkeys(Path(p).expanduser().resolve() for p in [*config.side_tables, *extra]))
     for path in paths:
         if not path.is_file():
             raise ConfigError(f"--side-table / side_tables: {path} is not a file; expected a CSV or parquet table")
-    twice = [p for i, p in enumerate(paths) if p in paths[:i]]
-    if twice:
-        raise ConfigError(f"--side-table / side_tables: {twice[0]} is given twice")
     return dataclasses.replace(config, side_tables=[str(p) for p in paths]) if paths else config
 
 
