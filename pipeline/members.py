@@ -46,7 +46,7 @@ BLOCK_ENABLED = {
 EVERY_MEMBER = ("user", "side")
 
 
-def with_user_block(cfg: Config, blocks: list[str]) -> list[str]:
+def with_every_member_blocks(cfg: Config, blocks: list[str]) -> list[str]:
     """A member's blocks plus the blocks that join every member when built: `user` (users.*) and
     `side` (side_tables)."""
     return list(blocks) + [b for b in EVERY_MEMBER if BLOCK_ENABLED[b](cfg) and b not in blocks]
@@ -60,7 +60,7 @@ def _runnable(cfg: Config, entries: dict[str, list[str]], where: str) -> dict[st
         if unknown:
             raise ValueError(f"{where}.{member}: unknown block(s) {unknown}; known: {sorted(BLOCK_ENABLED)}")
         if all(BLOCK_ENABLED[b](cfg) for b in blocks):
-            members[member] = with_user_block(cfg, blocks)
+            members[member] = with_every_member_blocks(cfg, blocks)
     return members
 
 
