@@ -375,6 +375,24 @@ def verdict_table(lines: list[dict], noise: dict) -> str:
     return markdown(rows + [noise_row], columns)
 
 
+def verdict_summary(lines: list[dict]) -> str:
+    """The verdicts in short (the README's table): per switch, on how many data sets the judged score
+    (validation, or the refit check) improved in SRC and in MAE, and the mean test benefit."""
+    rows = []
+    for line in lines:
+        judged = line.get("check_benefit") or line["validation_benefit"]
+        counted = [b for b in judged if not b.get("inert")]
+        test = [b for b in line["test_benefit"] if not b.get("inert")]
+        rows.append({"switch": line["switch"], "judged": line["judged"], "verdict": line["verdict"],
+                     "judged on": {"val": "validation", "check": "refit check"}[line.get("judged_on", "val")],
+                     "SRC up on": f"{sum(b['src'] > 0 for b in counted)}/{len(counted)}",
+                     "MAE down on": f"{sum(b['mae'] > 0 for b in counted)}/{len(counted)}",
+                     "mean test dSRC": float(np.mean([b["src"] for b in test])) if test else None,
+                     "mean test dMAE": float(np.mean([b["mae"] for b in test])) if test else None})
+    return markdown(rows, ["switch", "judged", "verdict", "judged on", "SRC up on", "MAE down on", "mean test dSRC",
+                           "mean test dMAE"])
+
+
 def steering_lines(steer: dict) -> list[str]:
     def num(v):
         return "n/a" if v is None else f"{v:.3f}"
@@ -450,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--merge", type=Path, nargs="+", metavar="PANEL_JSON",
                         help="run nothing: judge the rows of these panel.json files together (a data set's rows "
                              "from the last file that has them), e.g. a full panel on some sets and --quick on others")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: the rows of the runs a panel with these options already finished "
+                             "(a killed panel's rows; the rows it did not reach are listed as not run)")
     args = parser.parse_args(argv)
     mode = "merged" if args.merge else "quick" if args.quick else "full"
     specs = [s for s in PANEL if not args.only or s.name in args.only.split(",")]
@@ -473,8 +494,14 @@ def main(argv: list[str] | None = None) -> int:
         subs = args.root / "submissions"
         for sw in [Switch(BASE, (), "the default"), control, *switches]:
             run_name = f"panel-{mode}-{args.label}-{sw.label}-{spec.name}"
+            if args.collect:  # the rows an earlier (maybe killed) panel finished, as they are
+                if not (subs / run_name / "scores.json").is_file():
+                    print(f"not run: {sw.label} on {spec.name}", flush=True)
+                    continue
+                seconds = float("nan")
             try:
-                seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
+                if not args.collect:
+                    seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
             except RuntimeError as err:  # one failed row must not lose the others
                 failed.append(f"{sw.label} on {spec.name}: {str(err).splitlines()[-1]}")
                 print(f"FAILED {failed[-1]}", flush=True)
@@ -498,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
         if verdicts:
             text += ("\nVerdicts (the rule, `verdict`: keep if the validation benefit is positive on most data sets "
                      "and on none below minus that set's seed-control noise, SRC and MAE alike; d*: the benefit of the "
-                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_table(verdicts, noise))
+                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_summary(verdicts) +
+                     "\nPer data set:\n\n" + verdict_table(verdicts, noise))
         if judged:
             steer = steering(scores, BASE, judged, noise)
             text += "\nSteering:\n\n" + "\n".join(f"- {line}" for line in steering_lines(steer)) + "\n"

@@ -113,7 +113,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
               seeds: list[int] = (0,), target_stats: TargetStatSpec | None = None,
               fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model",
               predict_test: bool = True, scale_refit_rounds: bool = False, refit_kfold: bool = False,
-              pseudo: PseudoLabels | None = None, refit_check: bool = False) -> CVResult:
+              pseudo: PseudoLabels | None = None, refit_check: bool = False,
+              sample_weight: np.ndarray | None = None) -> CVResult:
     """Out-of-fold and test predictions of `make_model`, averaged over `seeds`.
 
     fit_mask: train posts a model may fit on (sample selection); validation always scores every post.
@@ -128,6 +129,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     refit_kfold), or the mean of the fold models. Settings that act only on that step (refit_kfold, the
     refit's rounds) leave the reported score unchanged; this score sees them without a test label.
     The check's refits leave pseudo-labelled posts out: their labels came from models that saw the slice.
+    sample_weight: per train post, the weight of its row in every fit it is in (validation.adversarial_weights);
+    early stopping and every score stay unweighted.
     """
     y = np.asarray(y, dtype=np.float64)
     if len(X) != len(y) or len(folds) != len(y):
@@ -137,6 +140,10 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     report = report_rows(folds)      # kept apart: never fit, never stop early (models/validation.py)
     selection = selection_rows(folds)
     fit_mask = np.ones(len(y), dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if len(sample_weight) != len(y) or not (np.isfinite(sample_weight).all() and (sample_weight > 0).all()):
+            raise ValueError(f"sample_weight: expected {len(y)} finite positive weights, one per train post")
     val_folds = validation_folds(folds)
     if not val_folds:
         raise ValueError("the folds table has no validation fold")
@@ -154,19 +161,26 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     report_idx = np.flatnonzero(report)
     check = np.zeros(len(report_idx)) if refit_check and predict_test and len(report_idx) else None
 
-    def fit(seed: int, rounds: int | None, X_fit, y_fit, X_tst_fit, labels, X_val=None, y_val=None) -> Regressor:
-        """A model on the fit rows, plus the pseudo-labelled test rows `X_tst_fit` when pseudo-labelling."""
-        if pseudo is None:
-            return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val)
-        X_fit, y_fit, weight = with_pseudo_rows(X_fit, y_fit, X_tst_fit, pseudo, labels)
-        return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=weight)
+    def fit(seed: int, rounds: int | None, idx, X_fit, y_fit, X_tst_fit, labels, X_val=None, y_val=None,
+            with_pseudo: bool = True) -> Regressor:
+        """A model on the fit rows (train posts `idx`), plus the pseudo-labelled test rows `X_tst_fit` when
+        pseudo-labelling (and `with_pseudo`)."""
+        weight = None if sample_weight is None else sample_weight[idx]
+        if pseudo is None or not with_pseudo:
+            if weight is None:
+                return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val)
+            return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=weight)
+        X_fit, y_fit, pseudo_weight = with_pseudo_rows(X_fit, y_fit, X_tst_fit, pseudo, labels)
+        if weight is not None:  # the train rows come first; the pseudo-labelled rows keep their weight
+            pseudo_weight[:len(weight)] = weight
+        return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=pseudo_weight)
 
     def refit_test(seed: int, best: int | None, n_fit: int, all_idx: np.ndarray) -> np.ndarray:
         """Test prediction of a refit on the train posts `all_idx`, with the rounds validation chose."""
         full_stats, test_stats = _stats(target_stats, all_idx, y, inner, None)
         rounds = refit_rounds(best, n_fit, len(all_idx)) if scale_refit_rounds and best else best
         X_tst = _with_stats(X_test, test_stats)
-        refit = fit(seed, rounds, _with_stats(X.iloc[all_idx], full_stats), y[all_idx], X_tst,
+        refit = fit(seed, rounds, all_idx, _with_stats(X.iloc[all_idx], full_stats), y[all_idx], X_tst,
                     None if pseudo is None else pseudo.refit)
         return refit.predict(X_tst)
 
@@ -180,7 +194,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         """`refit_test` with the report slice as the test: a refit on `all_idx` (no report post)."""
         fit_stats, X_rep = report_stats(all_idx)
         rounds = refit_rounds(best, n_fit, len(all_idx)) if scale_refit_rounds and best else best
-        refit = make_model(seed, rounds).fit(_with_stats(X.iloc[all_idx], fit_stats), y[all_idx])
+        refit = fit(seed, rounds, all_idx, _with_stats(X.iloc[all_idx], fit_stats), y[all_idx], None, None,
+                    with_pseudo=False)
         return refit.predict(X_rep)
 
     for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
@@ -193,7 +208,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
         # from the stage-1 model fit without fold v; its rounds were chosen on fold v's selection posts
         labels = None if pseudo is None else pseudo.by_fold[v]
-        model = fit(seed, None, X_fit, y[fit_idx], X_tst, labels, X_val[stop].reset_index(drop=True),
+        model = fit(seed, None, fit_idx, X_fit, y[fit_idx], X_tst, labels, X_val[stop].reset_index(drop=True),
                     y[val_idx[stop]])
         pred_val = model.predict(X_val)
         oof[val_idx] = np.nan_to_num(oof[val_idx]) + pred_val / len(seeds)

@@ -46,6 +46,11 @@ class ValidationConfig:
     refit_check: also score the report slice predicted the way the test is (a refit on every other
     train post, or the fold models' mean: models/cv.py); in scores.json as `refit_check`. It costs a
     fit per member and seed; the panel turns it on to judge settings only the refits see.
+    adversarial: the diagnostic stage `adversarial` (models/adversarial.py): a classifier that tells
+    train posts from test posts on the feature blocks `adversarial_blocks` (cross-fitted AUC, the
+    features that shift most, the train posts most like test ones) in scores.json and the report;
+    it changes no prediction. adversarial_weights: the LightGBM members' fits weigh each train post
+    by its test-likeness (odds, clipped, mean 1); early stopping, tuning and every score stay unweighted.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
@@ -55,6 +60,9 @@ class ValidationConfig:
     mirror_unseen: bool = False
     report_frac: float = 0.1
     refit_check: bool = False
+    adversarial: bool = True
+    adversarial_blocks: list[str] = field(default_factory=lambda: ["meta"])
+    adversarial_weights: bool = False
 
 
 @dataclass
@@ -179,6 +187,10 @@ class GBDTConfig:
     })
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
+    # what every LightGBM fit that validates stops early on (members and tuning trials alike, on the
+    # selection posts): `l2` (LightGBM's own) or `challenge` (SRC and MAE in one number,
+    # models.metrics.challenge_score); docs/notes/stop.md
+    stop_metric: str = "l2"
     num_threads: int = 2
     seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # one model per seed; None: [Config.seed]
     # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
@@ -244,7 +256,9 @@ class TuningConfig:
     study_name: str = "lgbm"
     feature_set: str = "meta"
     seed: int | None = field(default=None, metadata={"seed": "one"})  # the sampler's; None: Config.seed
-    metric: str = "src"  # objective: validation `src` (maximised) or `mse` (minimised)
+    # objective: validation `src` (maximised), `mse` (minimised) or `challenge` (models.metrics.challenge_score,
+    # SRC and MAE in one number, maximised)
+    metric: str = "src"
     workers: int = 1  # processes the stage runs on the study; more than 1 is not bit-reproducible
     startup_trials: int = 10  # random trials before TPE models the search space
     pruning: bool = True
@@ -387,10 +401,31 @@ def _check_members(config: Config, where: str) -> None:
             if unknown:
                 raise ConfigError(f"{where}: {section}.{member}: unknown block(s) {unknown}; "
                                   f"known: {list(FEATURE_BLOCKS)}")
+    v = config.validation
+    unknown = [b for b in v.adversarial_blocks if not isinstance(b, str) or b not in FEATURE_BLOCKS]
+    if unknown or not v.adversarial_blocks:
+        raise ConfigError(f"{where}: validation.adversarial_blocks: expected a non-empty list of blocks of "
+                          f"{list(FEATURE_BLOCKS)}, got {v.adversarial_blocks!r}")
+    if v.adversarial_weights and not v.adversarial:
+        raise ConfigError(f"{where}: validation.adversarial_weights needs the classifier that makes them: "
+                          "set validation.adversarial=true too")
     unknown = [f for f in config.catboost.feature_sets if f not in config.gbdt.feature_sets]
     if config.catboost.enabled and unknown:
         raise ConfigError(f"{where}: catboost.feature_sets: {unknown} are not gbdt.feature_sets names; "
                           f"known: {sorted(config.gbdt.feature_sets)}")
+
+
+# settings that take one of a few names, checked at load; the lists of models.gbdt.STOP_METRICS and
+# models.tuning.METRICS, spelled out to keep lightgbm and optuna out of loading a config
+# (tests/test_stop_metric.py holds them equal)
+CHOICES = {("gbdt", "stop_metric"): ("l2", "challenge"), ("tuning", "metric"): ("src", "mse", "challenge")}
+
+
+def _check_choices(config: Config, where: str) -> None:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {section}.{key}: expected one of {list(allowed)}, got {value!r}")
 
 
 def _yaml(text: str, where: str) -> Any:
@@ -494,4 +529,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = _build(Config, values, where)
     _check_members(config, where)
     _check_side_tables(config, where)
+    _check_choices(config, where)
     return config

@@ -69,6 +69,7 @@ STAGE_MODULES = [
     "pipeline.embed_features",
     "pipeline.user_features",
     "pipeline.prototype",
+    "pipeline.adversarial",
     "pipeline.tune",
     "pipeline.train_trees",
     "pipeline.train_linear",

@@ -142,3 +142,10 @@ def test_steering_splits_the_agreement_by_the_seed_control_noise():
     assert out["beyond_noise"]["src"] == {"agreement": 1.0, "pairs": 1}  # +0.10 on validation, +0.05 on test
     assert out["within_noise"]["src"] == {"agreement": 0.0, "pairs": 1}  # +0.005 on validation, -0.01 on test
     assert out["beyond_noise"]["mae"]["pairs"] == 0 and out["within_noise"]["mae"]["pairs"] == 0  # nothing moved
+
+
+def test_the_short_verdict_table_counts_the_judged_score():
+    from benchmarks.panel import verdict_summary
+    table = verdict_summary([judged(True)])
+    row = table.splitlines()[2].split(" | ")
+    assert row[2:6] == ["drop", "refit check", "2/2", "0/2"]  # the check's SRC up on both sets, MAE on none
