@@ -123,6 +123,9 @@ class EncoderConfig:
     max_text_tokens: int = 32   # token features: title + " " + tags, first N tokens
     max_text_length: int = 77   # pooled title / tag-string embeddings: first N tokens (CLIP's own limit)
     text_group_tokens: int = 0  # padded tokens per text batch (0: 1024 on a CPU, batch_size x 77 on a GPU)
+    # a post's token text that is its title (no tags) or its tag string (no title) and fits in max_text_tokens
+    # takes its token features from the title's or tag string's pass instead of a pass of its own
+    text_shared_pass: bool = False
     shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
     pca_dim: int = 32
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
@@ -363,7 +366,7 @@ class Config:
 
 # settings that change how a run executes, not its results (digests leave them out, so a retry with another
 # batch size or worker count reuses every cache); the text batching changes outputs only by float16 rounding
-EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens"),
+EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens", "text_shared_pass"),
                   "tuning": ("workers", "storage", "heartbeat_s")}
 
 
