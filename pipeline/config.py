@@ -323,6 +323,10 @@ class Config:
     catboost: CatBoostConfig = field(default_factory=CatBoostConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    # the team's own tables (CSV or parquet, keyed by Pid, Uid or Pathalias: features/side_tables.py), joined
+    # to every member as block `side`; `--side-table FILE` adds to it. Paths are made absolute at load
+    # (pipeline/catalog.py); a table is read where it is, never written
+    side_tables: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         # the derived seeds are filled in here, so a digest (cache keys, leaderboard) sees the values used
@@ -334,13 +338,16 @@ class Config:
                 section.seeds = [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not data["side_tables"]:  # left out when empty: a config without side tables keeps its digests
+            data.pop("side_tables")
+        return data
 
     def digest(self, *sections: str) -> str:
         """Short content digest of the named sections (all of them when none named)."""
         data = _results_only(self.to_dict())
         if sections:
-            data = {s: data[s] for s in sections}
+            data = {s: data.get(s) for s in sections}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -375,7 +382,14 @@ class ConfigError(ValueError):
 
 
 # the feature blocks a member may name (pipeline/members.py says which stage makes each)
-FEATURE_BLOCKS = ("meta", "emb", "imgstats", "proto", "user")
+FEATURE_BLOCKS = ("meta", "emb", "imgstats", "proto", "user", "side")
+
+
+def _check_side_tables(config: Config, where: str) -> None:
+    """side_tables: a list of file paths (whether each is a readable table is read_side_table's to say)."""
+    for i, path in enumerate(config.side_tables):
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"{where}: side_tables[{i}]: expected the path of a CSV or parquet file, got {path!r}")
 
 
 def _check_members(config: Config, where: str) -> None:
@@ -517,5 +531,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = str(path) if path else "config"
     config = _build(Config, values, where)
     _check_members(config, where)
+    _check_side_tables(config, where)
     _check_choices(config, where)
     return config

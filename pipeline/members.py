@@ -40,12 +40,16 @@ BLOCK_ENABLED = {
     "imgstats": lambda cfg: cfg.encoders.enabled,
     "proto": lambda cfg: cfg.prototype.enabled,
     "user": lambda cfg: cfg.users.block_on(cfg.encoders.enabled),
+    "side": lambda cfg: bool(cfg.side_tables),
 }
+# blocks that join every member when they are built
+EVERY_MEMBER = ("user", "side")
 
 
-def with_user_block(cfg: Config, blocks: list[str]) -> list[str]:
-    """A member's blocks plus the user block when it is built (users.*: it joins every member)."""
-    return blocks + ["user"] if cfg.users.block_on(cfg.encoders.enabled) and "user" not in blocks else list(blocks)
+def with_every_member_blocks(cfg: Config, blocks: list[str]) -> list[str]:
+    """A member's blocks plus the blocks that join every member when built: `user` (users.*) and
+    `side` (side_tables)."""
+    return list(blocks) + [b for b in EVERY_MEMBER if BLOCK_ENABLED[b](cfg) and b not in blocks]
 
 
 def _runnable(cfg: Config, entries: dict[str, list[str]], where: str) -> dict[str, list[str]]:
@@ -56,7 +60,7 @@ def _runnable(cfg: Config, entries: dict[str, list[str]], where: str) -> dict[st
         if unknown:
             raise ValueError(f"{where}.{member}: unknown block(s) {unknown}; known: {sorted(BLOCK_ENABLED)}")
         if all(BLOCK_ENABLED[b](cfg) for b in blocks):
-            members[member] = with_user_block(cfg, blocks)
+            members[member] = with_every_member_blocks(cfg, blocks)
     return members
 
 

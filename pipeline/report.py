@@ -317,6 +317,16 @@ def skipped_blocks(ctx: RunContext) -> list[str]:
     return lines
 
 
+def side_table_lines(ctx: RunContext) -> list[str]:
+    """One line per side table (--side-table) the run joined: what it matched (side_report.json)."""
+    if not ctx.config.side_tables or not ctx.side_report.is_file():
+        return []
+    return [f"Side table {t['file']} (key {t['key']}): {t['rows']} rows, {len(t['columns'])} feature(s); "
+            f"{t['rows matching no post']} row(s) match no post; posts without a row (missing values): "
+            f"{t['train posts without a row']} train, {t['test posts without a row']} test."
+            for t in read_json(ctx.side_report)["tables"]]
+
+
 def sample_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
     """At most n of `rows`, drawn with a fixed seed, in their original order."""
     if len(rows) <= n:
@@ -352,6 +362,7 @@ def build_report(ctx: RunContext) -> RunReport:
     skipped = skipped_blocks(ctx)
     for line in skipped:
         log.warning("report: %s", line)
+    notes += side_table_lines(ctx)
     groups = [(model_figures, ()), (error_figures, ())]
     groups += [(group, ()) for stage, group in (("adversarial", adversarial_figures), ("tune", tuning_figures),
                                                 ("encode", embedding_figures), ("prototype", prototype_figures))

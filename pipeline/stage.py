@@ -62,6 +62,7 @@ class Stage:
 STAGE_MODULES = [
     "pipeline.make_demo",
     "pipeline.read_data",
+    "pipeline.side_tables",
     "pipeline.make_folds",
     "pipeline.build_metadata",
     "pipeline.encode",
