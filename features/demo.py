@@ -556,10 +556,12 @@ def _image_shape(app_user: bool, image_size: int, r: float) -> tuple[int, int]:
 
 # --- the data set --------------------------------------------------------------------------
 def make_demo(out_dir: Path, hidden_labels_path: Path, n_train: int = 3000, n_test: int = 1000,
-              n_users: int = 400, image_size: int = 64, seed: int = 0) -> dict:
+              n_users: int = 400, image_size: int = 64, seed: int = 0, side_table: Path | None = None) -> dict:
     """Write a synthetic SMPD-format data set into `out_dir` and the test labels to `hidden_labels_path`.
 
-    The same arguments give byte-identical files. Returns a small summary (counts, label statistics).
+    side_table: also write a per-user side table there (`write_user_side_table`; off by default, and
+    the data set's own files are the same either way). The same arguments give byte-identical files.
+    Returns a small summary (counts, label statistics).
     """
     out_dir, hidden_labels_path = Path(out_dir).resolve(), Path(hidden_labels_path).resolve()
     if hidden_labels_path.is_relative_to(out_dir):
@@ -608,6 +610,8 @@ def make_demo(out_dir: Path, hidden_labels_path: Path, n_train: int = 3000, n_te
             _write_utf8(out_dir / "train_label.txt", "".join(f"{labels[i]:.2f}\n" for i in rows))
     test_rows = np.flatnonzero(posts["split"] == 1)
     _write_utf8(hidden_labels_path, "".join(f"{labels[i]:.2f}\n" for i in test_rows))
+    if side_table is not None:
+        write_user_side_table(Path(side_table), users, seed)
 
     train_labels, test_labels = labels[posts["split"] == 0], labels[test_rows]
     users_train, users_test = set(u[posts["split"] == 0]), set(u[test_rows])
@@ -694,3 +698,30 @@ def _write_utf8(path: Path, text: str) -> None:
     # explicit UTF-8 (titles hold accents), whatever the locale
     with atomic_path(path) as tmp:
         tmp.write_bytes(text.encode("utf-8"))
+
+
+# share of users a crawl missed (no row), and of rows whose follower count it could not read (empty cell)
+SIDE_MISSING_USERS = 0.15
+SIDE_MISSING_FOLLOWERS = 0.05
+
+
+def write_user_side_table(path: Path, users: dict, seed: int) -> None:
+    """A per-user table such as a team's crawl gives (Uid, followers, following, account_age_days), drawn
+    from the demo's own latent user popularity: followers follow it with noise, following only follows
+    activity. The signal is made here, so a run with it shows the side-table plumbing works, not that
+    real crawled data help. Its own random stream: the data set's files do not change."""
+    rng = np.random.default_rng([seed, 29])
+    n = len(users["uid"])
+    followers = np.floor(np.exp(4.0 + 1.1 * users["skill"] + rng.normal(0.0, 0.6, n)))
+    following = np.floor(np.exp(4.5 + 0.3 * np.log(users["activity"]) + rng.normal(0.0, 0.8, n)))
+    age_days = np.floor((DEMO_CRAWL_TIME - users["photo_firstdate"]) / 86400.0)
+    keep = rng.random(n) >= SIDE_MISSING_USERS
+    unread = rng.random(n) < SIDE_MISSING_FOLLOWERS
+    lines = ["Uid,followers,following,account_age_days\n"]
+    for i in np.flatnonzero(keep):
+        shown = "" if unread[i] else f"{int(followers[i])}"
+        lines.append(f"{users['uid'][i]},{shown},{int(following[i])},{int(age_days[i])}\n")
+    _write_utf8(path, "".join(lines))
+
+
+DEMO_CRAWL_TIME = datetime(2016, 6, 1, tzinfo=timezone.utc).timestamp()  # after the demo's last post

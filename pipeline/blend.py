@@ -44,8 +44,13 @@ def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dic
             raise ValueError(f"{ctx.member_preds(m)} does not list the posts of {ctx.member_preds(members[0])} "
                              "in the same order with the same folds: rerun the member stages")
         preds[m] = frame["pred"].to_numpy(dtype=np.float64)
+        if "refit_check" in frame.columns:  # validation.refit_check (models/cv.py)
+            preds[f"{m}{REFIT_CHECK}"] = frame["refit_check"].to_numpy(dtype=np.float64)
         summaries[m] = read_json(ctx.member_summary(m))
     return keys, preds, summaries
+
+
+REFIT_CHECK = "/refit_check"  # the key suffix of a member's refit-check predictions in `load_members`
 
 
 def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.ndarray, time_train: np.ndarray,
@@ -69,6 +74,8 @@ def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.nd
     t_all = np.full(len(keys), np.nan)
     y_all[train], t_all[train] = y_train, time_train  # train rows are in posts order
     y, t = y_all[selection], t_all[selection]
+    checks = {m[:-len(REFIT_CHECK)]: p for m, p in preds.items() if m.endswith(REFIT_CHECK)}
+    preds = {m: p for m, p in preds.items() if not m.endswith(REFIT_CHECK)}
     oof = {m: p[selection] for m, p in preds.items()}
 
     blend = fit_blend(method, oof, y)  # selection rows only: test and report rows never reach the weights
@@ -88,6 +95,9 @@ def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.nd
             "score_selection": selection_score,  # cross-fitted: each chunk with weights fit on the others
             "score_in_sample": score(y, blend.predict(oof)),  # weights fit on these very rows: optimistic
             "chunks": int(len(np.unique(chunk)))}
+    if rep.any() and set(checks) == set(preds):
+        # the blend of the members' refit checks: the report slice predicted as the test is (models/cv.py)
+        info["refit_check"] = score(y_all[rep], blend.predict({m: p[rep] for m, p in checks.items()}))
     if len(folds_seen) == 1:  # a time-ordered holdout: the drift of the label level is measurable
         if rep.any():  # the shift from the selection rows, its effect on the later report slice
             recal = level_recalibration(np.r_[y, y_all[rep]], np.r_[oof_blend, pred[rep]],
@@ -148,6 +158,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [ctx.final_preds, ctx.final_summary],
     sections=("ensemble",),
-    modules=("models.metrics", "models.ensemble", "models.validation"),
+    modules=("models.metrics", "models.ensemble", "models.validation", "features.blocks", "pipeline.members"),
     description="blend member predictions (weights from out-of-fold predictions only)",
 )

@@ -25,6 +25,7 @@ A RunContext made by hand (tests, tools) without shared_dir keeps both in one fo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import re
 from dataclasses import dataclass
@@ -94,6 +95,11 @@ class RunContext:
 
     # --- the config's folder ------------------------------------------------------------------
     @property
+    def side_report(self) -> Path:
+        """What the side tables gave (stage side_tables): per table its key, rows, gaps, matches."""
+        return self.config_dir / "side_report.json"
+
+    @property
     def lock_file(self) -> Path:
         """The lock of this config's stages."""
         return self.config_dir / "stages.lock.json"
@@ -124,6 +130,20 @@ class RunContext:
     def prototype_summary(self) -> Path:
         """What the prototype stage built (its columns, or why it skipped the block)."""
         return self.config_dir / "prototype" / "summary.json"
+
+    @property
+    def adversarial_dir(self) -> Path:
+        return self.config_dir / "adversarial"
+
+    @property
+    def adversarial_summary(self) -> Path:
+        """The train-versus-test classifier: AUC, the features that shift most, the train posts most like test."""
+        return self.adversarial_dir / "summary.json"
+
+    @property
+    def adversarial_posts(self) -> Path:
+        """Each post's out-of-fold test-likeness (Pid, split, test_likeness) and each train post's weight."""
+        return self.adversarial_dir / "posts.parquet"
 
     @property
     def tuning_dir(self) -> Path:
@@ -208,6 +228,9 @@ def add_context_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value, e.g. --set gbdt.num_boost_round=200")
     parser.add_argument("--test-labels", type=Path, help="hidden test labels (one float a line) to score the run")
+    parser.add_argument("--side-table", dest="side_tables", type=Path, action="append", default=[], metavar="FILE",
+                        help="a table of your own (CSV or parquet) keyed by Pid, Uid or Pathalias, joined to every "
+                             "member as block `side`; repeatable, added to the config's side_tables")
     parser.add_argument("--submissions-dir", type=Path, default=REPO_ROOT / "submissions")
 
 
@@ -261,12 +284,25 @@ def data_set_name(data_dir: Path) -> str:
     return f"{data_dir.name}-{sha.hexdigest()[:8]}"
 
 
+def with_side_tables(config: Config, extra: list[Path]) -> Config:
+    """The config's side_tables plus --side-table's, as absolute paths (relative ones are from the current
+    folder, as --data-dir's; a tuning worker, started elsewhere, reads the same files); one that is not a
+    file is a one-line error at load. A file given twice (a worker's saved config and the run's
+    --side-table again) is read once."""
+    paths = list(dict.fromkeys(Path(p).expanduser().resolve() for p in [*config.side_tables, *extra]))
+    for path in paths:
+        if not path.is_file():
+            raise ConfigError(f"--side-table / side_tables: {path} is not a file; expected a CSV or parquet table")
+    return dataclasses.replace(config, side_tables=[str(p) for p in paths]) if paths else config
+
+
 def make_context(args: argparse.Namespace) -> RunContext:
     """The context of a run from run_all.py's arguments (add_context_arguments): its config, the data
     set's folder work/<data set>/ and the config's folder config-<digest>/ inside it, the run folder."""
     is_demo = args.data_dir is None
     default_config = REPO_ROOT / "configs" / ("demo.yaml" if is_demo else "smpd.yaml")
     config = load_config(args.config or default_config, args.overrides)
+    config = with_side_tables(config, getattr(args, "side_tables", []))
     if is_demo:
         # the demo data are made from the demo section: another section is another data set
         dataset = f"demo-{config.digest('demo')[:8]}"

@@ -43,6 +43,14 @@ class ValidationConfig:
     early stopping, trial or blend weight sees them, and the run's reported score is theirs; on a
     time holdout the holdout's later part (0.1 of 0.2: its later half). 0: none (the reported score
     is then the selection score, and the leaderboard ranks such runs apart).
+    refit_check: also score the report slice predicted the way the test is (a refit on every other
+    train post, or the fold models' mean: models/cv.py); in scores.json as `refit_check`. It costs a
+    fit per member and seed; the panel turns it on to judge settings only the refits see.
+    adversarial: the diagnostic stage `adversarial` (models/adversarial.py): a classifier that tells
+    train posts from test posts on the feature blocks `adversarial_blocks` (cross-fitted AUC, the
+    features that shift most, the train posts most like test ones) in scores.json and the report;
+    it changes no prediction. adversarial_weights: the LightGBM members' fits weigh each train post
+    by its test-likeness (odds, clipped, mean 1); early stopping, tuning and every score stay unweighted.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
@@ -51,6 +59,10 @@ class ValidationConfig:
     min_holdout_posts: int = 500
     mirror_unseen: bool = False
     report_frac: float = 0.1
+    refit_check: bool = False
+    adversarial: bool = True
+    adversarial_blocks: list[str] = field(default_factory=lambda: ["meta"])
+    adversarial_weights: bool = False
 
 
 @dataclass
@@ -111,6 +123,9 @@ class EncoderConfig:
     max_text_tokens: int = 32   # token features: title + " " + tags, first N tokens
     max_text_length: int = 77   # pooled title / tag-string embeddings: first N tokens (CLIP's own limit)
     text_group_tokens: int = 0  # padded tokens per text batch (0: 1024 on a CPU, batch_size x 77 on a GPU)
+    # a post's token text that is its title (no tags) or its tag string (no title) and fits in max_text_tokens
+    # takes its token features from the title's or tag string's pass instead of a pass of its own
+    text_shared_pass: bool = False
     shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
     pca_dim: int = 32
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
@@ -175,6 +190,10 @@ class GBDTConfig:
     })
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
+    # what every LightGBM fit that validates stops early on (members and tuning trials alike, on the
+    # selection posts): `l2` (LightGBM's own) or `challenge` (SRC and MAE in one number,
+    # models.metrics.challenge_score); docs/notes/stop.md
+    stop_metric: str = "l2"
     num_threads: int = 2
     seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # one model per seed; None: [Config.seed]
     # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
@@ -267,7 +286,9 @@ class TuningConfig:
     study_name: str = "lgbm"
     feature_set: str = "meta"
     seed: int | None = field(default=None, metadata={"seed": "one"})  # the sampler's; None: Config.seed
-    metric: str = "src"  # objective: validation `src` (maximised) or `mse` (minimised)
+    # objective: validation `src` (maximised), `mse` (minimised) or `challenge` (models.metrics.challenge_score,
+    # SRC and MAE in one number, maximised)
+    metric: str = "src"
     workers: int = 1  # processes the stage runs on the study; more than 1 is not bit-reproducible
     startup_trials: int = 10  # random trials before TPE models the search space
     pruning: bool = True
@@ -330,6 +351,10 @@ class Config:
     mlp: MLPConfig = field(default_factory=MLPConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    # the team's own tables (CSV or parquet, keyed by Pid, Uid or Pathalias: features/side_tables.py), joined
+    # to every member as block `side`; `--side-table FILE` adds to it. Paths are made absolute at load
+    # (pipeline/catalog.py); a table is read where it is, never written
+    side_tables: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         # the derived seeds are filled in here, so a digest (cache keys, leaderboard) sees the values used
@@ -341,13 +366,16 @@ class Config:
                 section.seeds = [self.seed]
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        if not data["side_tables"]:  # left out when empty: a config without side tables keeps its digests
+            data.pop("side_tables")
+        return data
 
     def digest(self, *sections: str) -> str:
         """Short content digest of the named sections (all of them when none named)."""
         data = _results_only(self.to_dict())
         if sections:
-            data = {s: data[s] for s in sections}
+            data = {s: data.get(s) for s in sections}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -366,7 +394,7 @@ class Config:
 
 # settings that change how a run executes, not its results (digests leave them out, so a retry with another
 # batch size or worker count reuses every cache); the text batching changes outputs only by float16 rounding
-EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens"),
+EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens", "text_shared_pass"),
                   "tuning": ("workers", "storage", "heartbeat_s")}
 
 
@@ -382,7 +410,14 @@ class ConfigError(ValueError):
 
 
 # the feature blocks a member may name (pipeline/members.py says which stage makes each)
-FEATURE_BLOCKS = ("meta", "emb", "imgstats", "proto", "user")
+FEATURE_BLOCKS = ("meta", "emb", "imgstats", "proto", "user", "side")
+
+
+def _check_side_tables(config: Config, where: str) -> None:
+    """side_tables: a list of file paths (whether each is a readable table is read_side_table's to say)."""
+    for i, path in enumerate(config.side_tables):
+        if not isinstance(path, str) or not path.strip():
+            raise ConfigError(f"{where}: side_tables[{i}]: expected the path of a CSV or parquet file, got {path!r}")
 
 
 def _check_members(config: Config, where: str) -> None:
@@ -397,6 +432,14 @@ def _check_members(config: Config, where: str) -> None:
             if unknown:
                 raise ConfigError(f"{where}: {section}.{member}: unknown block(s) {unknown}; "
                                   f"known: {list(FEATURE_BLOCKS)}")
+    v = config.validation
+    unknown = [b for b in v.adversarial_blocks if not isinstance(b, str) or b not in FEATURE_BLOCKS]
+    if unknown or not v.adversarial_blocks:
+        raise ConfigError(f"{where}: validation.adversarial_blocks: expected a non-empty list of blocks of "
+                          f"{list(FEATURE_BLOCKS)}, got {v.adversarial_blocks!r}")
+    if v.adversarial_weights and not v.adversarial:
+        raise ConfigError(f"{where}: validation.adversarial_weights needs the classifier that makes them: "
+                          "set validation.adversarial=true too")
     for section in (config.catboost, config.mlp):
         unknown = [f for f in section.feature_sets if f not in config.gbdt.feature_sets]
         if section.enabled and unknown:
@@ -408,6 +451,19 @@ def _check_members(config: Config, where: str) -> None:
             or not 0.0 <= m.dropout < 1.0 or m.lr <= 0 or m.weight_decay < 0:
         raise ConfigError(f"{where}: mlp: epochs, patience, width, embedding_dim, batch_size, min_count and "
                           "num_threads must be >= 1, dropout in [0, 1), lr > 0 and weight_decay >= 0")
+
+
+# settings that take one of a few names, checked at load; the lists of models.gbdt.STOP_METRICS and
+# models.tuning.METRICS, spelled out to keep lightgbm and optuna out of loading a config
+# (tests/test_stop_metric.py holds them equal)
+CHOICES = {("gbdt", "stop_metric"): ("l2", "challenge"), ("tuning", "metric"): ("src", "mse", "challenge")}
+
+
+def _check_choices(config: Config, where: str) -> None:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {section}.{key}: expected one of {list(allowed)}, got {value!r}")
 
 
 def _yaml(text: str, where: str) -> Any:
@@ -510,4 +566,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = str(path) if path else "config"
     config = _build(Config, values, where)
     _check_members(config, where)
+    _check_side_tables(config, where)
+    _check_choices(config, where)
     return config

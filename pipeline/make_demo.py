@@ -64,10 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-users", type=int, default=defaults.n_users)
     parser.add_argument("--image-size", type=int, default=defaults.image_size, help="longest image side, pixels")
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--side-table", type=Path, default=None,
+                        help="also write a per-user side table (CSV: Uid, followers, following, account_age_days) "
+                             "drawn from the demo's latent user popularity, for run_all.py --side-table")
     args = parser.parse_args(argv)
     try:
         summary = make_demo(args.out_dir, args.labels, n_train=args.n_train, n_test=args.n_test,
-                            n_users=args.n_users, image_size=args.image_size, seed=args.seed)
+                            n_users=args.n_users, image_size=args.image_size, seed=args.seed,
+                            side_table=args.side_table)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

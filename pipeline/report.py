@@ -287,6 +287,24 @@ def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
             "Out-of-fold: each train post classified by the network that did not train on it.")
 
 
+def adversarial_frame(ctx: RunContext) -> tuple[dict, pd.DataFrame]:
+    """The adversarial stage's summary and its posts table (Pid, split, test_likeness, weight)."""
+    return read_json(ctx.adversarial_summary), read_parquet(ctx.adversarial_posts)
+
+
+def adversarial_figures(ctx: RunContext, out: FigureWriter) -> None:
+    from reporting import figures as rf
+    from reporting.report_page import ADVERSARIAL
+    summary, posts = adversarial_frame(ctx)
+    likeness = {s: posts.loc[posts["split"] == s, "test_likeness"].to_numpy() for s in ("train", "test")}
+    out.add(ADVERSARIAL, "adversarial_validation", "Train vs test classifier: test-likeness and shifted features",
+            lambda: rf.adversarial_validation(likeness["train"], likeness["test"], pd.DataFrame(summary["features"]),
+                                              summary["auc"], summary.get("time_auc")),
+            "Out-of-fold: each post scored by the classifier that did not see it (stage adversarial). A "
+            "categorical feature's bar: the AUC of its category's out-of-fold test share. Grey: follows the post "
+            "date, kept out of the classifier.")
+
+
 def skipped_blocks(ctx: RunContext) -> list[str]:
     """One line per feature block part that the data left empty (and the stage skipped), with why."""
     from common.io import read_skipped
@@ -297,6 +315,16 @@ def skipped_blocks(ctx: RunContext) -> list[str]:
             what = f"Feature block {block}" + (f", part {part}," if part != block else "")
             lines.append(f"{what} is empty and was skipped: {reason}.")
     return lines
+
+
+def side_table_lines(ctx: RunContext) -> list[str]:
+    """One line per side table (--side-table) the run joined: what it matched (side_report.json)."""
+    if not ctx.config.side_tables or not ctx.side_report.is_file():
+        return []
+    return [f"Side table {t['file']} (key {t['key']}): {t['rows']} rows, {len(t['columns'])} feature(s); "
+            f"{t['rows matching no post']} row(s) match no post; posts without a row (missing values): "
+            f"{t['train posts without a row']} train, {t['test posts without a row']} test."
+            for t in read_json(ctx.side_report)["tables"]]
 
 
 def sample_rows(rows: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -334,9 +362,11 @@ def build_report(ctx: RunContext) -> RunReport:
     skipped = skipped_blocks(ctx)
     for line in skipped:
         log.warning("report: %s", line)
+    notes += side_table_lines(ctx)
     groups = [(model_figures, ()), (error_figures, ())]
-    groups += [(group, ()) for stage, group in (("tune", tuning_figures), ("encode", embedding_figures),
-                                                ("prototype", prototype_figures)) if status.get(stage) == "done"]
+    groups += [(group, ()) for stage, group in (("adversarial", adversarial_figures), ("tune", tuning_figures),
+                                                ("encode", embedding_figures), ("prototype", prototype_figures))
+               if status.get(stage) == "done"]
     groups += [(data_figures, ()), (leaderboard_figures, (board,))]
     for group, args in groups:
         try:
@@ -381,6 +411,7 @@ STAGE = Stage(
                         ctx.leaderboard],
     outputs=lambda ctx: [report_path(ctx)],
     per_run=True,
-    modules=("reporting.report_page", "reporting.figures"),
+    modules=("reporting.report_page", "reporting.figures", "reporting.submission_format", "pipeline.members",
+             "features.encoders", "models.train_prototype", "models.tuning"),
     description="write the run's report page (scores, leaderboard position, figures, config)",
 )

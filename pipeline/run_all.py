@@ -37,7 +37,9 @@ from common.io import read_json, write_text  # noqa: E402
 from common.locks import FileLock  # noqa: E402
 from pipeline.catalog import RunContext, add_context_arguments, make_context  # noqa: E402
 from pipeline.config import ConfigError  # noqa: E402
-from pipeline.plan import Estimator  # noqa: E402
+from common.devices import DeviceError  # noqa: E402
+from common.meter import Meter  # noqa: E402
+from pipeline.plan import SHORTER, Estimator, append_record, stage_devices, stage_record  # noqa: E402
 from pipeline.stage import Lock, Stage, load_stages, stage_key  # noqa: E402
 
 log = logging.getLogger("smp")
@@ -49,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="rerun the selected stages even if up to date")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
     parser.add_argument("--plan", action="store_true",
-                        help="print the plan (each stage's estimated seconds from earlier runs) and exit; runs nothing")
+                        help="print the plan (each stage's estimated seconds and peak memory, from earlier runs' "
+                             "timings or a calibration of a few seconds; pipeline/plan.py) and exit; runs nothing")
     return parser.parse_args(argv)
 
 
@@ -96,27 +99,45 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
+def _short(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 10 else _duration(seconds)
+
+
+def _units(n: float) -> str:
+    return f"{n:,.0f}" if n < 1e6 else f"{n / 1e6:.3g}M"
+
+
 def plan_text(ctx: RunContext, rows: list[dict], posts: int | None) -> str:
+    """The plan, one line a stage: its status and, for one that runs, the estimated seconds and peak
+    resident memory of the run's process, the stage's units and where the per-unit cost came from."""
     size = f"{posts} posts" if posts else "size unknown"
     lines = [f"plan for data set {ctx.dataset} ({size}), config folder {ctx.config_dir}:"]
     for row in rows:
         status, estimate = row["status"], row.get("estimate")
         if status == "run" and estimate is None:
-            status += "   (no earlier timing)"
-        elif status == "run":  # an earlier run's cost per post: an upper bound where shared caches apply
-            status += (f"   ~{_duration(estimate.seconds)} ({estimate.seconds_per_post * 1000:.2g} ms/post, "
-                       + ("last run" if estimate.timed_in == "here" else f"timed in {estimate.timed_in}") + ")")
+            status += "   (no earlier timing)" if posts else "   (no estimate: the data set's size is unknown)"
+        elif status == "run":  # a stage that does all its work: an upper bound where shared caches apply
+            peak = f", peak ~{estimate.peak_mb:,.0f} MB" if estimate.peak_mb else ""
+            status += (f"   ~{_short(estimate.seconds)}{peak} ({_units(estimate.units)} {estimate.unit} on "
+                       f"{estimate.device}; {estimate.source}; CPU ~{_short(estimate.cpu_seconds)})")
         lines.append(f"  {row['stage']:16s} {status}")
     to_run = [r for r in rows if r["status"] == "run"]
-    timed = [r["estimate"].seconds for r in to_run if r["estimate"] is not None]
+    timed = [r["estimate"] for r in to_run if r["estimate"] is not None]
     if not to_run:
         lines.append("  nothing to run: every selected stage is up to date or off")
     elif timed:
         untimed = len(to_run) - len(timed)
-        lines.append(f"  estimate: about {_duration(sum(timed))} for {len(to_run)} stage(s), from earlier runs"
-                     + (f"; {untimed} never timed" if untimed else ""))
+        peak = max((e.peak_mb or 0.0) for e in timed)
+        lines.append(f"  estimate: about {_duration(sum(e.seconds for e in timed))} for {len(to_run)} stage(s)"
+                     + (f", peak ~{peak:,.0f} MB" if peak else "") + (f"; {untimed} never timed" if untimed else ""))
     else:
-        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (none of them has run in this work folder yet)")
+        lines.append(f"  {len(to_run)} stage(s) to run; no estimate (" + ("no earlier timing of them on this machine)"
+                     if posts else "no posts tables, demo size or official image lists to count the posts of)"))
+    for row in to_run:  # the CPU's hour: name the setting that shortens the stage
+        estimate = row["estimate"]
+        if estimate is not None and estimate.over_an_hour_on_cpu() and row["stage"] in SHORTER:
+            lines.append(f"  ! {row['stage']} takes over an hour on the CPU (~{_duration(estimate.seconds)}); "
+                         f"shorten it with {SHORTER[row['stage']](ctx.config)}")
     return "\n".join(lines)
 
 
@@ -150,7 +171,7 @@ def _run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None,
     if not config_file.is_file() or config_file.read_text() != config_text:
         write_text(config_file, config_text)
     locks = stage_locks(ctx)
-    estimator = Estimator(ctx)
+    estimator = Estimator(ctx, calibrate=False)  # earlier runs' timings only: a run pays for no probe
     log.info("%s", plan_text(ctx, plan(ctx, stages, selected, force, locks, estimator), estimator.posts))
     for stage in stages:
         if selected is not None and stage.name not in selected:
@@ -167,25 +188,28 @@ def _run_stages(ctx: RunContext, stages: list[Stage], selected: set[str] | None,
             shared_held = _holding(ctx.shared_dir / ".shared.lock", f"the shared folder, stage {stage.name}")
             locks[True].refresh()
         try:
-            _run_stage(ctx, stage, locks[stage.shared], force)
+            _run_stage(ctx, stage, locks[stage.shared], force, estimator.devices)
         finally:
             if shared_held is not None:
                 shared_held.release()
 
 
-def _run_stage(ctx: RunContext, stage: Stage, lock: Lock, force: bool) -> None:
+def _run_stage(ctx: RunContext, stage: Stage, lock: Lock, force: bool, devices: dict[str, str]) -> None:
     key = stage_key(stage, ctx, lock.hashes)
     if not force and lock.is_current(stage, ctx, key):
         log.info("[%s] up to date, skipped", stage.name)
         return
     lock.forget(stage)
-    started = time.perf_counter()
     log.info("[%s] running: %s", stage.name, stage.description)
-    stage.run(dataclasses.replace(ctx, force=True) if force else ctx)
+    with Meter() as meter:
+        stage.run(dataclasses.replace(ctx, force=True) if force else ctx)
     missing_out = [p for p in stage.outputs(ctx) if not p.exists()]
     if missing_out:
         raise RuntimeError(f"stage {stage.name} finished without writing {missing_out[0]}")
-    seconds = time.perf_counter() - started
+    seconds = meter.wall_s
+    record = stage_record(ctx, stage, meter, devices)  # for the plans of later runs, on any data set
+    if record is not None:
+        append_record(record)
     # inputs may be outputs of this very run (demo data): hash them after the stage
     lock.record(stage, ctx, stage_key(stage, ctx, lock.hashes), seconds)
     log.info("[%s] done in %.1f s", stage.name, seconds)
@@ -260,9 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    try:
+        estimator = Estimator(ctx, calibrate=True) if args.plan else None
+    except DeviceError as err:  # `cuda` asked for without CUDA: before any work
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if args.plan:
-        estimator = Estimator(ctx)
         print(plan_text(ctx, plan(ctx, stages, selected, args.force, stage_locks(ctx), estimator), estimator.posts))
+        if estimator.probes is not None:
+            print(f"  (calibration: probes {', '.join(sorted(estimator.probes))} timed in "
+                  f"{estimator.probe_seconds:.1f} s; reference {estimator.reference.get('about', 'none')})")
         return 0
     started = time.perf_counter()
     try:

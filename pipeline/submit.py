@@ -5,6 +5,8 @@ scores.json and config.yaml, and appends a row to submissions/leaderboard.csv.
 With hidden test labels (`--test-labels`), the row also gets the test scores. The row names
 the validation protocol and a digest of the folds (models/validation.py): the leaderboard
 ranks a run only among runs of the same protocol and folds.
+With validation.adversarial on, scores.json gets an `adversarial` section (stage `adversarial`: the
+train-versus-test AUC, the most shifted features, the train posts most like test ones).
 Scores are also split by kind of post: validation posts whose user has a post in the
 part that fit their model (`seen`) or not (`unseen`), and test posts whose user is in
 train or not; the share of unseen posts of each part goes beside them.
@@ -103,7 +105,10 @@ def run(ctx: RunContext) -> None:
               "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
               "protocol": protocol, "folds_digest": digest, "scored_on": blend.get("scored_on"),
               "validation_selection": blend.get("score_selection"),
+              **({"refit_check": blend["refit_check"]} if "refit_check" in blend else {}),
               "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
+    if ctx.config.validation.adversarial:
+        scores["adversarial"] = adversarial_scores(read_json(ctx.adversarial_summary))
     write_json(ctx.scores, scores)
 
     row = {
@@ -131,6 +136,16 @@ def run(ctx: RunContext) -> None:
              ctx.leaderboard)
 
 
+TOP_SHIFTED = 10  # features of the adversarial classifier in scores.json (its summary lists them all)
+
+
+def adversarial_scores(summary: dict) -> dict:
+    """scores.json's `adversarial` section: the stage's summary with the most shifted features only."""
+    out = {k: v for k, v in summary.items() if k != "features"}
+    out["top_shifted_features"] = summary["features"][:TOP_SHIFTED]
+    return out
+
+
 def add_leaderboard_row(path: Path, row: dict) -> None:
     """Append one row to the leaderboard CSV; runs submitting at the same time each keep their row."""
     with file_lock(path):
@@ -146,9 +161,11 @@ STAGE = Stage(
     run=run,
     inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.folds, ctx.folds_plan, ctx.final_preds,
                         ctx.final_summary]
+    + ([ctx.adversarial_summary] if ctx.config.validation.adversarial else [])
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("reporting.submission_format", "models.metrics", "models.validation"),
+    modules=("reporting.submission_format", "models.metrics", "models.validation", "features.blocks",
+             "features.smpd"),
     description="write the checked submission files and a leaderboard row",
 )

@@ -18,7 +18,7 @@ STAGE = Stage(
     outputs=lambda ctx: member_outputs(ctx, KINDS),
     # not gbdt (its parameters would rerun ridge): the blocks of the feature sets mlp.feature_sets
     # names are inputs, so a change of those blocks reruns the stage
-    sections=("ensemble", "metadata", "prototype", "users", "mlp"),
+    sections=("validation", "ensemble", "metadata", "prototype", "users", "mlp"),
     modules=("pipeline.members", "models.cv", "models.linear", "models.mlp", "features.target_stats",
              "features.blocks", "features.user_features"),
     enabled=lambda ctx: bool(members_of(ctx.config, KINDS)),

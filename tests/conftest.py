@@ -10,6 +10,13 @@ from dataclasses import dataclass  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _session_timings(tmp_path_factory):
+    """Runs in tests record their stages' timings (pipeline/plan.py) in a folder of the session's, not the
+    user's cache, where they would become the estimates of real runs."""
+    os.environ["SMP_CACHE_DIR"] = str(tmp_path_factory.mktemp("smp-cache"))
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory):
     """A small demo data set in the official SMPD layout, made once per session (never modified)."""
