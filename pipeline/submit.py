@@ -12,36 +12,23 @@ train or not; the share of unseen posts of each part goes beside them.
 from __future__ import annotations
 
 import logging
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from common.io import file_lock, read_json, read_parquet, write_json, write_text
+from common.io import read_json, read_parquet, write_json, write_text
 from features.blocks import check_post_order
 from features.smpd import read_labels
 from models.metrics import score, score_by_kind
 from models.validation import folds_digest, run_protocol, scored_rows, seen_in_fit
-from pipeline.catalog import REPO_ROOT, RunContext
+from pipeline.catalog import RunContext, git_commit
 from pipeline.stage import Stage
-from reporting.submission_format import (append_leaderboard, check_submission, read_leaderboard, submission_csv,
-                                          submission_json, write_leaderboard)
+from reporting.submission_format import (add_leaderboard_row, check_submission, leaderboard_row, submission_csv,
+                                          submission_json)
 
 log = logging.getLogger(__name__)
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.ndarray:
@@ -61,16 +48,6 @@ def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame, folds: pd.DataF
     seen = seen_in_fit(posts["Uid"].to_numpy(), fold)
     rows = scored_rows(folds)
     return score_by_kind(posts["label"].to_numpy()[rows], train["pred"].to_numpy()[rows], seen[rows])
-
-
-def kind_columns(prefix: str, by_kind: dict) -> dict:
-    """Leaderboard columns of seen / unseen scores (SRC, MAE) and the unseen share."""
-    out = {f"{prefix}_unseen_share": round(by_kind["unseen_share"], 4)}
-    for kind in ("seen", "unseen"):
-        for metric in ("src", "mae"):
-            value = (by_kind.get(kind) or {}).get(metric)
-            out[f"{prefix}_{metric}_{kind}"] = None if value is None or not np.isfinite(value) else round(value, 5)
-    return out
 
 
 def run(ctx: RunContext) -> None:
@@ -106,35 +83,14 @@ def run(ctx: RunContext) -> None:
               "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
     write_json(ctx.scores, scores)
 
-    row = {
-        "run": ctx.run_name,
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git_commit(),
-        "config_digest": ctx.config.digest(),
-        "dataset": ctx.dataset,
-        "scheme": plan["scheme"],
-        "protocol": protocol, "folds_digest": digest,
-        "member": f"blend:{blend['method']}",
-        "val_src": round(blend["score"]["src"], 5), "val_mae": round(blend["score"]["mae"], 5),
-        "val_mse": round(blend["score"]["mse"], 5),
-        "test_src": round(test_scores["src"], 5) if test_scores else None,
-        "test_mae": round(test_scores["mae"], 5) if test_scores else None,
-        "test_mse": round(test_scores["mse"], 5) if test_scores else None,
-        "members": "; ".join(f"{m}: src {s['src']:.4f} mae {s['mae']:.4f} mse {s['mse']:.4f}"
-                             for m, s in blend["members"].items()),
-        **kind_columns("val", val_by_kind), **kind_columns("test", test_by_kind),
-        "n_train": int((final["split"] == "train").sum()),
-        "n_test": len(test_pids),
-    }
+    row = leaderboard_row(
+        run=ctx.run_name, commit=git_commit(), config_digest=ctx.config.digest(), dataset=ctx.dataset,
+        scheme=plan["scheme"], protocol=protocol, folds_digest=digest, member=f"blend:{blend['method']}",
+        validation=blend["score"], test=test_scores, members=blend["members"], val_by_kind=val_by_kind,
+        test_by_kind=test_by_kind, n_train=int((final["split"] == "train").sum()), n_test=len(test_pids))
     add_leaderboard_row(ctx.leaderboard, row)
     log.info("wrote %s and %s; leaderboard %s", ctx.run_file("submission.csv"), ctx.run_file("submission.json"),
              ctx.leaderboard)
-
-
-def add_leaderboard_row(path: Path, row: dict) -> None:
-    """Append one row to the leaderboard CSV; runs submitting at the same time each keep their row."""
-    with file_lock(path):
-        write_text(path, write_leaderboard(append_leaderboard(read_leaderboard(path), row)))
 
 
 def outputs(ctx: RunContext) -> list[Path]:
