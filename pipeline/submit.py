@@ -1,7 +1,9 @@
 """Stage `submit`: checked submission files for the run and a leaderboard row.
 
 Writes submissions/<run>/submission.csv and submission.json (test file order),
-scores.json and config.yaml, and appends a row to submissions/leaderboard.csv.
+scores.json, config.yaml and predictions.parquet (every post's final prediction with its fold and
+label: reporting/run_predictions.py; what pipeline/blend_runs.py blends), and appends a row to
+submissions/leaderboard.csv.
 With hidden test labels (`--test-labels`), the row also gets the test scores. The row names
 the validation protocol and a digest of the folds (models/validation.py): the leaderboard
 ranks a run only among runs of the same protocol and folds.
@@ -18,13 +20,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from common.io import read_json, read_parquet, write_json, write_text
-from features.blocks import check_post_order
-from features.smpd import read_labels
-from models.metrics import score, score_by_kind
-from models.validation import folds_digest, run_protocol, scored_rows, seen_in_fit
+from common.io import read_json, read_parquet, write_json, write_parquet, write_text
+from models.validation import folds_digest, run_protocol
 from pipeline.catalog import RunContext, git_commit
 from pipeline.stage import Stage
+from reporting.run_predictions import predictions_table, validation_by_kind
+from reporting.run_predictions import test_scores as run_test_scores
 from reporting.submission_format import (add_leaderboard_row, check_submission, leaderboard_row, submission_csv,
                                           submission_json)
 
@@ -38,18 +39,6 @@ def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.nda
     return test["pred"].to_numpy(dtype=np.float64)
 
 
-def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame, folds: pd.DataFrame) -> dict:
-    """Validation scores of the final predictions on the posts the run reports (the report slice,
-    models/validation.py), split by posts of seen and unseen users."""
-    train = final[final["split"] == "train"]
-    check_post_order(train["Pid"], posts["Pid"], "the final predictions", "rerun the blend")
-    check_post_order(folds["Pid"], posts["Pid"], "the folds", "rerun make_folds")
-    fold = train["fold"].to_numpy()
-    seen = seen_in_fit(posts["Uid"].to_numpy(), fold)
-    rows = scored_rows(folds)
-    return score_by_kind(posts["label"].to_numpy()[rows], train["pred"].to_numpy()[rows], seen[rows])
-
-
 def run(ctx: RunContext) -> None:
     test_pids = read_parquet(ctx.posts("test"), columns=["Pid"])["Pid"].astype(str).to_numpy()
     final = read_parquet(ctx.final_preds)
@@ -60,17 +49,14 @@ def run(ctx: RunContext) -> None:
     write_text(ctx.run_file("submission.json"), submission_json(test_pids, preds))
     write_text(ctx.run_file("config.yaml"), yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
 
-    posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label"])
-    test_uids = read_parquet(ctx.posts("test"), columns=["Uid"])["Uid"].to_numpy()
-    test_seen = np.isin(test_uids, posts["Uid"].to_numpy())
+    posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label", "Postdate"])
+    test_posts = read_parquet(ctx.posts("test"), columns=["Pid", "Uid", "Postdate"])
     folds = read_parquet(ctx.folds)
-    val_by_kind = validation_by_kind(final, posts, folds)
-    test_scores, test_by_kind = {}, {"unseen_share": float((~test_seen).mean()), "n_unseen": int((~test_seen).sum()),
-                                     "n_seen": int(test_seen.sum())}
-    if ctx.test_labels is not None and Path(ctx.test_labels).is_file():
-        labels = read_labels(ctx.test_labels, len(test_pids))
-        test_scores = score(labels, preds)
-        test_by_kind = score_by_kind(labels, preds, test_seen)
+    table = predictions_table(final, posts, test_posts, folds)
+    write_parquet(ctx.run_predictions, table)  # the folder blends with other runs without its work folder
+    val_by_kind = validation_by_kind(table)
+    test_scores, test_by_kind = run_test_scores(table, ctx.test_labels)
+    if test_scores:
         log.info("test: SRC %.4f MAE %.4f MSE %.4f", test_scores["src"], test_scores["mae"], test_scores["mse"])
     plan = read_json(ctx.folds_plan)
     protocol, digest = run_protocol(folds, plan["scheme"]), folds_digest(folds)
@@ -80,7 +66,10 @@ def run(ctx: RunContext) -> None:
               "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
               "protocol": protocol, "folds_digest": digest, "scored_on": blend.get("scored_on"),
               "validation_selection": blend.get("score_selection"),
-              "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
+              "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind,
+              # what pipeline/blend_runs.py checks before it blends runs: same data set, same folds
+              "dataset": ctx.dataset, "config_digest": ctx.config.digest(), "work_dir": str(ctx.config_dir),
+              "test_labels": str(ctx.test_labels) if ctx.test_labels is not None else None}
     write_json(ctx.scores, scores)
 
     row = leaderboard_row(
@@ -94,7 +83,8 @@ def run(ctx: RunContext) -> None:
 
 
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_file(name) for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")]
+    return [ctx.run_file(name) for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")] + \
+        [ctx.run_predictions]
 
 
 STAGE = Stage(
@@ -105,6 +95,6 @@ STAGE = Stage(
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("reporting.submission_format", "models.metrics", "models.validation"),
+    modules=("reporting.submission_format", "reporting.run_predictions", "models.metrics", "models.validation"),
     description="write the checked submission files and a leaderboard row",
 )
