@@ -8,15 +8,18 @@
 # depend on the seed, so the folds digest is a's), `c` (tuning off). Then the blends a+b, a+c and
 # a+b+c, and a table of validation (report slice) and hidden-test SRC/MAE of every run and blend,
 # read from their scores.json. A first run takes minutes (the encoders, the prototype networks);
-# rerun, it finds every stage up to date. Run from the repository root.
+# rerun, it finds every stage up to date. BLENDS_ONLY=1 skips the runs (they exist). Run from the
+# repository root.
 set -euo pipefail
 W=${1:-/tmp/blendruns-w}
 S=${2:-/tmp/blendruns-s}
 PY=${PYTHON:-python}
 
-"$PY" pipeline/run_all.py --work-dir "$W" --submissions-dir "$S" --run-name a
-"$PY" pipeline/run_all.py --work-dir "$W" --submissions-dir "$S" --run-name b --set seed=1
-"$PY" pipeline/run_all.py --work-dir "$W" --submissions-dir "$S" --run-name c --set tuning.enabled=false
+if [ -z "${BLENDS_ONLY:-}" ]; then
+  "$PY" pipeline/run_all.py --work-dir "$W" --submissions-dir "$S" --run-name a
+  "$PY" pipeline/run_all.py --work-dir "$W" --submissions-dir "$S" --run-name b --set seed=1
+  "$PY" pipeline/run_all.py --work-dir "$W" --submissions-dir "$S" --run-name c --set tuning.enabled=false
+fi
 "$PY" pipeline/blend_runs.py "$S/a" "$S/b" --submissions-dir "$S" --run-name blend-ab
 "$PY" pipeline/blend_runs.py "$S/a" "$S/c" --submissions-dir "$S" --run-name blend-ac
 "$PY" pipeline/blend_runs.py "$S/a" "$S/b" "$S/c" --submissions-dir "$S" --run-name blend-abc

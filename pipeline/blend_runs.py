@@ -137,7 +137,7 @@ def check_runs(runs: list[Run]) -> None:
         if a != b:
             raise BlendRunsError(f"runs {first.name} and {run.name} predict different posts or train labels "
                                  f"(posts digest {a} vs {b}): they are runs of different data sets")
-        if np.array_equal(first.table["pred"].to_numpy(), run.table["pred"].to_numpy()):
+        if np.array_equal(first.table["pred"].to_numpy(), run.table["pred"].to_numpy(), equal_nan=True):
             raise BlendRunsError(f"runs {first.name} and {run.name} predict every post alike: the same run "
                                  "twice? Blend distinct runs")
 

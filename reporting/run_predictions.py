@@ -6,7 +6,7 @@ One row per post, train posts first in the posts table's order, then test posts 
 apart from every choice), `seen` (a validation post's user has a post in the part that fit its
 model; a test post's user is in train), `label` (train; missing for test), `Postdate` (the blend's
 time-ordered chunks) and `pred` (the run's final prediction: cross-fitted on the selection posts,
-the blend's weights on the report slice and test). The table makes the folder self-contained: a
+the blend's weights on the report slice and test; missing for a train post that never validates). The table makes the folder self-contained: a
 teammate's run folder blends without its work folder.
 """
 from __future__ import annotations
@@ -64,7 +64,9 @@ def check_table(table: pd.DataFrame, path: Path) -> None:
         raise ValueError(f"{path}: row {first_test + int(np.argmax(split[first_test:] != 'test'))}: a train row "
                          "after the test rows (expected train posts first, then test posts)")
     train = split == "train"
-    bad = ~np.isfinite(table["pred"].to_numpy(dtype=np.float64))
+    # a train post that never validates (fold -1: the early part of a time holdout) has no prediction
+    predicted = ~train | (table["fold"].to_numpy() >= 0)
+    bad = predicted & ~np.isfinite(table["pred"].to_numpy(dtype=np.float64))
     bad_label = train & ~np.isfinite(table["label"].to_numpy(dtype=np.float64))
     for what, rows in (("pred", bad), ("label", bad_label)):
         if rows.any():

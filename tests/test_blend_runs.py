@@ -16,11 +16,14 @@ from reporting.submission_format import read_leaderboard, read_submission_csv
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run folders of one tiny demo data set: `a`, `b` (another LightGBM seed: same folds, other predictions),
-    `folds` (other folds: validation.seed) and `other` (another demo data set), under one submissions folder."""
+    `folds` (other folds: validation.seed), `ta`, `tb` (as a and b on a time holdout) and `other` (another demo
+    data set), under one submissions folder."""
     root = tmp_path_factory.mktemp("blend_runs")
     common = ["--work-dir", str(root / "work"), "--submissions-dir", str(root / "submissions"), *TINY_DEMO,
               *OPTIONAL_OFF]
-    for name, extra in {"a": [], "b": ["--set", "gbdt.seeds=[1]"], "folds": ["--set", "validation.seed=1"]}.items():
+    holdout = ["--set", "validation.min_holdout_posts=0"]  # a time holdout of 32 posts, not k-fold
+    for name, extra in {"a": [], "b": ["--set", "gbdt.seeds=[1]"], "folds": ["--set", "validation.seed=1"],
+                        "ta": holdout, "tb": [*holdout, "--set", "gbdt.seeds=[1]"]}.items():
         run_all([*common, *extra, "--run-name", name])
     run_all(["--work-dir", str(root / "work-other"), "--submissions-dir", str(root / "submissions"), *TINY_DEMO,
              *OPTIONAL_OFF, "--set", "demo.seed=1", "--run-name", "other"])
@@ -115,22 +118,38 @@ def _with_labels(src, dst, rows, labels) -> None:
     write_parquet(dst / "predictions.parquet", table)
 
 
-def test_blend_weights_come_from_the_selection_posts_only(runs, tmp_path):
+@pytest.mark.parametrize("a, b", [("a", "b"), ("ta", "tb")])
+def test_blend_weights_come_from_the_selection_posts_only(runs, tmp_path, a, b):
     """Labels of the report slice replaced by run b's predictions leave the weights as they are (and
     move the reported score); the same on the selection posts moves the weights to b: the test can fail."""
-    base = blend_runs([load_run(runs / "a"), load_run(runs / "b")], "nnls", 5)[1]
-    table = read_parquet(runs / "b" / "predictions.parquet")
+    base = blend_runs([load_run(runs / a), load_run(runs / b)], "nnls", 5)[1]
+    table = read_parquet(runs / b / "predictions.parquet")
     train = table["split"] == "train"
     parts = {"report": train & table["report"], "selection": train & (table["fold"] >= 0) & ~table["report"]}
     changed = {}
     for name, rows in parts.items():
-        for run in ("a", "b"):  # both runs: one data set, its labels changed
+        for run in (a, b):  # both runs: one data set, its labels changed
             _with_labels(runs / run, tmp_path / name / run, rows.to_numpy(), table["pred"].to_numpy())
-        changed[name] = blend_runs([load_run(tmp_path / name / "a"), load_run(tmp_path / name / "b")], "nnls", 5)[1]
-    assert base["weights"]["a"] > 0.5  # b would fit the changed labels exactly: a change of weights shows
+        changed[name] = blend_runs([load_run(tmp_path / name / a), load_run(tmp_path / name / b)], "nnls", 5)[1]
+    assert base["weights"][a] > 0.5  # b would fit the changed labels exactly: a change of weights shows
     assert changed["report"]["weights"] == base["weights"]
     assert changed["report"]["score"] != base["score"]
-    assert changed["selection"]["weights"]["b"] == pytest.approx(1.0)
+    assert changed["selection"]["weights"][b] == pytest.approx(1.0)
+
+
+def test_runs_on_a_time_holdout_blend_and_keep_the_posts_that_never_validate(runs, tmp_path, capsys):
+    code, err = blend(capsys, runs / "ta", runs / "tb", "--submissions-dir", tmp_path, "--run-name", "t")
+    assert code == 0, err
+    scores = read_json(tmp_path / "t" / "scores.json")
+    assert scores["protocol"] == "time_holdout/report-slice" and "recalibration" in scores
+    blended, alone = read_parquet(tmp_path / "t" / "predictions.parquet"), read_parquet(runs / "ta" / "predictions.parquet")
+    assert blended[["Pid", "split", "fold", "report"]].equals(alone[["Pid", "split", "fold", "report"]])
+    fit_only = (blended["split"] == "train") & (blended["fold"] < 0)  # the posts before the holdout: no prediction
+    assert fit_only.sum() > 0 and blended.loc[fit_only, "pred"].isna().all()
+    assert np.isfinite(blended.loc[~fit_only, "pred"]).all()
+    # and the blend of runs is itself a run folder that blends
+    code, err = blend(capsys, tmp_path / "t", runs / "ta", "--submissions-dir", tmp_path, "--run-name", "t2")
+    assert code == 0, err
 
 
 def test_a_folder_whose_table_and_scores_disagree_on_the_folds_is_refused(runs, tmp_path, capsys):
