@@ -32,7 +32,10 @@ def runs(tmp_path_factory):
 
 def blend(capsys, *argv) -> tuple[int, str]:
     capsys.readouterr()
-    code = main([str(a) for a in argv])
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as stop:  # argparse refusing an option
+        code = stop.code
     return code, capsys.readouterr().err
 
 
@@ -107,6 +110,11 @@ def test_what_is_not_a_pair_of_finished_runs_is_one_line_of_error(runs, tmp_path
         code, err = blend(capsys, *folders, "--submissions-dir", tmp_path / "s")
         assert code == 2 and message in err and "Traceback" not in err, (folders, err)
         assert len(err.strip().splitlines()) == 1
+    code, err = blend(capsys, runs / "a", runs / "b", "--submissions-dir", tmp_path / "s", "--test-labels",
+                      tmp_path / "none.txt")
+    assert code == 2 and "--test-labels" in err and "is not a file" in err
+    code, err = blend(capsys, runs / "a", runs / "b", "--submissions-dir", tmp_path / "s", "--run-name", "../up")
+    assert code == 2 and "is not a run name" in err
     assert not (tmp_path / "s").exists()
 
 
