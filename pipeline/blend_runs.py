@@ -159,9 +159,9 @@ def blend_id(runs: list[Run], method: str, score_chunks: int) -> dict:
     """What a blend of runs is: the runs (folder, config, posts and folds) and the method; its digest
     is the leaderboard's config_digest, and a rerun may reuse the folder only for the same blend."""
     record = {"method": method, "score_chunks": score_chunks,
-              "runs": [{"name": r.name, "folder": str(r.folder.resolve()), "config_digest": r.scores.get("config_digest"),
-                        "posts_digest": posts_digest(r.table), "folds_digest": r.scores["folds_digest"]}
-                       for r in runs]}
+              "runs": [{"name": r.name, "folder": str(r.folder.resolve()),
+                        "config_digest": r.scores.get("config_digest"), "posts_digest": posts_digest(r.table),
+                        "folds_digest": r.scores["folds_digest"]} for r in runs]}
     record["digest"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
     return record
 

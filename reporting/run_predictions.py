@@ -6,8 +6,8 @@ One row per post, train posts first in the posts table's order, then test posts 
 apart from every choice), `seen` (a validation post's user has a post in the part that fit its
 model; a test post's user is in train), `label` (train; missing for test), `Postdate` (the blend's
 time-ordered chunks) and `pred` (the run's final prediction: cross-fitted on the selection posts,
-the blend's weights on the report slice and test; missing for a train post that never validates). The table makes the folder self-contained: a
-teammate's run folder blends without its work folder.
+the blend's weights on the report slice and test; missing for a train post that never validates).
+The table makes the folder self-contained: a teammate's run folder blends without its work folder.
 """
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def test_a_blend_of_two_runs_writes_a_valid_submission_and_a_leaderboard_row(run
     a, b = read_json(runs / "a" / "scores.json"), read_json(runs / "b" / "scores.json")
     assert set(scores["weights"]) == {"a", "b"} and sum(scores["weights"].values()) == pytest.approx(1.0)
     assert scores["protocol"] == a["protocol"] == "kfold/report-slice" and scores["folds_digest"] == a["folds_digest"]
-    assert scores["scored_on"] == "report slice" and scores["test"] and scores["runs"]["b"]["validation"] == b["validation"]
+    assert scores["scored_on"] == "report slice" and scores["test"]
+    assert scores["runs"]["b"]["validation"] == b["validation"]
     # the blend's test prediction is the weighted runs' (weights sum to one: no level shift of its own)
     w = scores["weights"]
     expected = w["a"] * alone["popularity_score"] + w["b"] * read_submission_csv(
@@ -150,7 +151,8 @@ def test_runs_on_a_time_holdout_blend_and_keep_the_posts_that_never_validate(run
     assert code == 0, err
     scores = read_json(tmp_path / "t" / "scores.json")
     assert scores["protocol"] == "time_holdout/report-slice" and "recalibration" in scores
-    blended, alone = read_parquet(tmp_path / "t" / "predictions.parquet"), read_parquet(runs / "ta" / "predictions.parquet")
+    blended = read_parquet(tmp_path / "t" / "predictions.parquet")
+    alone = read_parquet(runs / "ta" / "predictions.parquet")
     assert blended[["Pid", "split", "fold", "report"]].equals(alone[["Pid", "split", "fold", "report"]])
     fit_only = (blended["split"] == "train") & (blended["fold"] < 0)  # the posts before the holdout: no prediction
     assert fit_only.sum() > 0 and blended.loc[fit_only, "pred"].isna().all()
