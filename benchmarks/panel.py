@@ -75,8 +75,9 @@ PANEL = [
 ]
 
 # what each mode changes from configs/demo.yaml (the 2-core machine cannot afford the full budgets ten times)
-QUICK = ["encoders.enabled=false", "tuning.n_trials=10"]
-FULL = ["encoders.num_workers=0", "prototype.train.epochs=1", "prototype.model.width=64", "prototype.model.use_prompts_global=false",
+# validation.refit_check: the report slice predicted as the test is, the judge of the refit-only switches
+QUICK = ["encoders.enabled=false", "tuning.n_trials=10", "validation.refit_check=true"]
+FULL = ["validation.refit_check=true", "encoders.num_workers=0", "prototype.train.epochs=1", "prototype.model.width=64", "prototype.model.use_prompts_global=false",
         "prototype.model.use_prompts_local=false", "tuning.n_trials=15"]
 IMAGE_SIZE = 32  # the demo's generated photos: small, they only need to carry colour, brightness and sharpness
 
@@ -152,6 +153,8 @@ def evaluate(spec: PanelSet, work_dir: Path, labels_path: Path, run_dir: Path, w
     scores = json.loads((run_dir / "scores.json").read_text())
     row["scheme"], row["protocol"] = scores.get("scheme"), scores.get("protocol")
     row["val_src"], row["val_mae"] = (round(scores["validation"][m], 4) for m in METRICS)
+    check = scores.get("refit_check") or {}
+    row["check_src"], row["check_mae"] = (None if m not in check else round(check[m], 4) for m in METRICS)
     share = (scores.get("validation_by_kind") or {}).get("unseen_share")
     row["val_unseen_share"] = None if share is None else round(share, 3)
     return row
@@ -170,13 +173,17 @@ def benefit(on: dict, off: dict) -> dict:
 def verdict(rows: list[dict], noise: dict) -> str:
     """The keep rule: "keep" if the switch's validation benefit is positive on most data sets (more
     than half) and on no data set below minus that set's seed-control noise, for SRC and for MAE
-    alike; else "drop".
+    alike; else "drop". Data sets where the switch changed nothing at all (`"inert": True`: no score
+    moved, validation or test) are left out; "no effect" when that is every data set.
 
     rows: one per data set, {"data set": name, "src": benefit, "mae": benefit} (`benefit`);
     noise: data set -> {"src": n, "mae": n}, the absolute change a seed-control row made there.
     """
     if not rows:
         raise ValueError("verdict: no data set rows to judge")
+    rows = [r for r in rows if not r.get("inert")]
+    if not rows:
+        return "no effect"
     for metric in METRICS:
         gains = [float(r[metric]) for r in rows]
         if 2 * sum(g > 0 for g in gains) <= len(gains):
@@ -206,14 +213,16 @@ def rank_correlation(validation: list[float], test: list[float]) -> float | None
     return float(spearmanr(validation, test).statistic)
 
 
-def steering(scores: dict, base: str, switches: list[str]) -> dict:
+def steering(scores: dict, base: str, switches: list[str], noise: dict | None = None) -> dict:
     """How far the validation score can steer, over the switch rows.
 
     scores: row label -> data set -> {"val_src", "val_mae", "test_src", "test_mae"} (a missing data set:
     the row did not run there). Returns, per metric, the sign agreement of each switch row's change
     against `base` (validation vs test) over every (row, data set), and per data set the rank
     correlation of validation and test scores across `base` and the switch rows and the gap
-    (validation minus test) of `base`.
+    (validation minus test) of `base`. noise (data set -> {"src", "mae"}: the seed control's validation
+    change): also the agreement over the pairs whose validation change is beyond that noise, and
+    within it, which says how much of the disagreement is changes smaller than chance.
     """
     sets = list(scores[base])
     out: dict = {"agreement": {}, "pairs": {}, "blind": {}, "rank_correlation": {}, "gap": {}}
@@ -222,8 +231,21 @@ def steering(scores: dict, base: str, switches: list[str]) -> dict:
                     scores[row][s][f"test_{metric}"] - scores[base][s][f"test_{metric}"])
                    for row in switches for s in sets if s in scores[row]]
         out["agreement"][metric], out["pairs"][metric] = sign_agreement(changes)
+        if noise:
+            where = [s for row in switches for s in sets if s in scores[row]]
+            for part, keep in (("beyond_noise", lambda v, s: abs(v) > noise[s][metric]),
+                               ("within_noise", lambda v, s: abs(v) <= noise[s][metric])):
+                picked = [c for c, s in zip(changes, where) if s in noise and keep(c[0], s)]
+                share, n = sign_agreement(picked)
+                out.setdefault(part, {})[metric] = {"agreement": share, "pairs": n}
         # the validation score did not move but the test score did: a setting only the refits see
         out["blind"][metric] = sum(v == 0 and t != 0 for v, t in changes)
+        # the same for the refit check (validation.refit_check), where the rows have it
+        checked = [(scores[row][s][f"check_{metric}"] - scores[base][s][f"check_{metric}"],
+                    scores[row][s][f"test_{metric}"] - scores[base][s][f"test_{metric}"])
+                   for row in switches for s in sets if s in scores[row]
+                   and None not in (scores[row][s].get(f"check_{metric}"), scores[base][s].get(f"check_{metric}"))]
+        out.setdefault("check_agreement", {})[metric], out.setdefault("check_pairs", {})[metric] = sign_agreement(checked)
     for s in sets:
         rows = [r for r in [base, *switches] if s in scores[r]]
         out["rank_correlation"][s] = {m: rank_correlation([scores[r][s][f"val_{m}"] for r in rows],
@@ -249,12 +271,15 @@ TABLE = ["data set", "n_train", "test_unseen_share", "val_unseen_share", "scheme
 class Switch:
     """A panel row: `overrides` on top of the mode's config. turns "off": the row turns a default off,
     and the verdict judges the default (keep: it stays on); "on": the row turns a change on, and the
-    verdict judges the change (keep: adopt it)."""
+    verdict judges the change (keep: adopt it). refit_only: the setting acts on the step that predicts
+    the test (the refits), which the reported score never sees: the verdict reads the refit check
+    (validation.refit_check: the report slice predicted as the test is) instead."""
     label: str
     overrides: tuple[str, ...]
     judged: str                  # the setting the verdict is about
     turns: str = "off"
     needs_encoders: bool = False  # a no-op under --quick (encoders off): not run there
+    refit_only: bool = False
 
 
 # every default of configs/demo.yaml and configs/smpd.yaml that is not "off" (the panel runs demo.yaml:
@@ -269,8 +294,8 @@ SWITCHES = [
     Switch("no-tag-stats", ("metadata.tag_target_stats=false",), "metadata.tag_target_stats"),
     Switch("no-smoothing", ("metadata.target_stat_smoothing=0",), "metadata.target_stat_smoothing=auto"),
     Switch("no-size-adapt", ("gbdt.adapt_to_size=false", "tuning.adapt_to_size=false"),
-           "gbdt.adapt_to_size, tuning.adapt_to_size"),
-    Switch("no-kfold-refit", ("gbdt.refit_kfold=false",), "gbdt.refit_kfold (k-fold runs only)"),
+           "gbdt.adapt_to_size, tuning.adapt_to_size (scales the refit's rounds)", refit_only=True),
+    Switch("no-kfold-refit", ("gbdt.refit_kfold=false",), "gbdt.refit_kfold (k-fold runs only)", refit_only=True),
     Switch("blend-best", ("ensemble.method=best",), "ensemble.method=nnls"),
     Switch("no-ridge", ("ensemble.linear_members={}",), "ensemble.linear_members"),
     Switch("sample-selection", ("prototype.sample_selection=0.77",), "prototype.sample_selection=0.77 (smpd.yaml)",
@@ -290,16 +315,23 @@ def switch_scores(rows: list[dict]) -> dict:
     out: dict = {}
     for r in rows:
         out.setdefault(r["row"], {})[r["data set"]] = {"val_src": r["val_src"], "val_mae": r["val_mae"],
-                                                        "test_src": r["pipe_src"], "test_mae": r["pipe_mae"]}
+                                                        "test_src": r["pipe_src"], "test_mae": r["pipe_mae"],
+                                                        "check_src": r.get("check_src"), "check_mae": r.get("check_mae")}
     return out
 
 
 def judge(scores: dict, switches: list[Switch], control: str) -> tuple[list[dict], dict]:
     """(one line per switch: its verdict and per data set benefit on validation and test, the noise per
-    data set). A data set without the seed control or the base run is left out of every verdict."""
+    data set). A data set without the seed control or the base run is left out of every verdict. A
+    refit-only switch is judged on the refit check (its noise the seed control's there); without the
+    check on every data set its verdict is "blind": the reported score cannot see it."""
     base = scores[BASE]
     sets = [s for s in base if s in scores.get(control, {})]
-    noise = {s: {m: abs(scores[control][s][f"val_{m}"] - base[s][f"val_{m}"]) for m in METRICS} for s in sets}
+
+    def noise_of(kind: str) -> dict:
+        return {s: {m: abs(scores[control][s][f"{kind}_{m}"] - base[s][f"{kind}_{m}"]) for m in METRICS}
+                for s in sets if all(scores[r][s].get(f"{kind}_{m}") is not None for r in (BASE, control) for m in METRICS)}
+    noise = {kind: noise_of(kind) for kind in ("val", "check")}
     lines = []
     for sw in switches:
         row = scores.get(sw.label, {})
@@ -307,21 +339,32 @@ def judge(scores: dict, switches: list[Switch], control: str) -> tuple[list[dict
         if not judged_sets:
             continue
         on, off = (base, row) if sw.turns == "off" else (row, base)
-        gains = {kind: [{"data set": s, **benefit({m: on[s][f"{kind}_{m}"] for m in METRICS},
-                                                   {m: off[s][f"{kind}_{m}"] for m in METRICS})}
-                        for s in judged_sets] for kind in ("val", "test")}
-        lines.append({"switch": sw.label, "judged": sw.judged, "verdict": verdict(gains["val"], noise),
-                      "validation_benefit": gains["val"], "test_benefit": gains["test"]})
-    return lines, noise
+
+        def gains(kind: str) -> list[dict]:
+            return [{"data set": s, **benefit({m: on[s][f"{kind}_{m}"] for m in METRICS},
+                                              {m: off[s][f"{kind}_{m}"] for m in METRICS}),
+                     "inert": all(on[s][f"{k}_{m}"] == off[s][f"{k}_{m}"] for k in ("val", "test") for m in METRICS)}
+                    for s in judged_sets if all(r[s].get(f"{kind}_{m}") is not None for r in (on, off) for m in METRICS)]
+        kind = "check" if sw.refit_only else "val"
+        judged_rows = gains(kind)
+        if len(judged_rows) < len(judged_sets) or any(s not in noise[kind] for s in judged_sets):
+            decision = "blind"  # a refit-only switch on a panel run without validation.refit_check
+        else:
+            decision = verdict(judged_rows, noise[kind])
+        lines.append({"switch": sw.label, "judged": sw.judged, "verdict": decision, "judged_on": kind,
+                      "validation_benefit": gains("val"), "test_benefit": gains("test"),
+                      **({"check_benefit": judged_rows} if sw.refit_only else {})})
+    return lines, noise["val"]
 
 
 def verdict_table(lines: list[dict], noise: dict) -> str:
     sets = list(noise)
-    columns = ["switch", "judged", "verdict"] + [f"{s} val {m}" for s in sets for m in ("dSRC", "dMAE")] + \
+    columns = ["switch", "judged", "verdict", "judged_on"] + [f"{s} val {m}" for s in sets for m in ("dSRC", "dMAE")] + \
               [f"{s} test {m}" for s in sets for m in ("dSRC", "dMAE")]
     rows = []
     for line in lines:
-        r = {"switch": line["switch"], "judged": line["judged"], "verdict": line["verdict"]}
+        r = {"switch": line["switch"], "judged": line["judged"], "verdict": line["verdict"],
+             "judged_on": {"val": "validation", "check": "refit check"}[line.get("judged_on", "val")]}
         for kind, key in (("val", "validation_benefit"), ("test", "test_benefit")):
             for b in line[key]:
                 r[f"{b['data set']} {kind} dSRC"], r[f"{b['data set']} {kind} dMAE"] = b["src"], b["mae"]
@@ -332,6 +375,24 @@ def verdict_table(lines: list[dict], noise: dict) -> str:
     return markdown(rows + [noise_row], columns)
 
 
+def verdict_summary(lines: list[dict]) -> str:
+    """The verdicts in short (the README's table): per switch, on how many data sets the judged score
+    (validation, or the refit check) improved in SRC and in MAE, and the mean test benefit."""
+    rows = []
+    for line in lines:
+        judged = line.get("check_benefit") or line["validation_benefit"]
+        counted = [b for b in judged if not b.get("inert")]
+        test = [b for b in line["test_benefit"] if not b.get("inert")]
+        rows.append({"switch": line["switch"], "judged": line["judged"], "verdict": line["verdict"],
+                     "judged on": {"val": "validation", "check": "refit check"}[line.get("judged_on", "val")],
+                     "SRC up on": f"{sum(b['src'] > 0 for b in counted)}/{len(counted)}",
+                     "MAE down on": f"{sum(b['mae'] > 0 for b in counted)}/{len(counted)}",
+                     "mean test dSRC": float(np.mean([b["src"] for b in test])) if test else None,
+                     "mean test dMAE": float(np.mean([b["mae"] for b in test])) if test else None})
+    return markdown(rows, ["switch", "judged", "verdict", "judged on", "SRC up on", "MAE down on", "mean test dSRC",
+                           "mean test dMAE"])
+
+
 def steering_lines(steer: dict) -> list[str]:
     def num(v):
         return "n/a" if v is None else f"{v:.3f}"
@@ -339,6 +400,16 @@ def steering_lines(steer: dict) -> list[str]:
              f"({steer['pairs']['src']} row x data set pairs), MAE {num(steer['agreement']['mae'])} ({steer['pairs']['mae']}); "
              f"pairs where only the test score moved (validation blind to the switch): SRC {steer['blind']['src']}, "
              f"MAE {steer['blind']['mae']}"]
+    if "beyond_noise" in steer:
+        b, w = steer["beyond_noise"], steer["within_noise"]
+        lines.append(f"where the validation change is beyond the data set's seed-control noise: SRC "
+                     f"{num(b['src']['agreement'])} ({b['src']['pairs']} pairs), MAE {num(b['mae']['agreement'])} "
+                     f"({b['mae']['pairs']}); within it: SRC {num(w['src']['agreement'])} ({w['src']['pairs']}), "
+                     f"MAE {num(w['mae']['agreement'])} ({w['mae']['pairs']})")
+    if steer.get("check_pairs", {}).get("src"):
+        lines.append(f"the same for the refit check (the report slice predicted as the test is): SRC "
+                     f"{num(steer['check_agreement']['src'])} ({steer['check_pairs']['src']} pairs), MAE "
+                     f"{num(steer['check_agreement']['mae'])} ({steer['check_pairs']['mae']})")
     for s, rho in steer["rank_correlation"].items():
         gap = steer["gap"][s]
         lines.append(f"{s}: Spearman of validation and test scores across the default and switch rows: SRC "
@@ -361,6 +432,24 @@ def custom_switch(values: list[str]) -> Switch:
     return Switch(values[0], tuple(values[1:]), " ".join(values[1:]), turns="on")
 
 
+def merged_rows(paths: list[Path], switches: list[Switch]):
+    """(rows, switch rows, overrides, skipped, no data sets to run) of `--merge`: every data set's rows
+    from the last panel.json that has the data set, and the switches those rows hold."""
+    by_set: dict[str, list[dict]] = {}
+    overrides = []
+    for path in paths:
+        panel = json.loads(path.read_text())
+        overrides.append(f"{path}: {panel['mode']} ({' '.join(panel['overrides'])})")
+        for name in dict.fromkeys(r["data set"] for r in panel["rows"]):
+            by_set[name] = [r for r in panel["rows"] if r["data set"] == name]
+    rows = [r for name_rows in by_set.values() for r in name_rows]
+    present = {r["row"] for r in rows}
+    known = [sw for sw in switches if sw.label in present]
+    known += [Switch(label, (), label, turns="on") for label in present
+              if label not in {sw.label for sw in known} and label != BASE and not label.startswith("seed-")]
+    return rows, known, ["merged:", *overrides], [], []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", type=Path, default=REPO_ROOT / "work" / "panel", help="data sets and work folders")
@@ -376,8 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-seed", type=int, default=1, help="run seed of the seed-control row")
     parser.add_argument("--baseline", type=Path, help="a panel.json to compare the default row against")
     parser.add_argument("--out", type=Path, help="output folder (default: <root>/results/<mode>-<label>)")
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="PANEL_JSON",
+                        help="run nothing: judge the rows of these panel.json files together (a data set's rows "
+                             "from the last file that has them), e.g. a full panel on some sets and --quick on others")
+    parser.add_argument("--collect", action="store_true",
+                        help="run nothing: the rows of the runs a panel with these options already finished "
+                             "(a killed panel's rows; the rows it did not reach are listed as not run)")
     args = parser.parse_args(argv)
-    mode = "quick" if args.quick else "full"
+    mode = "merged" if args.merge else "quick" if args.quick else "full"
     specs = [s for s in PANEL if not args.only or s.name in args.only.split(",")]
     wanted = None if args.switches is None else set(args.switches.split(",")) - {"none"}
     unknown = (wanted or set()) - {sw.label for sw in SWITCHES}
@@ -391,14 +486,22 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     mode_overrides = (QUICK if args.quick else FULL) + args.overrides
     rows, failed = [], []
+    if args.merge:
+        rows, switches, mode_overrides, skipped, specs = merged_rows(args.merge, switches)
     for spec in specs:
         data_dir, labels = make_set(spec, args.root / "data")
         work_dir = args.root / "work" / mode / spec.name
         subs = args.root / "submissions"
         for sw in [Switch(BASE, (), "the default"), control, *switches]:
             run_name = f"panel-{mode}-{args.label}-{sw.label}-{spec.name}"
+            if args.collect:  # the rows an earlier (maybe killed) panel finished, as they are
+                if not (subs / run_name / "scores.json").is_file():
+                    print(f"not run: {sw.label} on {spec.name}", flush=True)
+                    continue
+                seconds = float("nan")
             try:
-                seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
+                if not args.collect:
+                    seconds = run_pipeline(spec, data_dir, work_dir, subs, run_name, mode_overrides + list(sw.overrides))
             except RuntimeError as err:  # one failed row must not lose the others
                 failed.append(f"{sw.label} on {spec.name}: {str(err).splitlines()[-1]}")
                 print(f"FAILED {failed[-1]}", flush=True)
@@ -422,9 +525,10 @@ def main(argv: list[str] | None = None) -> int:
         if verdicts:
             text += ("\nVerdicts (the rule, `verdict`: keep if the validation benefit is positive on most data sets "
                      "and on none below minus that set's seed-control noise, SRC and MAE alike; d*: the benefit of the "
-                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_table(verdicts, noise))
+                     "judged setting being on, SRC up and MAE down positive):\n\n" + verdict_summary(verdicts) +
+                     "\nPer data set:\n\n" + verdict_table(verdicts, noise))
         if judged:
-            steer = steering(scores, BASE, judged)
+            steer = steering(scores, BASE, judged, noise)
             text += "\nSteering:\n\n" + "\n".join(f"- {line}" for line in steering_lines(steer)) + "\n"
     if skipped:
         text += f"\nNot run under --quick (encoders off, so they change nothing): {', '.join(skipped)}\n"

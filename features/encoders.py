@@ -67,8 +67,9 @@ def image_settings(enc_cfg) -> dict:
 
 def text_settings(enc_cfg) -> dict:
     """The encoder settings the text arrays depend on (cache folder and pass key)."""
-    # text_group_tokens only changes how texts are batched (outputs equal to float16 rounding), so it keys the
-    # chunk files of a pass in progress (encoders_run.py), not the arrays; precision changes the outputs
+    # text_group_tokens and text_shared_pass only change how texts are batched (outputs equal to float16
+    # rounding), so they key the chunk files of a pass in progress (encoders_run.py), not the arrays; precision
+    # changes the outputs
     return {"text": enc_cfg.text, "clip": clip_checkpoint_key(enc_cfg.clip_model) if enc_cfg.text == CLIP else "",
             "tokens": enc_cfg.max_text_tokens, "length": enc_cfg.max_text_length, "precision": enc_cfg.precision}
 

@@ -507,6 +507,11 @@ class TextPlan:
     anywhere in the split (empty titles, a user's repeated tag string) runs once,
     and a group pads to almost nothing. A group is one chunk file; groups depend
     only on the split's strings, so resumed and sharded runs batch alike.
+
+    With `shared_pass` a token text that is itself a title or tag string (a post
+    without tags, or without a title) and fits in `max_text_tokens` is the same
+    input to the encoder at both lengths: its sentence's pass gives its token
+    features too, and it is no token group's member.
     """
     sentences: list[str]               # distinct titles and tag strings
     token_texts: list[str]             # distinct token texts
@@ -515,56 +520,94 @@ class TextPlan:
     title_index: np.ndarray            # (N,) row -> index into `sentences`
     tags_index: np.ndarray
     token_index: np.ndarray            # (N,) row -> index into `token_texts`
+    # (len(sentences),) bool: the sentence's pass gives token features too (shared_pass); default none
+    gives_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # (len(token_texts),) where each token text's features are: chunk j and row in that chunk's `tokens`
+    token_group: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    token_position: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
-    def make(cls, inputs: SplitInputs, encoder, max_tokens: int, tokens_per_group: int) -> "TextPlan":
+    def make(cls, inputs: SplitInputs, encoder, max_tokens: int, tokens_per_group: int,
+             shared_pass: bool = False) -> "TextPlan":
         sentences = list(dict.fromkeys(inputs.titles + inputs.tags))
         token_rows = inputs.token_texts()
         token_texts = list(dict.fromkeys(token_rows))
         where = {text: i for i, text in enumerate(sentences)}
         where_token = {text: i for i, text in enumerate(token_texts)}
-        return cls(sentences, token_texts,
-                   length_groups(encoder.lengths(sentences), tokens_per_group),
-                   length_groups(encoder.lengths(token_texts, max_tokens), tokens_per_group),
+        sentence_lengths = encoder.lengths(sentences)
+        token_lengths = encoder.lengths(token_texts, max_tokens)
+        # same ids at both truncations exactly when the token counts agree (the tokenizer keeps a prefix)
+        shared = {k: where[t] for k, t in enumerate(token_texts)
+                  if shared_pass and t in where and token_lengths[k] == sentence_lengths[where[t]]}
+        own = [k for k in range(len(token_texts)) if k not in shared]
+        sentence_groups = length_groups(sentence_lengths, tokens_per_group)
+        token_groups = [[own[x] for x in g] for g in length_groups([token_lengths[k] for k in own], tokens_per_group)]
+        gives_tokens = np.zeros(len(sentences), bool)
+        gives_tokens[list(shared.values())] = True
+        group_of, position = _placement(sentence_groups, len(sentences), gives_tokens)
+        token_group, token_position = _placement(token_groups, len(token_texts), None, len(sentence_groups))
+        for k, i in shared.items():
+            token_group[k], token_position[k] = group_of[i], position[i]
+        return cls(sentences, token_texts, sentence_groups, token_groups,
                    np.array([where[t] for t in inputs.titles], np.int64),
                    np.array([where[t] for t in inputs.tags], np.int64),
-                   np.array([where_token[t] for t in token_rows], np.int64))
+                   np.array([where_token[t] for t in token_rows], np.int64),
+                   gives_tokens, token_group, token_position)
 
     @property
     def n_groups(self) -> int:
         return len(self.sentence_groups) + len(self.token_groups)
 
 
-def _encode_text_group(plan: TextPlan, j: int, encoder, max_tokens: int) -> dict[str, np.ndarray]:
-    if j < len(plan.sentence_groups):
-        texts = [plan.sentences[i] for i in plan.sentence_groups[j]]
-        return {"pooled": encoder.sentences(texts).astype(np.float16)}
-    texts = [plan.token_texts[i] for i in plan.token_groups[j - len(plan.sentence_groups)]]
-    words, mask = encoder.words(texts, max_tokens)
-    tokens = np.zeros((len(texts), max_tokens, encoder.dim), np.float16)
-    token_mask = np.zeros((len(texts), max_tokens), bool)
+def _placement(groups: list[list[int]], n: int, counted: np.ndarray | None, offset: int = 0
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk (j + offset) and row in it of each of n distinct strings; with `counted`, the row among the
+    group's members where `counted` (the rows a chunk holds token features of)."""
+    group_of, position = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    for j, group in enumerate(groups):
+        group = np.asarray(group, np.int64)
+        if counted is not None:
+            group = group[counted[group]]
+        group_of[group] = j + offset
+        position[group] = np.arange(len(group))
+    return group_of, position
+
+
+def _token_arrays(words: np.ndarray, mask: np.ndarray, max_tokens: int) -> dict[str, np.ndarray]:
+    tokens = np.zeros((len(words), max_tokens, words.shape[-1]), np.float16)
+    token_mask = np.zeros((len(words), max_tokens), bool)
     tokens[:, :words.shape[1]] = words[:, :max_tokens]
     token_mask[:, :mask.shape[1]] = mask[:, :max_tokens]
     return {"tokens": tokens, "token_mask": token_mask}
 
 
-def _write_rows(target: Path, row_index: np.ndarray, groups: list[list[int]], load_group, dtype, tail: tuple):
-    """Array of one output, row r = the encoded distinct string row_index[r], written group by group through
-    a memory map (atomically), so that only one group's outputs are in memory at a time."""
-    n_distinct = sum(len(g) for g in groups)
-    group_of, position = np.zeros(n_distinct, np.int64), np.zeros(n_distinct, np.int64)
-    for j, group in enumerate(groups):
-        group_of[group] = j
-        position[group] = np.arange(len(group))
+def _encode_text_group(plan: TextPlan, j: int, encoder, max_tokens: int) -> dict[str, np.ndarray]:
+    if j < len(plan.sentence_groups):
+        group = plan.sentence_groups[j]
+        texts = [plan.sentences[i] for i in group]
+        want = plan.gives_tokens[group] if len(plan.gives_tokens) else np.zeros(len(group), bool)
+        if not want.any():
+            return {"pooled": encoder.sentences(texts).astype(np.float16)}
+        pooled, words, mask = encoder.encode(texts, max_tokens, want)
+        return {"pooled": pooled.astype(np.float16), **_token_arrays(words, mask, max_tokens)}
+    texts = [plan.token_texts[i] for i in plan.token_groups[j - len(plan.sentence_groups)]]
+    return _token_arrays(*encoder.words(texts, max_tokens), max_tokens)
+
+
+def _write_rows(target: Path, row_index: np.ndarray, group_of: np.ndarray, position: np.ndarray, load_group,
+                dtype, tail: tuple):
+    """Array of one output, row r = the encoded distinct string row_index[r], which is row position[k] of
+    chunk group_of[k] (k = row_index[r]), written chunk by chunk through a memory map (atomically), so that only
+    one chunk's outputs are in memory at a time."""
     row_group = group_of[row_index]
     rows_by_group = np.argsort(row_group, kind="stable")
-    bounds = np.searchsorted(row_group[rows_by_group], np.arange(len(groups) + 1))
+    chunks = np.unique(row_group)
+    bounds = np.searchsorted(row_group[rows_by_group], np.append(chunks, chunks[-1] + 1 if len(chunks) else 0))
     with atomic_path(target) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(len(row_index), *tail))
-        for j in range(len(groups)):
-            rows = rows_by_group[bounds[j]:bounds[j + 1]]
-            if len(rows):
-                out[rows] = load_group(j)[position[row_index[rows]]]
+        for j, start, stop in zip(chunks, bounds[:-1], bounds[1:]):
+            rows = rows_by_group[start:stop]
+            out[rows] = load_group(int(j))[position[row_index[rows]]]
         out.flush()
         del out
 
@@ -585,9 +628,12 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
         log.info("[encode] %s texts (%s): up to date", split, name)
         return PassResult("text", True, 0, info=manifest["splits"][split]["text"])
     encoder = get_encoder()
-    plan = TextPlan.make(inputs, encoder, length, getattr(encoder, "tokens_per_group", 1024))
-    # the groups depend on the tokens per group (an execution setting): chunks of other groups stay apart
-    chunk_dir = out_dir / "_chunks" / f"{split}-text-{key}-g{getattr(encoder, 'tokens_per_group', 1024)}"
+    shared_pass = bool(getattr(enc_cfg, "text_shared_pass", False))
+    plan = TextPlan.make(inputs, encoder, length, getattr(encoder, "tokens_per_group", 1024), shared_pass)
+    # the groups depend on the tokens per group and the shared pass (execution settings): chunks of other
+    # groups stay apart
+    chunk_dir = (out_dir / "_chunks" / f"{split}-text-{key}-g{getattr(encoder, 'tokens_per_group', 1024)}"
+                 f"{'-s' if shared_pass else ''}")
     if force:
         _remove_chunks(chunk_dir)
     chunk_files = [_chunk_path(chunk_dir, j) for j in range(plan.n_groups)]
@@ -604,19 +650,18 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
         return PassResult("text", False, len(pending), missing)
     dim = encoder.dim
 
-    def loader(offset: int, array: str):
+    def loader(array: str):
         def load(j: int) -> np.ndarray:
-            with np.load(_chunk_path(chunk_dir, j + offset)) as chunk:
+            with np.load(_chunk_path(chunk_dir, j)) as chunk:
                 return chunk[array]
         return load
 
-    n_sentence_groups = len(plan.sentence_groups)
+    sentence_group, sentence_position = _placement(plan.sentence_groups, len(plan.sentences), None)
     for array, index in (("title", plan.title_index), ("tags", plan.tags_index)):
-        _write_rows(targets[array], index, plan.sentence_groups, loader(0, "pooled"), np.float16, (dim,))
-    _write_rows(targets["tokens"], plan.token_index, plan.token_groups, loader(n_sentence_groups, "tokens"),
-                np.float16, (length, dim))
-    _write_rows(targets["token_mask"], plan.token_index, plan.token_groups,
-                loader(n_sentence_groups, "token_mask"), bool, (length,))
+        _write_rows(targets[array], index, sentence_group, sentence_position, loader("pooled"), np.float16, (dim,))
+    for array, dtype, tail in (("tokens", np.float16, (length, dim)), ("token_mask", bool, (length,))):
+        _write_rows(targets[array], plan.token_index, plan.token_group, plan.token_position, loader(array), dtype,
+                    tail)
     described = encoder.describe()
     info = {"key": key, "pid_digest": pids_digest, **described, "max_text_tokens": length,
             "tokens_text": "title + ' ' + tags, truncated to max_text_tokens (special tokens included)",
@@ -625,6 +670,7 @@ def text_pass(inputs: SplitInputs, split: str, enc_cfg, cache_dir: Path, get_enc
             "n_empty_title": sum(not t.strip() for t in inputs.titles),
             "n_empty_tags": sum(not t.strip() for t in inputs.tags),
             "n_distinct_sentences": len(plan.sentences), "n_distinct_token_texts": len(plan.token_texts),
+            "n_token_texts_from_sentence_pass": int(plan.gives_tokens.sum()),
             "checksums": _checksums(targets.values())}
     update_manifest(out_dir, split, "text", info, len(inputs))
     _remove_chunks(chunk_dir)

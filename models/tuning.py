@@ -46,11 +46,13 @@ from optuna.trial import FrozenTrial, TrialState
 from common.locks import FileLock
 from models.cv import TargetStatSpec, cross_fit
 from models.gbdt import LightGBMRegressor
-from models.metrics import mse, src
+from models.metrics import ChallengeScore, challenge_score, mse, src
+from models.validation import selection_rows
 
 log = logging.getLogger(__name__)
 
-METRICS = {"src": "maximize", "mse": "minimize"}
+# challenge: models.metrics.challenge_score, the challenge's SRC and MAE in one number
+METRICS = {"src": "maximize", "mse": "minimize", "challenge": "maximize"}
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -177,10 +179,16 @@ class TrialSeededTPESampler(BaseSampler):
 
 # --- pruning --------------------------------------------------------------------------------
 def _metric_feval(metric: str):
+    scorer: list = []  # challenge: (data set, its labels ranked once); one callback watches one fit
+
     def feval(preds: np.ndarray, data) -> tuple[str, float, bool]:
         y = data.get_label()
         if metric == "src":
             return "src", src(y, preds), True
+        if metric == "challenge":
+            if not scorer or scorer[0] is not data:
+                scorer[:] = [data, ChallengeScore(y)]
+            return "challenge", scorer[1](preds), True
         return "mse", mse(y, preds), False
     return feval
 
@@ -239,8 +247,9 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
                        fit_mask: np.ndarray | None = None, num_boost_round: int = 2000,
                        early_stopping_rounds: int = 100, num_threads: int = 2, seed: int = 0,
                        report_interval: int = 10, pruning: bool = True,
-                       adapt_to_size: bool = False) -> Callable[[optuna.Trial], float]:
-    """The validation `metric` of LightGBM with the trial's parameters, cross-fit on `folds`."""
+                       adapt_to_size: bool = False, stop_metric: str = "l2") -> Callable[[optuna.Trial], float]:
+    """The validation `metric` of LightGBM with the trial's parameters, cross-fit on `folds`; each fit stops
+    early on `stop_metric` (models.gbdt.STOP_METRICS)."""
     if metric not in METRICS:
         raise ValueError(f"tuning.metric must be one of {sorted(METRICS)}, got {metric!r}")
     no_test = X.iloc[:0]
@@ -258,7 +267,8 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
                 callbacks.append(PruningCallback(trial, metric, fits * num_boost_round, report_interval))
                 fits += 1
             return LightGBMRegressor(params, rounds or num_boost_round, early_stopping_rounds, num_threads,
-                                     model_seed, callbacks=callbacks, adapt_to_size=adapt_to_size)
+                                     model_seed, callbacks=callbacks, adapt_to_size=adapt_to_size,
+                                     stop_metric=stop_metric)
 
         started = time.perf_counter()
         result = cross_fit(make, X, y, folds, no_test, seeds=[seed], target_stats=target_stats,
@@ -268,6 +278,10 @@ def lightgbm_objective(X: pd.DataFrame, y: np.ndarray, folds: pd.DataFrame, spac
             trial.set_user_attr(key, value)
         trial.set_user_attr("best_iterations", result.best_iterations)
         trial.set_user_attr("fit_seconds", round(time.perf_counter() - started, 3))
+        if metric == "challenge":  # needs the labels, not only the selection score's metrics
+            chosen = selection_rows(folds)
+            trial.set_user_attr("challenge", challenge_score(y[chosen], result.oof[chosen]))
+            return float(trial.user_attrs["challenge"])
         return float(result.selection_score[metric])  # constant predictions score SRC 0 (models.metrics.src)
 
     return objective

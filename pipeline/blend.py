@@ -22,7 +22,7 @@ import pandas as pd
 
 from common.io import read_json, read_parquet, write_json, write_parquet
 from features.blocks import check_post_order
-from models.ensemble import blend_frame
+from models.ensemble import REFIT_CHECK, blend_frame
 from models.validation import report_rows
 from pipeline.catalog import RunContext
 from pipeline.members import members_of
@@ -43,6 +43,8 @@ def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dic
             raise ValueError(f"{ctx.member_preds(m)} does not list the posts of {ctx.member_preds(members[0])} "
                              "in the same order with the same folds: rerun the member stages")
         preds[m] = frame["pred"].to_numpy(dtype=np.float64)
+        if "refit_check" in frame.columns:  # validation.refit_check (models/cv.py)
+            preds[f"{m}{REFIT_CHECK}"] = frame["refit_check"].to_numpy(dtype=np.float64)
         summaries[m] = read_json(ctx.member_summary(m))
     return keys, preds, summaries
 
@@ -92,6 +94,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=lambda ctx: [ctx.final_preds, ctx.final_summary],
     sections=("ensemble",),
-    modules=("models.metrics", "models.ensemble", "models.validation"),
+    modules=("models.metrics", "models.ensemble", "models.validation", "features.blocks", "pipeline.members"),
     description="blend member predictions (weights from out-of-fold predictions only)",
 )

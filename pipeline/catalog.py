@@ -139,6 +139,20 @@ class RunContext:
         return self.config_dir / "prototype" / "summary.json"
 
     @property
+    def adversarial_dir(self) -> Path:
+        return self.config_dir / "adversarial"
+
+    @property
+    def adversarial_summary(self) -> Path:
+        """The train-versus-test classifier: AUC, the features that shift most, the train posts most like test."""
+        return self.adversarial_dir / "summary.json"
+
+    @property
+    def adversarial_posts(self) -> Path:
+        """Each post's out-of-fold test-likeness (Pid, split, test_likeness) and each train post's weight."""
+        return self.adversarial_dir / "posts.parquet"
+
+    @property
     def tuning_dir(self) -> Path:
         return self.config_dir / "tuning"
 

@@ -43,6 +43,14 @@ class ValidationConfig:
     early stopping, trial or blend weight sees them, and the run's reported score is theirs; on a
     time holdout the holdout's later part (0.1 of 0.2: its later half). 0: none (the reported score
     is then the selection score, and the leaderboard ranks such runs apart).
+    refit_check: also score the report slice predicted the way the test is (a refit on every other
+    train post, or the fold models' mean: models/cv.py); in scores.json as `refit_check`. It costs a
+    fit per member and seed; the panel turns it on to judge settings only the refits see.
+    adversarial: the diagnostic stage `adversarial` (models/adversarial.py): a classifier that tells
+    train posts from test posts on the feature blocks `adversarial_blocks` (cross-fitted AUC, the
+    features that shift most, the train posts most like test ones) in scores.json and the report;
+    it changes no prediction. adversarial_weights: the LightGBM members' fits weigh each train post
+    by its test-likeness (odds, clipped, mean 1); early stopping, tuning and every score stay unweighted.
     """
     scheme: str = "time_holdout"
     n_folds: int = 5
@@ -51,6 +59,10 @@ class ValidationConfig:
     min_holdout_posts: int = 500
     mirror_unseen: bool = False
     report_frac: float = 0.1
+    refit_check: bool = False
+    adversarial: bool = True
+    adversarial_blocks: list[str] = field(default_factory=lambda: ["meta"])
+    adversarial_weights: bool = False
 
 
 @dataclass
@@ -111,6 +123,9 @@ class EncoderConfig:
     max_text_tokens: int = 32   # token features: title + " " + tags, first N tokens
     max_text_length: int = 77   # pooled title / tag-string embeddings: first N tokens (CLIP's own limit)
     text_group_tokens: int = 0  # padded tokens per text batch (0: 1024 on a CPU, batch_size x 77 on a GPU)
+    # a post's token text that is its title (no tags) or its tag string (no title) and fits in max_text_tokens
+    # takes its token features from the title's or tag string's pass instead of a pass of its own
+    text_shared_pass: bool = False
     shard: str = ""  # "i/n": encode only part i of n (merge step joins them)
     pca_dim: int = 32
     max_image_pixels: int = 89_478_485  # larger images (decompression bombs) get has_image 0; Pillow's default
@@ -175,6 +190,10 @@ class GBDTConfig:
     })
     num_boost_round: int = 2000
     early_stopping_rounds: int = 100
+    # what every LightGBM fit that validates stops early on (members and tuning trials alike, on the
+    # selection posts): `l2` (LightGBM's own) or `challenge` (SRC and MAE in one number,
+    # models.metrics.challenge_score); docs/notes/stop.md
+    stop_metric: str = "l2"
     num_threads: int = 2
     seeds: list[int] | None = field(default=None, metadata={"seed": "list"})  # one model per seed; None: [Config.seed]
     # min_data_in_leaf capped at fit rows / 10, and a holdout refit's rounds scaled by its extra rows
@@ -240,7 +259,9 @@ class TuningConfig:
     study_name: str = "lgbm"
     feature_set: str = "meta"
     seed: int | None = field(default=None, metadata={"seed": "one"})  # the sampler's; None: Config.seed
-    metric: str = "src"  # objective: validation `src` (maximised) or `mse` (minimised)
+    # objective: validation `src` (maximised), `mse` (minimised) or `challenge` (models.metrics.challenge_score,
+    # SRC and MAE in one number, maximised)
+    metric: str = "src"
     workers: int = 1  # processes the stage runs on the study; more than 1 is not bit-reproducible
     startup_trials: int = 10  # random trials before TPE models the search space
     pruning: bool = True
@@ -338,7 +359,7 @@ class Config:
 
 # settings that change how a run executes, not its results (digests leave them out, so a retry with another
 # batch size or worker count reuses every cache); the text batching changes outputs only by float16 rounding
-EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens"),
+EXECUTION_ONLY = {"encoders": ("num_workers", "shard", "batch_size", "text_group_tokens", "text_shared_pass"),
                   "tuning": ("workers", "storage", "heartbeat_s")}
 
 
@@ -369,10 +390,31 @@ def _check_members(config: Config, where: str) -> None:
             if unknown:
                 raise ConfigError(f"{where}: {section}.{member}: unknown block(s) {unknown}; "
                                   f"known: {list(FEATURE_BLOCKS)}")
+    v = config.validation
+    unknown = [b for b in v.adversarial_blocks if not isinstance(b, str) or b not in FEATURE_BLOCKS]
+    if unknown or not v.adversarial_blocks:
+        raise ConfigError(f"{where}: validation.adversarial_blocks: expected a non-empty list of blocks of "
+                          f"{list(FEATURE_BLOCKS)}, got {v.adversarial_blocks!r}")
+    if v.adversarial_weights and not v.adversarial:
+        raise ConfigError(f"{where}: validation.adversarial_weights needs the classifier that makes them: "
+                          "set validation.adversarial=true too")
     unknown = [f for f in config.catboost.feature_sets if f not in config.gbdt.feature_sets]
     if config.catboost.enabled and unknown:
         raise ConfigError(f"{where}: catboost.feature_sets: {unknown} are not gbdt.feature_sets names; "
                           f"known: {sorted(config.gbdt.feature_sets)}")
+
+
+# settings that take one of a few names, checked at load; the lists of models.gbdt.STOP_METRICS and
+# models.tuning.METRICS, spelled out to keep lightgbm and optuna out of loading a config
+# (tests/test_stop_metric.py holds them equal)
+CHOICES = {("gbdt", "stop_metric"): ("l2", "challenge"), ("tuning", "metric"): ("src", "mse", "challenge")}
+
+
+def _check_choices(config: Config, where: str) -> None:
+    for (section, key), allowed in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {section}.{key}: expected one of {list(allowed)}, got {value!r}")
 
 
 def _yaml(text: str, where: str) -> Any:
@@ -475,4 +517,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     where = str(path) if path else "config"
     config = _build(Config, values, where)
     _check_members(config, where)
+    _check_choices(config, where)
     return config

@@ -152,7 +152,7 @@ STAGE = Stage(
     outputs=outputs,
     sections=("encoders",),
     modules=("features.encoders", "features.encoders_clip", "features.encoders_image", "features.encoders_text",
-             "features.encoders_run", "features.image_stats", "common.written"),
+             "features.encoders_run", "features.image_stats", "features.smpd", "common.written"),
     enabled=lambda ctx: ctx.config.encoders.enabled,
     description="image + text embeddings (resumable, shardable) and image statistics",
     fingerprint=image_files,

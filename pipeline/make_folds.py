@@ -52,6 +52,6 @@ STAGE = Stage(
     inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test")],
     outputs=lambda ctx: [ctx.folds, ctx.folds_plan],
     sections=("validation",),
-    modules=("models.validation",),
+    modules=("models.validation", "features.smpd"),
     description="assign validation folds (scheme from config, adapted to the data's size and unseen users)",
 )

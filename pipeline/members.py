@@ -93,7 +93,7 @@ def lightgbm_factory(cfg: Config, params: dict | None = None):
 
     def make(seed: int, rounds: int | None) -> LightGBMRegressor:
         return LightGBMRegressor(params or g.params, rounds or g.num_boost_round, g.early_stopping_rounds,
-                                 g.num_threads, seed, adapt_to_size=g.adapt_to_size)
+                                 g.num_threads, seed, adapt_to_size=g.adapt_to_size, stop_metric=g.stop_metric)
     return make
 
 
@@ -122,7 +122,7 @@ class MemberKind:
     columns it gets as categorical features of its own (`cat_<column>`), which the project's
     target statistics then leave to it; pseudo_labels: (share, weight) when the kind is fit a
     second time with test posts labelled by its first fit (models/pseudo_label.py), else None;
-    summary: what its summary JSON adds.
+    summary: what its summary JSON adds; weighted: see the field.
     """
     name: str
     members: Callable[[Config], dict[str, list[str]]]
@@ -133,11 +133,12 @@ class MemberKind:
     cross_fit_options: Callable[[Config], dict] = lambda cfg: {}
     pseudo_labels: Callable[[Config], tuple[float, float] | None] = lambda cfg: None
     summary: Callable[[Config, Any], dict] = lambda cfg, result: {}
+    weighted: bool = False  # its fits take the train posts' test-likeness weights (validation.adversarial_weights)
 
 
 KINDS: dict[str, MemberKind] = {
     "lightgbm": MemberKind(
-        "lightgbm", lightgbm_members, lightgbm_factory, lambda cfg: cfg.gbdt.seeds, tuned=True,
+        "lightgbm", lightgbm_members, lightgbm_factory, lambda cfg: cfg.gbdt.seeds, tuned=True, weighted=True,
         cross_fit_options=lambda cfg: {"scale_refit_rounds": cfg.gbdt.adapt_to_size,
                                        "refit_kfold": cfg.gbdt.refit_kfold},
         pseudo_labels=lambda cfg: ((cfg.gbdt.pseudo_label_share, cfg.gbdt.pseudo_label_weight)
@@ -223,6 +224,17 @@ def sample_selection_mask(ctx: RunContext, blocks: list[str], n: int) -> np.ndar
     return loss <= np.nanquantile(loss, keep)
 
 
+def adversarial_weights(ctx: RunContext, kind: MemberKind, train_pids: np.ndarray) -> np.ndarray | None:
+    """The train posts' test-likeness weights (stage `adversarial`) for a kind that takes them, when
+    validation.adversarial_weights is on; else None (every fit unweighted, as without the switch)."""
+    if not (kind.weighted and ctx.config.validation.adversarial_weights):
+        return None
+    frame = read_parquet(ctx.adversarial_posts, columns=["Pid", "split", "weight"])
+    train = frame[frame["split"] == "train"]
+    check_post_order(train["Pid"], train_pids, str(ctx.adversarial_posts), "rerun the adversarial stage")
+    return train["weight"].to_numpy(dtype=np.float64)
+
+
 def tuned_params(ctx: RunContext, member: str | None = None) -> dict | None:
     """Parameters found by the tuning stage, when it ran: `member`'s own (tuning.per_member), else
     those of tuning.feature_set."""
@@ -232,11 +244,16 @@ def tuned_params(ctx: RunContext, member: str | None = None) -> dict | None:
     return None
 
 
-def member_frame(posts: dict[str, pd.DataFrame], folds: pd.DataFrame, oof: np.ndarray, test: np.ndarray) -> pd.DataFrame:
-    return pd.concat([
+def member_frame(posts: dict[str, pd.DataFrame], folds: pd.DataFrame, oof: np.ndarray, test: np.ndarray,
+                 refit_check: np.ndarray | None = None) -> pd.DataFrame:
+    """Every post's prediction; with validation.refit_check a column `refit_check` too (models/cv.py)."""
+    frame = pd.concat([
         pd.DataFrame({"Pid": posts["train"]["Pid"].to_numpy(), "split": "train", "fold": folds["fold"].to_numpy(), "pred": oof}),
         pd.DataFrame({"Pid": posts["test"]["Pid"].to_numpy(), "split": "test", "fold": -1, "pred": test}),
     ], ignore_index=True)
+    if refit_check is not None:
+        frame["refit_check"] = np.r_[refit_check, np.full(len(test), np.nan)]
+    return frame
 
 
 # --- the one training loop ------------------------------------------------------------------------
@@ -258,18 +275,21 @@ def train_member(ctx: RunContext, member: str, kind: MemberKind, blocks: list[st
         stats.key_columns = [k for k in stats.key_columns if k not in raw]
     params = tuned_params(ctx, member) if kind.tuned else None
     fit = partial(cross_fit, kind.factory(cfg, params), X, y, folds, X_test, seeds=kind.seeds(cfg), target_stats=stats,
-                  fit_mask=sample_selection_mask(ctx, blocks, len(y)), **kind.cross_fit_options(cfg))
+                  fit_mask=sample_selection_mask(ctx, blocks, len(y)), refit_check=cfg.validation.refit_check,
+                  sample_weight=adversarial_weights(ctx, kind, posts["train"]["Pid"].to_numpy()),
+                  **kind.cross_fit_options(cfg))
     result = fit(name=member)
     pseudo = kind.pseudo_labels(cfg)
     if pseudo is not None:  # stage 2: refit with the test posts, labelled by stage 1
         share, weight = pseudo
         result = fit(name=f"{member} + pseudo-labels", pseudo=pseudo_labels(result, share, weight))
-    write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test))
+    write_parquet(ctx.member_preds(member), member_frame(posts, folds, result.oof, result.test, result.refit_check))
     write_json(ctx.member_summary(member), {
         "member": member, "model": kind.name, "blocks": blocks,
         **({"tuned": params is not None, "params": params} if kind.tuned else {}),
         # score: the report slice's (models/validation.py); selection_score: where the rounds were chosen
         "score": result.score, "selection_score": result.selection_score, "fold_scores": result.fold_scores,
+        **({"refit_check_score": result.refit_check_score} if result.refit_check_score else {}),
         "n_features": X.shape[1],
         **kind.summary(cfg, result),
     })
@@ -290,4 +310,6 @@ def member_inputs(ctx: RunContext, kinds: tuple[str, ...]) -> list[Path]:
     paths += [ctx.feature_block(b, s) for b in blocks for s in ("train", "test")]
     if any(KINDS[k].tuned for k in kinds) and ctx.config.tuning.enabled and ctx.best_params.is_file():
         paths.append(ctx.best_params)
+    if any(KINDS[k].weighted for k in kinds) and ctx.config.validation.adversarial_weights:
+        paths.append(ctx.adversarial_posts)
     return paths

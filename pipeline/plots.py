@@ -91,6 +91,6 @@ STAGE = Stage(
     inputs=inputs,
     outputs=outputs,
     per_run=True,
-    modules=("reporting.figures",),
+    modules=("reporting.figures", "pipeline.members"),
     description="optimisation history, feature importance and predicted-vs-true PNGs in the run folder",
 )

@@ -287,6 +287,24 @@ def prototype_figures(ctx: RunContext, out: FigureWriter) -> None:
             "Out-of-fold: each train post classified by the network that did not train on it.")
 
 
+def adversarial_frame(ctx: RunContext) -> tuple[dict, pd.DataFrame]:
+    """The adversarial stage's summary and its posts table (Pid, split, test_likeness, weight)."""
+    return read_json(ctx.adversarial_summary), read_parquet(ctx.adversarial_posts)
+
+
+def adversarial_figures(ctx: RunContext, out: FigureWriter) -> None:
+    from reporting import figures as rf
+    from reporting.report_page import ADVERSARIAL
+    summary, posts = adversarial_frame(ctx)
+    likeness = {s: posts.loc[posts["split"] == s, "test_likeness"].to_numpy() for s in ("train", "test")}
+    out.add(ADVERSARIAL, "adversarial_validation", "Train vs test classifier: test-likeness and shifted features",
+            lambda: rf.adversarial_validation(likeness["train"], likeness["test"], pd.DataFrame(summary["features"]),
+                                              summary["auc"], summary.get("time_auc")),
+            "Out-of-fold: each post scored by the classifier that did not see it (stage adversarial). A "
+            "categorical feature's bar: the AUC of its category's out-of-fold test share. Grey: follows the post "
+            "date, kept out of the classifier.")
+
+
 def skipped_blocks(ctx: RunContext) -> list[str]:
     """One line per feature block part that the data left empty (and the stage skipped), with why."""
     from common.io import read_skipped
@@ -335,8 +353,9 @@ def build_report(ctx: RunContext) -> RunReport:
     for line in skipped:
         log.warning("report: %s", line)
     groups = [(model_figures, ()), (error_figures, ())]
-    groups += [(group, ()) for stage, group in (("tune", tuning_figures), ("encode", embedding_figures),
-                                                ("prototype", prototype_figures)) if status.get(stage) == "done"]
+    groups += [(group, ()) for stage, group in (("adversarial", adversarial_figures), ("tune", tuning_figures),
+                                                ("encode", embedding_figures), ("prototype", prototype_figures))
+               if status.get(stage) == "done"]
     groups += [(data_figures, ()), (leaderboard_figures, (board,))]
     for group, args in groups:
         try:
@@ -381,6 +400,7 @@ STAGE = Stage(
                         ctx.leaderboard],
     outputs=lambda ctx: [report_path(ctx)],
     per_run=True,
-    modules=("reporting.report_page", "reporting.figures"),
+    modules=("reporting.report_page", "reporting.figures", "reporting.submission_format", "pipeline.members",
+             "features.encoders", "models.train_prototype", "models.tuning"),
     description="write the run's report page (scores, leaderboard position, figures, config)",
 )

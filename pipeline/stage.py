@@ -68,6 +68,7 @@ STAGE_MODULES = [
     "pipeline.embed_features",
     "pipeline.user_features",
     "pipeline.prototype",
+    "pipeline.adversarial",
     "pipeline.tune",
     "pipeline.train_trees",
     "pipeline.train_linear",

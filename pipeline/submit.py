@@ -7,6 +7,8 @@ submissions/leaderboard.csv.
 With hidden test labels (`--test-labels`), the row also gets the test scores. The row names
 the validation protocol and a digest of the folds (models/validation.py): the leaderboard
 ranks a run only among runs of the same protocol and folds.
+With validation.adversarial on, scores.json gets an `adversarial` section (stage `adversarial`: the
+train-versus-test AUC, the most shifted features, the train posts most like test ones).
 Scores are also split by kind of post: validation posts whose user has a post in the
 part that fit their model (`seen`) or not (`unseen`), and test posts whose user is in
 train or not; the share of unseen posts of each part goes beside them.
@@ -66,10 +68,13 @@ def run(ctx: RunContext) -> None:
               "weights": blend["weights"], "method": blend["method"], "scheme": plan["scheme"],
               "protocol": protocol, "folds_digest": digest, "scored_on": blend.get("scored_on"),
               "validation_selection": blend.get("score_selection"),
+              **({"refit_check": blend["refit_check"]} if "refit_check" in blend else {}),
               "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind,
               # what pipeline/blend_runs.py checks before it blends runs: same data set, same folds
               "dataset": ctx.dataset, "config_digest": ctx.config.digest(), "work_dir": str(ctx.config_dir),
               "test_labels": str(ctx.test_labels) if ctx.test_labels is not None else None}
+    if ctx.config.validation.adversarial:
+        scores["adversarial"] = adversarial_scores(read_json(ctx.adversarial_summary))
     write_json(ctx.scores, scores)
 
     row = leaderboard_row(
@@ -82,6 +87,16 @@ def run(ctx: RunContext) -> None:
              ctx.leaderboard)
 
 
+TOP_SHIFTED = 10  # features of the adversarial classifier in scores.json (its summary lists them all)
+
+
+def adversarial_scores(summary: dict) -> dict:
+    """scores.json's `adversarial` section: the stage's summary with the most shifted features only."""
+    out = {k: v for k, v in summary.items() if k != "features"}
+    out["top_shifted_features"] = summary["features"][:TOP_SHIFTED]
+    return out
+
+
 def outputs(ctx: RunContext) -> list[Path]:
     return [ctx.run_file(name) for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")] + \
         [ctx.run_predictions]
@@ -92,9 +107,11 @@ STAGE = Stage(
     run=run,
     inputs=lambda ctx: [ctx.posts("train"), ctx.posts("test"), ctx.folds, ctx.folds_plan, ctx.final_preds,
                         ctx.final_summary]
+    + ([ctx.adversarial_summary] if ctx.config.validation.adversarial else [])
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("reporting.submission_format", "reporting.run_predictions", "models.metrics", "models.validation"),
+    modules=("reporting.submission_format", "reporting.run_predictions", "models.metrics", "models.validation",
+             "features.blocks", "features.smpd"),
     description="write the checked submission files and a leaderboard row",
 )

@@ -15,7 +15,7 @@ STAGE = Stage(
     run=lambda ctx: train_members(ctx, KINDS),
     inputs=lambda ctx: member_inputs(ctx, KINDS),
     outputs=lambda ctx: member_outputs(ctx, KINDS),
-    sections=("ensemble", "metadata", "prototype", "users"),
+    sections=("validation", "ensemble", "metadata", "prototype", "users"),
     modules=("pipeline.members", "models.cv", "models.linear", "features.target_stats", "features.blocks",
              "features.user_features"),
     enabled=lambda ctx: bool(members_of(ctx.config, KINDS)),

@@ -16,7 +16,7 @@ STAGE = Stage(
     run=lambda ctx: train_members(ctx, KINDS),
     inputs=lambda ctx: member_inputs(ctx, KINDS),
     outputs=lambda ctx: member_outputs(ctx, KINDS),
-    sections=("gbdt", "metadata", "tuning", "prototype", "users", "catboost"),
+    sections=("validation", "gbdt", "metadata", "tuning", "prototype", "users", "catboost"),
     modules=("pipeline.members", "models.cv", "models.gbdt", "models.pseudo_label", "models.sizing",
              "models.catboost_member", "features.target_stats", "features.blocks", "features.user_features"),
     description="LightGBM and CatBoost per feature set: out-of-fold and test predictions",

@@ -89,6 +89,8 @@ def objective_digest(cfg: Config, blocks: list[str], X: pd.DataFrame, y: np.ndar
         "metadata": dataclasses.asdict(cfg.metadata), "sample_selection": cfg.prototype.sample_selection,
         "data": data.hexdigest(),
     }
+    if g.stop_metric != "l2":  # only when set: studies of l2-stopped trials keep their names
+        parts["gbdt"]["stop_metric"] = g.stop_metric
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -109,7 +111,7 @@ def prepare(ctx: RunContext, member: str | None = None):
         X, y, folds, space, g.params, metric=t.metric, target_stats=stats, fit_mask=fit_mask,
         num_boost_round=g.num_boost_round, early_stopping_rounds=g.early_stopping_rounds,
         num_threads=g.num_threads, seed=g.seeds[0], report_interval=t.report_interval, pruning=t.pruning,
-        adapt_to_size=g.adapt_to_size)
+        adapt_to_size=g.adapt_to_size, stop_metric=g.stop_metric)
     url = ctx.study_storage
     # a member's own study holds a share of the budget: never the shared study's trials
     name = f"{t.study_name}-{f'{member or t.feature_set}-' if t.per_member else ''}{objective_digest(cfg, blocks, X, y, folds)}"
@@ -271,7 +273,7 @@ STAGE = Stage(
     outputs=lambda ctx: [ctx.best_params, ctx.tuning_summary],
     sections=("tuning", "gbdt", "metadata", "prototype", "users"),
     modules=("models.tuning", "models.cv", "models.gbdt", "models.sizing", "features.target_stats", "features.blocks",
-             "features.user_features"),
+             "features.user_features", "models.validation", "pipeline.members"),
     enabled=lambda ctx: ctx.config.tuning.enabled,
     description="Optuna tuning of LightGBM (persistent study, pruning, shared trial budget)",
 )

@@ -52,7 +52,7 @@ STAGE = Stage(
     inputs=lambda ctx: [ctx.posts(s) for s in SPLITS],
     outputs=lambda ctx: [ctx.feature_block("user", s) for s in SPLITS],
     sections=("users", "encoders"),
-    modules=("features.user_features", "common.pca"),
+    modules=("features.user_features", "features.encoders_text", "common.pca"),
     enabled=lambda ctx: ctx.config.users.block_on(ctx.config.encoders.enabled),
     description="user profile texts, post mix, posting rhythm and profile clusters -> block `user`",
 )

@@ -597,3 +597,44 @@ def predicted_vs_true(labels, preds, title: str = "Validation: predicted against
     ax.set_title(f"{title}\nSRC {s['src']:.4f}  MAE {s['mae']:.4f}  MSE {s['mse']:.4f}  ({len(y):,} posts)")
     ax.legend(loc="upper left")
     return fig
+
+
+def adversarial_validation(train_likeness, test_likeness, features: pd.DataFrame, auc: float | None,
+                           time_auc: float | None = None, top: int = 15) -> Figure:
+    """Left: how test-like each post looks to the train-versus-test classifier (out-of-fold
+    probability), train and test posts apart; right: the `top` features by univariate AUC's distance
+    from 0.5 (bars: AUC - 0.5, right of 0 larger in test), their share of the classifier's gain beside them;
+    grey: a feature that follows the post date, kept out of the classifier."""
+    train = np.asarray(train_likeness, dtype=np.float64)
+    test = np.asarray(test_likeness, dtype=np.float64)
+    fig, (left, right) = new_figure(11.0, max(4.2, 0.24 * min(top, len(features)) + 1.4), ncols=2)
+    if auc is None or not np.isfinite(train).any():
+        _empty(left, "no classifier (too few posts or no usable feature)")
+    else:
+        bins = np.linspace(0.0, 1.0, 41)
+        left.hist(train[np.isfinite(train)], bins=bins, density=True, alpha=0.55, color=TRAIN_COLOUR,
+                  label=f"train posts ({len(train):,})")
+        left.hist(test[np.isfinite(test)], bins=bins, density=True, alpha=0.55, color=TEST_COLOUR,
+                  label=f"test posts ({len(test):,})")
+        left.set_xlabel("out-of-fold probability of being a test post")
+        left.set_ylabel("density")
+        left.legend(fontsize=8)
+    timing = f"; date alone {time_auc:.3f}" if time_auc is not None and np.isfinite(time_auc) else ""
+    left.set_title(f"Train vs test: AUC {'n/a' if auc is None else f'{auc:.3f}'}{timing}")
+    shown = features.head(top)
+    if shown.empty:
+        _empty(right, "no feature used")
+    else:
+        y = np.arange(len(shown))[::-1]
+        offset = shown["univariate_auc"].to_numpy(dtype=np.float64) - 0.5
+        used = shown["in_classifier"].to_numpy(dtype=bool) if "in_classifier" in shown else np.ones(len(shown), bool)
+        colour = np.where(offset >= 0, TEST_COLOUR, TRAIN_COLOUR)
+        right.barh(y, offset, color=np.where(used, colour, "#bbbbbb"))
+        right.set_yticks(y, [f"{f}  (gain {g:.0%})" if u else f"{f}  (follows the post date)"
+                             for f, g, u in zip(shown["feature"], shown["gain_share"], used)], fontsize=8)
+        right.axvline(0.0, color="grey", linewidth=0.8)
+        limit = max(0.05, float(np.abs(offset).max()) * 1.1)
+        right.set_xlim(-limit, limit)
+        right.set_xlabel("univariate AUC - 0.5  (right: larger in test)")
+    right.set_title(f"Most shifted features (top {len(shown)} of {len(features)})")
+    return fig

@@ -244,6 +244,68 @@ def image_src(file: str, base_dir: Path | None) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+ADVERSARIAL = "Adversarial validation"  # the section of scores.json's `adversarial` and its figure
+
+
+def _figure_html(fig: ReportFigure, base_dir: Path | None) -> str:
+    return (f'<figure><img src="{_e(image_src(fig.file, base_dir))}" alt="{_e(fig.title)}">'
+            f"<figcaption><b>{_e(fig.title)}</b>{'. ' + _e(fig.caption) if fig.caption else ''}"
+            "</figcaption></figure>")
+
+
+def _adversarial_section(report: RunReport, base_dir: Path | None) -> str:
+    """The train-versus-test classifier (stage `adversarial`): its AUC, figure, the most shifted
+    features and the train posts that look most like test posts."""
+    adv = report.scores.get("adversarial")
+    if not adv:
+        return ""
+    parts = [f"<h2>{ADVERSARIAL}</h2>"]
+    time_auc = adv.get("time_auc")
+    timing = f" The post date alone separates them with AUC {_num(time_auc, 3)} (left out of the classifier)." \
+        if time_auc is not None else ""
+    if adv.get("auc") is None:
+        parts.append(f'<p class="muted">No classifier: {_e(adv.get("reason", ""))}.{_e(timing)}</p>')
+    else:
+        folds = ", ".join(_num(a, 3) for a in adv.get("fold_aucs", []))
+        parts.append(f'<p class="big">Train vs test AUC: <b>{_num(adv["auc"], 3)}</b> '
+                     f'<span class="muted">({adv.get("n_folds")} folds: {_e(folds)}; blocks '
+                     f'{_e(", ".join(adv.get("blocks", [])))})</span></p>'
+                     f'<p class="muted">0.5: the classifier cannot tell a train post from a test post; near 1: the '
+                     f"splits differ and validation on train posts may flatter the test score.{_e(timing)}</p>")
+    parts += [_figure_html(f, base_dir) for f in report.figures if f.section == ADVERSARIAL]
+    top = adv.get("top_shifted_features") or []
+    if top:
+        parts.append("<h3>Most shifted features</h3>")
+        parts.append('<p class="muted">Univariate AUC: the feature alone as a score for "is a test post" (a '
+                     "categorical by its category's out-of-fold test share). Correlation with the post date (Spearman): "
+                     "a feature that follows it (|Spearman| 0.5 or more) shifts because the test period follows the train period, "
+                     "and is kept out of the classifier, as the post date is.</p>")
+        parts.append(_table(["feature", "univariate AUC", "share of the classifier's gain", "corr. with post date",
+                             "in the classifier"],
+                            [[f["feature"], _num(f["univariate_auc"], 3), _num(f["gain_share"], 3),
+                              _num(f.get("time_corr"), 2),
+                              "yes" if f.get("in_classifier", True) else "no: follows the post date"] for f in top],
+                            numeric={1, 2, 3}))
+    like = adv.get("most_test_like") or []
+    if like:
+        parts.append("<h3>Train posts that look most like test posts</h3>")
+        parts.append(_table(["Pid", "Uid", "post date", "test-likeness", "weight"],
+                            [[r["Pid"], r["Uid"], r["Postdate"], _num(r["test_likeness"], 3), _num(r["weight"], 2)]
+                             for r in like], numeric={3, 4}))
+    weights = adv.get("weights") or {}
+    if weights:
+        parts.append(f'<p class="muted">Train-post weights from test-likeness: {_num(weights.get("min"), 2)} to '
+                     f'{_num(weights.get("max"), 2)}, worth {_num(weights.get("effective_posts"), 0)} equally weighted '
+                     "posts; " + ("used by the LightGBM members' fits (validation.adversarial_weights)."
+                                  if weights.get("used") else "not used (validation.adversarial_weights off).")
+                     + "</p>")
+    excluded = adv.get("excluded") or {}
+    if excluded:
+        parts.append('<p class="muted">Left out of the classifier: '
+                     + "; ".join(f"{_e(c)} ({_e(why)})" for c, why in excluded.items()) + "</p>")
+    return "\n".join(parts)
+
+
 def render_report(report: RunReport, base_dir: Path | None = None) -> str:
     """The report page as HTML text; figures embedded from `base_dir` (the folder of the page),
     or linked by their relative paths without one."""
@@ -258,13 +320,11 @@ def render_report(report: RunReport, base_dir: Path | None = None) -> str:
                         [[s["name"], s["status"], s.get("description", "")] for s in report.stages]))
     for note in report.notes:
         parts.append(f'<div class="note">{_e(note)}</div>')
-    sections = list(dict.fromkeys(f.section for f in report.figures))
+    parts.append(_adversarial_section(report, base_dir))
+    sections = list(dict.fromkeys(f.section for f in report.figures if f.section != ADVERSARIAL))
     for section in sections:
         parts.append(f"<h2>{_e(section)}</h2>")
-        for fig in (f for f in report.figures if f.section == section):
-            parts.append(f'<figure><img src="{_e(image_src(fig.file, base_dir))}" alt="{_e(fig.title)}">'
-                         f"<figcaption><b>{_e(fig.title)}</b>{'. ' + _e(fig.caption) if fig.caption else ''}"
-                         "</figcaption></figure>")
+        parts += [_figure_html(fig, base_dir) for fig in report.figures if fig.section == section]
     if report.config_yaml:
         parts.append("<h2>Config</h2>")
         parts.append(f"<pre>{_e(report.config_yaml)}</pre>")

@@ -79,3 +79,34 @@ def test_stage_key_follows_the_code_not_the_comments(module, tmp_path):
     assert stage_key(stage, ctx, {}) == key
     path.write_text(SOURCE.replace("SCALE = 3", "SCALE = 5"))
     assert stage_key(stage, ctx, {}) != key
+
+
+# what every stage uses without it changing what a stage computes: the config, the paths, the lock, writes
+PLUMBING = {"pipeline.config", "pipeline.catalog", "pipeline.stage", "common.io", "common.locks", "common.written",
+            "common.devices"}
+
+
+def project_imports(module: str) -> set[str]:
+    """The project modules `module` imports itself (at the top or inside a function)."""
+    import ast
+    from pathlib import Path
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # `from models import sizing`: the module models.sizing
+            names = [f"{node.module}.{a.name}" if importlib.util.find_spec(node.module).submodule_search_locations
+                     else node.module for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        found |= {n for n in names if n.split(".")[0] in {"common", "features", "models", "reporting", "pipeline"}}
+    return found
+
+
+def test_every_project_module_a_stage_imports_is_in_its_key():
+    # a module left out of `modules` could change what the stage computes while its lock says up to date
+    from pipeline.stage import load_stages
+    missing = {s.name: sorted(project_imports(s.run.__module__) - set(s.modules) - PLUMBING - {s.run.__module__})
+               for s in load_stages()}
+    assert not {name: m for name, m in missing.items() if m}
