@@ -4,7 +4,9 @@ Blend weights are fit on out-of-fold predictions only (train posts that a
 member predicted without having been fit on them), never on test. The blend's
 own validation score is cross-fitted too: the out-of-fold rows are cut into
 chunks, and each chunk is predicted with weights fit on the other chunks, so
-choosing the weights does not flatter the score.
+choosing the weights does not flatter the score. `blend_frame` applies that protocol
+to a table of rows (the selection rows fit the weights, the report slice gives the
+score); the blend stage (pipeline/blend.py) calls it on the members of one run.
 
 Level recalibration: the challenge's test period follows the train period and
 has a lower mean label (the platform drifts). On a time-ordered holdout, the
@@ -19,9 +21,11 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.optimize import nnls
 
-from models.metrics import mae, src
+from models.metrics import mae, score, src
+from models.validation import validation_folds
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +124,66 @@ def level_recalibration(y: np.ndarray, pred: np.ndarray, time: np.ndarray, later
         "mean_residual": float(residual.mean()),
         "n_holdout": int(len(y)),
     }
+
+
+REFIT_CHECK = "/refit_check"  # the key suffix of a member's refit-check predictions (pipeline/blend.py load_members)
+
+
+def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.ndarray, time_train: np.ndarray,
+                method: str, n_chunks: int, recalibrate: bool,
+                report: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+    """The blended predictions of every row, from weights fit on the selection rows, and a summary.
+
+    report: per train post, in the report slice (models/validation.report_rows); those rows never
+    reach the weights, and the summary's `score` is theirs (the selection rows' cross-fitted score
+    when there is no report slice)."""
+    train = (keys["split"] == "train").to_numpy()
+    test = (keys["split"] == "test").to_numpy()
+    fold = keys["fold"].to_numpy()
+    in_report = np.zeros(len(keys), dtype=bool)
+    if report is not None:
+        in_report[np.flatnonzero(train)] = np.asarray(report, dtype=bool)
+    validated = train & (fold >= 0)
+    selection = validated & ~in_report
+    rep = validated & in_report
+    y_all = np.full(len(keys), np.nan)
+    t_all = np.full(len(keys), np.nan)
+    y_all[train], t_all[train] = y_train, time_train  # train rows are in posts order
+    y, t = y_all[selection], t_all[selection]
+    checks = {m[:-len(REFIT_CHECK)]: p for m, p in preds.items() if m.endswith(REFIT_CHECK)}
+    preds = {m: p for m, p in preds.items() if not m.endswith(REFIT_CHECK)}
+    oof = {m: p[selection] for m, p in preds.items()}
+
+    blend = fit_blend(method, oof, y)  # selection rows only: test and report rows never reach the weights
+    folds_seen = validation_folds(keys[validated])
+    chunk = fold[selection] if len(folds_seen) > 1 else time_chunks(t, n_chunks)
+    oof_blend = cross_fitted_blend(method, oof, y, chunk)
+
+    pred = np.full(len(keys), np.nan)
+    pred[selection] = oof_blend
+    pred[rep] = blend.predict({m: p[rep] for m, p in preds.items()})
+    pred[test] = blend.predict({m: p[test] for m, p in preds.items()})
+    selection_score = score(y, oof_blend)
+    info = {"method": method, "weights": blend.weights,
+            "score": score(y_all[rep], pred[rep]) if rep.any() else selection_score,
+            "scored_on": "report slice" if rep.any() else "selection posts (cross-fitted; no report slice)",
+            "n_scored": int(rep.sum() or selection.sum()),
+            "score_selection": selection_score,  # cross-fitted: each chunk with weights fit on the others
+            "score_in_sample": score(y, blend.predict(oof)),  # weights fit on these very rows: optimistic
+            "chunks": int(len(np.unique(chunk)))}
+    if rep.any() and set(checks) == set(preds):
+        # the blend of the members' refit checks: the report slice predicted as the test is (models/cv.py)
+        info["refit_check"] = score(y_all[rep], blend.predict({m: p[rep] for m, p in checks.items()}))
+    if len(folds_seen) == 1:  # a time-ordered holdout: the drift of the label level is measurable
+        if rep.any():  # the shift from the selection rows, its effect on the later report slice
+            recal = level_recalibration(np.r_[y, y_all[rep]], np.r_[oof_blend, pred[rep]],
+                                        np.r_[t, t_all[rep]], later=np.r_[np.zeros(len(y), bool), np.ones(rep.sum(), bool)])
+        else:
+            recal = level_recalibration(y, oof_blend, t)
+        recal["applied"] = bool(recalibrate)
+        if recalibrate:
+            pred[test] += recal["shift"]
+        info["recalibration"] = recal
+    elif recalibrate:
+        raise ValueError("ensemble.recalibrate_level needs a time-ordered holdout (validation.scheme: time_holdout)")
+    return keys.assign(pred=pred), info

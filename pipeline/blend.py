@@ -22,9 +22,8 @@ import pandas as pd
 
 from common.io import read_json, read_parquet, write_json, write_parquet
 from features.blocks import check_post_order
-from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
-from models.metrics import score
-from models.validation import report_rows, validation_folds
+from models.ensemble import REFIT_CHECK, blend_frame
+from models.validation import report_rows
 from pipeline.catalog import RunContext
 from pipeline.members import members_of
 from pipeline.stage import Stage
@@ -48,69 +47,6 @@ def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dic
             preds[f"{m}{REFIT_CHECK}"] = frame["refit_check"].to_numpy(dtype=np.float64)
         summaries[m] = read_json(ctx.member_summary(m))
     return keys, preds, summaries
-
-
-REFIT_CHECK = "/refit_check"  # the key suffix of a member's refit-check predictions in `load_members`
-
-
-def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.ndarray, time_train: np.ndarray,
-                method: str, n_chunks: int, recalibrate: bool,
-                report: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
-    """The blended predictions of every row, from weights fit on the selection rows, and a summary.
-
-    report: per train post, in the report slice (models/validation.report_rows); those rows never
-    reach the weights, and the summary's `score` is theirs (the selection rows' cross-fitted score
-    when there is no report slice)."""
-    train = (keys["split"] == "train").to_numpy()
-    test = (keys["split"] == "test").to_numpy()
-    fold = keys["fold"].to_numpy()
-    in_report = np.zeros(len(keys), dtype=bool)
-    if report is not None:
-        in_report[np.flatnonzero(train)] = np.asarray(report, dtype=bool)
-    validated = train & (fold >= 0)
-    selection = validated & ~in_report
-    rep = validated & in_report
-    y_all = np.full(len(keys), np.nan)
-    t_all = np.full(len(keys), np.nan)
-    y_all[train], t_all[train] = y_train, time_train  # train rows are in posts order
-    y, t = y_all[selection], t_all[selection]
-    checks = {m[:-len(REFIT_CHECK)]: p for m, p in preds.items() if m.endswith(REFIT_CHECK)}
-    preds = {m: p for m, p in preds.items() if not m.endswith(REFIT_CHECK)}
-    oof = {m: p[selection] for m, p in preds.items()}
-
-    blend = fit_blend(method, oof, y)  # selection rows only: test and report rows never reach the weights
-    folds_seen = validation_folds(keys[validated])
-    chunk = fold[selection] if len(folds_seen) > 1 else time_chunks(t, n_chunks)
-    oof_blend = cross_fitted_blend(method, oof, y, chunk)
-
-    pred = np.full(len(keys), np.nan)
-    pred[selection] = oof_blend
-    pred[rep] = blend.predict({m: p[rep] for m, p in preds.items()})
-    pred[test] = blend.predict({m: p[test] for m, p in preds.items()})
-    selection_score = score(y, oof_blend)
-    info = {"method": method, "weights": blend.weights,
-            "score": score(y_all[rep], pred[rep]) if rep.any() else selection_score,
-            "scored_on": "report slice" if rep.any() else "selection posts (cross-fitted; no report slice)",
-            "n_scored": int(rep.sum() or selection.sum()),
-            "score_selection": selection_score,  # cross-fitted: each chunk with weights fit on the others
-            "score_in_sample": score(y, blend.predict(oof)),  # weights fit on these very rows: optimistic
-            "chunks": int(len(np.unique(chunk)))}
-    if rep.any() and set(checks) == set(preds):
-        # the blend of the members' refit checks: the report slice predicted as the test is (models/cv.py)
-        info["refit_check"] = score(y_all[rep], blend.predict({m: p[rep] for m, p in checks.items()}))
-    if len(folds_seen) == 1:  # a time-ordered holdout: the drift of the label level is measurable
-        if rep.any():  # the shift from the selection rows, its effect on the later report slice
-            recal = level_recalibration(np.r_[y, y_all[rep]], np.r_[oof_blend, pred[rep]],
-                                        np.r_[t, t_all[rep]], later=np.r_[np.zeros(len(y), bool), np.ones(rep.sum(), bool)])
-        else:
-            recal = level_recalibration(y, oof_blend, t)
-        recal["applied"] = bool(recalibrate)
-        if recalibrate:
-            pred[test] += recal["shift"]
-        info["recalibration"] = recal
-    elif recalibrate:
-        raise ValueError("ensemble.recalibrate_level needs a time-ordered holdout (validation.scheme: time_holdout)")
-    return keys.assign(pred=pred), info
 
 
 def run(ctx: RunContext) -> None:

@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import hashlib
 import re
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,18 @@ from common.io import file_digest
 from pipeline.config import Config, ConfigError, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> str:
+    """The commit of the code at REPO_ROOT (`-dirty` with uncommitted changes): the leaderboard's `commit`."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 @dataclass
@@ -195,7 +208,11 @@ class RunContext:
 
     @property
     def scores(self) -> Path:
-        return self.run_file("scores.json")
+        return run_scores(self.run_dir)
+
+    @property
+    def run_predictions(self) -> Path:
+        return run_predictions(self.run_dir)
 
     @property
     def report_page(self) -> Path:
@@ -203,7 +220,28 @@ class RunContext:
 
     @property
     def leaderboard(self) -> Path:
-        return self.submissions_dir / "leaderboard.csv"
+        return leaderboard_file(self.submissions_dir)
+
+
+# --- a run folder seen from outside a run (pipeline/blend_runs.py reads other runs' folders) ------
+def run_scores(run_dir: Path) -> Path:
+    """The run's scores, protocol, folds digest and data set (written by submit)."""
+    return Path(run_dir) / "scores.json"
+
+
+def run_predictions(run_dir: Path) -> Path:
+    """Every post's final prediction with its fold, report flag and label (reporting/run_predictions.py)."""
+    return Path(run_dir) / "predictions.parquet"
+
+
+def leaderboard_file(submissions_dir: Path) -> Path:
+    """The leaderboard of the runs under a submissions folder, one row per run."""
+    return Path(submissions_dir) / "leaderboard.csv"
+
+
+def blend_record(run_dir: Path) -> Path:
+    """What a blend of runs blended (pipeline/blend_runs.py): the runs, their weights, the checks."""
+    return Path(run_dir) / "blend_runs.json"
 
 
 def encoder_cache(shared_dir: Path) -> Path:

@@ -1,7 +1,9 @@
 """Stage `submit`: checked submission files for the run and a leaderboard row.
 
 Writes submissions/<run>/submission.csv and submission.json (test file order),
-scores.json and config.yaml, and appends a row to submissions/leaderboard.csv.
+scores.json, config.yaml and predictions.parquet (every post's final prediction with its fold and
+label: reporting/run_predictions.py; what pipeline/blend_runs.py blends), and appends a row to
+submissions/leaderboard.csv.
 With hidden test labels (`--test-labels`), the row also gets the test scores. The row names
 the validation protocol and a digest of the folds (models/validation.py): the leaderboard
 ranks a run only among runs of the same protocol and folds.
@@ -14,36 +16,22 @@ train or not; the share of unseen posts of each part goes beside them.
 from __future__ import annotations
 
 import logging
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from common.io import file_lock, read_json, read_parquet, write_json, write_text
-from features.blocks import check_post_order
-from features.smpd import read_labels
-from models.metrics import score, score_by_kind
-from models.validation import folds_digest, run_protocol, scored_rows, seen_in_fit
-from pipeline.catalog import REPO_ROOT, RunContext
+from common.io import read_json, read_parquet, write_json, write_parquet, write_text
+from models.validation import folds_digest, run_protocol
+from pipeline.catalog import RunContext, git_commit
 from pipeline.stage import Stage
-from reporting.submission_format import (append_leaderboard, check_submission, read_leaderboard, submission_csv,
-                                          submission_json, write_leaderboard)
+from reporting.run_predictions import predictions_table, validation_by_kind
+from reporting.run_predictions import test_scores as run_test_scores
+from reporting.submission_format import (add_leaderboard_row, check_submission, leaderboard_row, submission_csv,
+                                          submission_json)
 
 log = logging.getLogger(__name__)
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.ndarray:
@@ -51,28 +39,6 @@ def final_test_predictions(final: pd.DataFrame, test_pids: np.ndarray) -> np.nda
     pids = test["Pid"].astype(str).to_numpy()
     check_submission(test_pids, pids, test["pred"].to_numpy())
     return test["pred"].to_numpy(dtype=np.float64)
-
-
-def validation_by_kind(final: pd.DataFrame, posts: pd.DataFrame, folds: pd.DataFrame) -> dict:
-    """Validation scores of the final predictions on the posts the run reports (the report slice,
-    models/validation.py), split by posts of seen and unseen users."""
-    train = final[final["split"] == "train"]
-    check_post_order(train["Pid"], posts["Pid"], "the final predictions", "rerun the blend")
-    check_post_order(folds["Pid"], posts["Pid"], "the folds", "rerun make_folds")
-    fold = train["fold"].to_numpy()
-    seen = seen_in_fit(posts["Uid"].to_numpy(), fold)
-    rows = scored_rows(folds)
-    return score_by_kind(posts["label"].to_numpy()[rows], train["pred"].to_numpy()[rows], seen[rows])
-
-
-def kind_columns(prefix: str, by_kind: dict) -> dict:
-    """Leaderboard columns of seen / unseen scores (SRC, MAE) and the unseen share."""
-    out = {f"{prefix}_unseen_share": round(by_kind["unseen_share"], 4)}
-    for kind in ("seen", "unseen"):
-        for metric in ("src", "mae"):
-            value = (by_kind.get(kind) or {}).get(metric)
-            out[f"{prefix}_{metric}_{kind}"] = None if value is None or not np.isfinite(value) else round(value, 5)
-    return out
 
 
 def run(ctx: RunContext) -> None:
@@ -85,17 +51,14 @@ def run(ctx: RunContext) -> None:
     write_text(ctx.run_file("submission.json"), submission_json(test_pids, preds))
     write_text(ctx.run_file("config.yaml"), yaml.safe_dump(ctx.config.to_dict(), sort_keys=True))
 
-    posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label"])
-    test_uids = read_parquet(ctx.posts("test"), columns=["Uid"])["Uid"].to_numpy()
-    test_seen = np.isin(test_uids, posts["Uid"].to_numpy())
+    posts = read_parquet(ctx.posts("train"), columns=["Pid", "Uid", "label", "Postdate"])
+    test_posts = read_parquet(ctx.posts("test"), columns=["Pid", "Uid", "Postdate"])
     folds = read_parquet(ctx.folds)
-    val_by_kind = validation_by_kind(final, posts, folds)
-    test_scores, test_by_kind = {}, {"unseen_share": float((~test_seen).mean()), "n_unseen": int((~test_seen).sum()),
-                                     "n_seen": int(test_seen.sum())}
-    if ctx.test_labels is not None and Path(ctx.test_labels).is_file():
-        labels = read_labels(ctx.test_labels, len(test_pids))
-        test_scores = score(labels, preds)
-        test_by_kind = score_by_kind(labels, preds, test_seen)
+    table = predictions_table(final, posts, test_posts, folds)
+    write_parquet(ctx.run_predictions, table)  # the folder blends with other runs without its work folder
+    val_by_kind = validation_by_kind(table)
+    test_scores, test_by_kind = run_test_scores(table, ctx.test_labels)
+    if test_scores:
         log.info("test: SRC %.4f MAE %.4f MSE %.4f", test_scores["src"], test_scores["mae"], test_scores["mse"])
     plan = read_json(ctx.folds_plan)
     protocol, digest = run_protocol(folds, plan["scheme"]), folds_digest(folds)
@@ -106,31 +69,19 @@ def run(ctx: RunContext) -> None:
               "protocol": protocol, "folds_digest": digest, "scored_on": blend.get("scored_on"),
               "validation_selection": blend.get("score_selection"),
               **({"refit_check": blend["refit_check"]} if "refit_check" in blend else {}),
-              "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind}
+              "folds": plan, "validation_by_kind": val_by_kind, "test_by_kind": test_by_kind,
+              # what pipeline/blend_runs.py checks before it blends runs: same data set, same folds
+              "dataset": ctx.dataset, "config_digest": ctx.config.digest(), "work_dir": str(ctx.config_dir),
+              "test_labels": str(ctx.test_labels) if ctx.test_labels is not None else None}
     if ctx.config.validation.adversarial:
         scores["adversarial"] = adversarial_scores(read_json(ctx.adversarial_summary))
     write_json(ctx.scores, scores)
 
-    row = {
-        "run": ctx.run_name,
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git_commit(),
-        "config_digest": ctx.config.digest(),
-        "dataset": ctx.dataset,
-        "scheme": plan["scheme"],
-        "protocol": protocol, "folds_digest": digest,
-        "member": f"blend:{blend['method']}",
-        "val_src": round(blend["score"]["src"], 5), "val_mae": round(blend["score"]["mae"], 5),
-        "val_mse": round(blend["score"]["mse"], 5),
-        "test_src": round(test_scores["src"], 5) if test_scores else None,
-        "test_mae": round(test_scores["mae"], 5) if test_scores else None,
-        "test_mse": round(test_scores["mse"], 5) if test_scores else None,
-        "members": "; ".join(f"{m}: src {s['src']:.4f} mae {s['mae']:.4f} mse {s['mse']:.4f}"
-                             for m, s in blend["members"].items()),
-        **kind_columns("val", val_by_kind), **kind_columns("test", test_by_kind),
-        "n_train": int((final["split"] == "train").sum()),
-        "n_test": len(test_pids),
-    }
+    row = leaderboard_row(
+        run=ctx.run_name, commit=git_commit(), config_digest=ctx.config.digest(), dataset=ctx.dataset,
+        scheme=plan["scheme"], protocol=protocol, folds_digest=digest, member=f"blend:{blend['method']}",
+        validation=blend["score"], test=test_scores, members=blend["members"], val_by_kind=val_by_kind,
+        test_by_kind=test_by_kind, n_train=int((final["split"] == "train").sum()), n_test=len(test_pids))
     add_leaderboard_row(ctx.leaderboard, row)
     log.info("wrote %s and %s; leaderboard %s", ctx.run_file("submission.csv"), ctx.run_file("submission.json"),
              ctx.leaderboard)
@@ -146,14 +97,9 @@ def adversarial_scores(summary: dict) -> dict:
     return out
 
 
-def add_leaderboard_row(path: Path, row: dict) -> None:
-    """Append one row to the leaderboard CSV; runs submitting at the same time each keep their row."""
-    with file_lock(path):
-        write_text(path, write_leaderboard(append_leaderboard(read_leaderboard(path), row)))
-
-
 def outputs(ctx: RunContext) -> list[Path]:
-    return [ctx.run_file(name) for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")]
+    return [ctx.run_file(name) for name in ("submission.csv", "submission.json", "scores.json", "config.yaml")] + \
+        [ctx.run_predictions]
 
 
 STAGE = Stage(
@@ -165,7 +111,7 @@ STAGE = Stage(
     + ([ctx.test_labels] if ctx.test_labels is not None and Path(ctx.test_labels).is_file() else []),
     outputs=outputs,
     per_run=True,
-    modules=("reporting.submission_format", "models.metrics", "models.validation", "features.blocks",
-             "features.smpd"),
+    modules=("reporting.submission_format", "reporting.run_predictions", "models.metrics", "models.validation",
+             "features.blocks", "features.smpd"),
     description="write the checked submission files and a leaderboard row",
 )

@@ -5,10 +5,13 @@ import csv
 import io
 import json
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from common.io import file_lock, write_text
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +135,46 @@ def append_leaderboard(board: pd.DataFrame | None, row: dict) -> pd.DataFrame:
     if board is None or board.empty:
         return new
     return pd.concat([board, new], ignore_index=True)
+
+
+def add_leaderboard_row(path: Path, row: dict) -> None:
+    """Append one row to the leaderboard CSV; runs submitting at the same time each keep their row."""
+    with file_lock(path):
+        write_text(path, write_leaderboard(append_leaderboard(read_leaderboard(path), row)))
+
+
+def kind_columns(prefix: str, by_kind: dict) -> dict:
+    """Leaderboard columns of seen / unseen scores (SRC, MAE) and the unseen share."""
+    out = {f"{prefix}_unseen_share": round(by_kind["unseen_share"], 4)}
+    for kind in ("seen", "unseen"):
+        for metric in ("src", "mae"):
+            value = (by_kind.get(kind) or {}).get(metric)
+            out[f"{prefix}_{metric}_{kind}"] = None if value is None or not np.isfinite(value) else round(value, 5)
+    return out
+
+
+def leaderboard_row(*, run: str, commit: str, config_digest: str, dataset: str, scheme: str, protocol: str,
+                    folds_digest: str, member: str, validation: dict, test: dict, members: dict,
+                    val_by_kind: dict, test_by_kind: dict, n_train: int, n_test: int) -> dict:
+    """One leaderboard row: the run's validation scores (the report slice's), its test scores when
+    labels were given (`test` empty otherwise), and the scores of what it blended (`members`)."""
+    return {
+        "run": run,
+        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": commit,
+        "config_digest": config_digest,
+        "dataset": dataset,
+        "scheme": scheme,
+        "protocol": protocol, "folds_digest": folds_digest,
+        "member": member,
+        "val_src": round(validation["src"], 5), "val_mae": round(validation["mae"], 5),
+        "val_mse": round(validation["mse"], 5),
+        "test_src": round(test["src"], 5) if test else None,
+        "test_mae": round(test["mae"], 5) if test else None,
+        "test_mse": round(test["mse"], 5) if test else None,
+        "members": "; ".join(f"{m}: src {s['src']:.4f} mae {s['mae']:.4f} mse {s['mse']:.4f}"
+                             for m, s in members.items()),
+        **kind_columns("val", val_by_kind), **kind_columns("test", test_by_kind),
+        "n_train": n_train,
+        "n_test": n_test,
+    }

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 from tiny_demo import OPTIONAL_OFF
 
-from models.ensemble import cross_fitted_blend, fit_blend, level_recalibration, time_chunks
+from models.ensemble import blend_frame, cross_fitted_blend, fit_blend, level_recalibration, time_chunks
 from models.linear import RidgeRegressor
-from pipeline.blend import blend_frame
 
 
 def member_rows(seed=0, n_train=600, n_test=100, holdout=True):

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.run_all import main
-from pipeline.submit import add_leaderboard_row
-from reporting.submission_format import LEADERBOARD_COLUMNS, read_leaderboard
+from reporting.submission_format import LEADERBOARD_COLUMNS, add_leaderboard_row, read_leaderboard
 
 ROOT = Path(__file__).resolve().parent.parent
 

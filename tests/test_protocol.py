@@ -14,12 +14,12 @@ import pytest
 
 from models.catboost_member import CatBoostMember
 from models.cv import TargetStatSpec, cross_fit
+from models.ensemble import blend_frame
 from models.gbdt import LightGBMRegressor
 from models.metrics import score
 from models.tuning import TrialSeededTPESampler, lightgbm_objective, search_space
 from models.validation import (MIN_REPORT_POSTS, fold_plan, folds_digest, make_folds, report_rows, run_protocol,
                                scored_rows, selection_rows)
-from pipeline.blend import blend_frame
 
 PARAMS = {"learning_rate": 0.1, "num_leaves": 7, "min_data_in_leaf": 5}
 

@@ -33,7 +33,7 @@ def test_bad_submissions_are_refused(pids, scores, message):
 APPENDER = r"""
 import sys, time
 from pathlib import Path
-from pipeline.submit import add_leaderboard_row
+from reporting.submission_format import add_leaderboard_row
 board, name, start = Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 while not start.exists():  # every process appends at the same moment
     time.sleep(0.01)
