@@ -37,8 +37,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from benchmarks.synth_smpd import write_photo  # noqa: E402
 from features.encoders import array_path  # noqa: E402
 from features.encoders_image import ImageEncoder, ImagePreprocess, load_efficientnet_lite0  # noqa: E402
 from features.encoders_run import SplitInputs, image_file_digests, image_pass  # noqa: E402
@@ -56,31 +57,16 @@ ARCHS = {
 }
 
 
-def _write_photo(args: tuple[Path, int, int, int]) -> None:
-    """A photo-like JPEG: smooth shapes, blur and sensor noise (compresses like a real photo)."""
-    path, seed, width, height = args
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(12):
-        x, y = int(rng.integers(-50, width)), int(rng.integers(-50, height))
-        w, h = (int(v) for v in rng.integers(20, width // 2, 2))
-        draw.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    img = img.filter(ImageFilter.GaussianBlur(2))
-    noisy = np.asarray(img, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
-
-
 def make_jpegs(folder: Path, n: int, width: int, height: int, processes: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:06d}.jpg" for i in range(n)]
     jobs = [(p, i, width, height) for i, p in enumerate(paths)]
     if processes > 1:
         with multiprocessing.get_context("fork").Pool(processes) as pool:
-            pool.map(_write_photo, jobs, chunksize=32)
+            pool.map(write_photo, jobs, chunksize=32)
     else:
         for job in jobs:
-            _write_photo(job)
+            write_photo(job)
     return paths
 
 

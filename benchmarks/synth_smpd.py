@@ -148,6 +148,22 @@ def make_synthetic_smpd(data_dir: Path, fraction: float = 1.0, seed: int = 0) ->
             "latent": latent.astype(np.float32)}
 
 
+def write_photo(args: tuple[Path, int, int, int]) -> None:
+    """A photo-like JPEG: smooth shapes, blur and sensor noise (compresses like a real photo)."""
+    from PIL import Image, ImageDraw, ImageFilter
+    path, seed, width, height = args
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = int(rng.integers(-50, width)), int(rng.integers(-50, height))
+        w, h = (int(v) for v in rng.integers(20, width // 2, 2))
+        draw.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    img = img.filter(ImageFilter.GaussianBlur(2))
+    noisy = np.asarray(img, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
+
+
 def write_embeddings(paths: dict[str, dict[str, Path]], latent: np.ndarray, n_train: int, seed: int = 0,
                      chunk: int = 65_536) -> None:
     """512-d float16 stand-ins for the encoder output: a projection of `latent` plus noise.
