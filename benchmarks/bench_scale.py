@@ -242,9 +242,11 @@ def bench_main(args: argparse.Namespace) -> int:
 SHIPPED_SETS = ["encoders.image=efficientnet-lite0", "encoders.text=minilm",  # offline stand-ins for CLIP
                 "encoders.num_workers=1",  # one decoding worker beside the model: 2 cores
                 "encoders.device=cpu", "prototype.train.device=cpu",
-                # a time holdout below 500 posts becomes 5-fold cross-fitting (another cost); at full size the
-                # holdout has 61k posts, so 0 (never) changes nothing there
-                "validation.min_holdout_posts=0"]
+                # two rules that make small data sets cheaper, off so that the small sizes cost what the full
+                # size does per post: a time holdout below 500 posts becomes 5-fold cross-fitting, and a study
+                # validated on fewer than 60 x 20 posts runs fewer than 60 trials (models/sizing.py). At full
+                # size (a 61k-post holdout) neither applies, so turning them off changes nothing there.
+                "validation.min_holdout_posts=0", "tuning.adapt_to_size=false"]
 IMAGE_SIZE = (500, 375)  # the photo-like JPEGs of benchmarks/bench_encode.py
 PLAN_LINE = re.compile(r"^\s+(\w+)\s+run\s+~([0-9.]+) (s|min)\b")
 
