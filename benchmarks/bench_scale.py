@@ -119,9 +119,12 @@ def run_stage_process(args_file: Path, stage: str, log_path: Path) -> dict:
     text = log_path.read_text()
     found = re.findall(rf"\[{stage}\] done in ([0-9.]+) s", text[text.rfind(f"STAGE_START {stage}"):])
     peak_kib = re.findall(r"PEAK_RSS_KIB (\d+)", text)
-    # ru_maxrss: the largest process of the stage's tree (DataLoader and tuning workers included)
+    # ru_maxrss: the largest process of the stage's tree (DataLoader and tuning workers included); a
+    # child started by vfork begins with this process's high-water mark, so at or below it, it says nothing
+    tree_kib = usage.ru_maxrss if usage.ru_maxrss > peak_rss_kib() else None
     return {"wall_s": round(wall, 2), "stage_s": float(found[-1]) if found else None,
-            "peak_mib": round(int(peak_kib[-1]) / 1024, 1), "peak_tree_mib": round(usage.ru_maxrss / 1024, 1),
+            "peak_mib": round(int(peak_kib[-1]) / 1024, 1),
+            "peak_tree_mib": round(tree_kib / 1024, 1) if tree_kib else None,
             "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
             "load_before": round(load_before, 2), "load_avg_1min": round(os.getloadavg()[0], 2)}
 
@@ -346,18 +349,19 @@ def shipped_main(args: argparse.Namespace) -> int:
                    **run_stage_process(root / "args" / f"{name}.json", stage, root / "logs" / f"{name}.log")}
             report["results"].append(row)
             print(f"  {stage:16s} cpu {row['cpu_s']:8.1f} s  wall {row['wall_s']:8.1f} s  peak "
-                  f"{row['peak_tree_mib']:6.0f} MiB  load {row['load_before']:.1f}-{row['load_avg_1min']:.1f}"
+                  f"{max(row['peak_mib'], row['peak_tree_mib'] or 0):6.0f} MiB  load {row['load_before']:.1f}-{row['load_avg_1min']:.1f}"
                   + (f"  plan {row['plan_s']:.0f} s" if row["plan_s"] is not None else ""), flush=True)
         total = {k: round(sum(r[k] or 0.0 for r in report["results"] if r["n"] == n and r["stage"] != "total"), 1)
                  for k in ("cpu_s", "wall_s")}
         report["results"].append({"stage": "total", "n": n, **total, "peak_mib": max(
-            r["peak_tree_mib"] for r in report["results"] if r["n"] == n and r["stage"] != "total")})
+            max(r["peak_mib"], r["peak_tree_mib"] or 0) for r in report["results"]
+            if r["n"] == n and r["stage"] != "total")})
         if args.out:
             write_json(args.out, report)  # after every size: a run stopped later keeps what it measured
     plan_only_data(root / "data" / "full", FULL_TRAIN, FULL_TEST)
     report["full_size_plan"] = plan_estimates(shipped_command(root, "full"))
     report["growth"] = growth_exponents(report["results"])
-    report["extrapolation"] = extrapolate([{**r, "peak_mib": r.get("peak_tree_mib", r["peak_mib"])}
+    report["extrapolation"] = extrapolate([{**r, "peak_mib": max(r["peak_mib"], r.get("peak_tree_mib") or 0)}
                                            for r in report["results"]], FULL_TRAIN + FULL_TEST)
     print(report["full_size_plan"]["text"])
     print(json.dumps(report["extrapolation"], indent=1))

@@ -167,7 +167,7 @@ def write_photo(args: tuple[Path, int, int, int]) -> None:
     draw = ImageDraw.Draw(img)
     for _ in range(12):
         x, y = int(rng.integers(-50, width)), int(rng.integers(-50, height))
-        w, h = (int(v) for v in rng.integers(20, width // 2, 2))
+        w, h = (int(v) for v in rng.integers(20, max(21, width // 2), 2))  # small images: shapes may overflow
         draw.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
     img = img.filter(ImageFilter.GaussianBlur(2))
     noisy = np.asarray(img, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
