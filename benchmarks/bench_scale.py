@@ -308,6 +308,41 @@ def extrapolate(results: list[dict], full_n: int) -> dict[str, dict]:
     return out
 
 
+def _hours(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+
+
+def shipped_summary(report: dict) -> str:
+    """Adds the growth exponents and the full-size extrapolation to `report`; returns them as a markdown
+    table: CPU seconds per stage and size (measured), and at full size (extrapolated) beside the plan's."""
+    from benchmarks.synth_smpd import FULL_TEST, FULL_TRAIN
+    results = report["results"]
+    report["growth"] = growth_exponents(results)
+    report["extrapolation"] = extrapolate([{**r, "peak_mib": max(r["peak_mib"], r.get("peak_tree_mib") or 0)}
+                                           for r in results], FULL_TRAIN + FULL_TEST)
+    sizes = sorted({r["n"] for r in results})
+    plan = report.get("full_size_plan", {}).get("seconds", {})
+    lines = ["| stage | " + " | ".join(f"CPU s at {n:,}" for n in sizes) + " | growth exponent (CPU, last two) "
+             f"| peak MiB at {sizes[-1]:,} | full size, extrapolated: CPU (line a+bN / power law) | peak MiB (line) "
+             "| plan's estimate at full size |", "|" + " --- |" * (len(sizes) + 6)]
+    for stage in dict.fromkeys(r["stage"] for r in results):
+        rows = {r["n"]: r for r in results if r["stage"] == stage}
+        extra = report["extrapolation"].get(stage, {})
+        last = rows.get(sizes[-1], {})
+        peak = max(last.get("peak_mib") or 0, last.get("peak_tree_mib") or 0)
+        plan_s = sum(plan.values()) if stage == "total" and plan else plan.get(stage)
+        lines.append(f"| {stage} | " + " | ".join(f"{rows[n]['cpu_s']:.1f}" if n in rows else "" for n in sizes)
+                     + f" | {extra.get('cpu_s_exponent', '')} | {peak:.0f} | {_hours(extra.get('cpu_s_linear'))} / "
+                     f"{_hours(extra.get('cpu_s_power'))} | {extra.get('peak_mib_linear', 0):.0f} | {_hours(plan_s)} |")
+    wall = {r["n"]: r["wall_s"] for r in results if r["stage"] == "total"}
+    loads = {n: [v for r in results if r["n"] == n and r["stage"] != "total"
+                 for v in (r.get("load_before"), r.get("load_avg_1min")) if v is not None] for n in sizes}
+    lines.append("")
+    lines += [f"- {n:,} posts: wall {_hours(wall.get(n))} in all, load average {min(loads[n]):.1f} to "
+              f"{max(loads[n]):.1f}" for n in sizes if loads[n]]
+    return "\n".join(lines)
+
+
 def shipped_main(args: argparse.Namespace) -> int:
     """Every stage of configs/smpd.yaml as shipped (SHIPPED_SETS aside) at each size, in its own process."""
     from benchmarks.synth_smpd import FULL_TEST, FULL_TRAIN
@@ -360,11 +395,8 @@ def shipped_main(args: argparse.Namespace) -> int:
             write_json(args.out, report)  # after every size: a run stopped later keeps what it measured
     plan_only_data(root / "data" / "full", FULL_TRAIN, FULL_TEST)
     report["full_size_plan"] = plan_estimates(shipped_command(root, "full"))
-    report["growth"] = growth_exponents(report["results"])
-    report["extrapolation"] = extrapolate([{**r, "peak_mib": max(r["peak_mib"], r.get("peak_tree_mib") or 0)}
-                                           for r in report["results"]], FULL_TRAIN + FULL_TEST)
     print(report["full_size_plan"]["text"])
-    print(json.dumps(report["extrapolation"], indent=1))
+    print(shipped_summary(report))
     if args.out:
         write_json(args.out, report)
         print(f"\nwrote {args.out}")
@@ -390,7 +422,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="--shipped: keep --root and the sizes already in --out; run the new --fractions beside them")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "work" / "bench_scale.json",
                         help="the results as JSON (default: work/bench_scale.json)")
+    parser.add_argument("--summarize", action="store_true",
+                        help="--shipped: print the table of --out's measurements (growth, extrapolation); runs nothing")
     args = parser.parse_args(argv)
+    if args.summarize:
+        report = json.loads(args.out.read_text())
+        print(shipped_summary(report))
+        write_json(args.out, report)
+        return 0
     if args.command == "stage":
         return stage_main(args)
     return shipped_main(args) if args.shipped else bench_main(args)
