@@ -384,7 +384,8 @@ def shipped_main(args: argparse.Namespace) -> int:
                    **run_stage_process(root / "args" / f"{name}.json", stage, root / "logs" / f"{name}.log")}
             report["results"].append(row)
             print(f"  {stage:16s} cpu {row['cpu_s']:8.1f} s  wall {row['wall_s']:8.1f} s  peak "
-                  f"{max(row['peak_mib'], row['peak_tree_mib'] or 0):6.0f} MiB  load {row['load_before']:.1f}-{row['load_avg_1min']:.1f}"
+                  f"{max(row['peak_mib'], row['peak_tree_mib'] or 0):6.0f} MiB  "
+                  f"load {row['load_before']:.1f}-{row['load_avg_1min']:.1f}"
                   + (f"  plan {row['plan_s']:.0f} s" if row["plan_s"] is not None else ""), flush=True)
         total = {k: round(sum(r[k] or 0.0 for r in report["results"] if r["n"] == n and r["stage"] != "total"), 1)
                  for k in ("cpu_s", "wall_s")}
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shipped", action="store_true",
                         help="every stage of configs/smpd.yaml as shipped (offline encoders, CPU), with images")
     parser.add_argument("--append", action="store_true",
-                        help="--shipped: keep --root and the sizes already in --out; run the new --fractions beside them")
+                        help="--shipped: keep --root and the sizes in --out; run the new --fractions beside them")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "work" / "bench_scale.json",
                         help="the results as JSON (default: work/bench_scale.json)")
     parser.add_argument("--summarize", action="store_true",
