@@ -3,6 +3,22 @@
 
     python benchmarks/bench_scale.py                          # 1/4, 1/2 and full SMPD size
     python benchmarks/bench_scale.py --fractions 0.01 0.02    # a quick check
+    python benchmarks/bench_scale.py --shipped --fractions 0.001 0.002 0.005 --out scale.json   # the shipped config
+    python benchmarks/bench_scale.py --summarize --out scale.json   # its table again, from the JSON
+
+`--shipped` runs configs/smpd.yaml as shipped, every stage, at each size: `pipeline/run_all.py --config
+configs/smpd.yaml` with only SHIPPED_SETS changed (the offline encoders EfficientNet-Lite0 and MiniLM
+standing in for CLIP, one DataLoader worker, the CPU; and the two small-data rules off, so the small
+sizes validate and tune as the full size does). The synthetic SMPD gets a 500x375 photo-like JPEG per
+post, so the image encoder decodes and embeds real files. Per stage (each in its own process): wall
+seconds, CPU seconds (user + sys of the stage and its worker processes: on a shared machine less
+sensitive to the load than wall time), peak memory, the load average; the growth exponent between
+sizes; each stage extrapolated to the full 486,194 posts (a line a + b N through every size, and a
+power law through the two largest: extrapolations, not measurements); and what `run_all.py --plan`
+printed for each size (from the smaller sizes beside it) and for the full size (a folder holding only
+full-size image lists, which is all the plan reads to size a data set).
+
+Without `--shipped` (what follows) it measures a reduced pipeline, not the shipped config:
 
 For each size it writes a synthetic SMPD-format data set (`benchmarks/synth_smpd.py`:
 305,613 train and 180,581 test posts at full size, no images, 512-d float16
