@@ -324,6 +324,18 @@ def extrapolate(results: list[dict], full_n: int) -> dict[str, dict]:
     return out
 
 
+def lightgbm_rounds(work_dir: Path) -> dict:
+    """The boosting rounds LightGBM ran at a size: each member's mean best iteration (over its seeds) and
+    the tuning trials' mean last round; at full size they may be more (up to gbdt.num_boost_round)."""
+    members = {p.stem: float(np.mean(json.loads(p.read_text())["best_iterations"]))
+               for p in work_dir.glob("config-*/preds/*.json")
+               if "best_iterations" in json.loads(p.read_text())}
+    trials = [t.get("last_step") for p in work_dir.glob("config-*/tuning/study_summary.json")
+              for t in json.loads(p.read_text()).get("trials", []) if t.get("last_step") is not None]
+    return {"members": {k: round(v, 1) for k, v in sorted(members.items())},
+            "tuning_trial_rounds": round(float(np.mean(trials)), 1) if trials else None}
+
+
 def _hours(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
 
@@ -356,6 +368,10 @@ def shipped_summary(report: dict) -> str:
     lines.append("")
     lines += [f"- {n:,} posts: wall {_hours(wall.get(n))} in all, load average {min(loads[n]):.1f} to "
               f"{max(loads[n]):.1f}" for n in sizes if loads[n]]
+    rounds = [(size["n"], size["rounds"]) for size in report.get("sizes", []) if size.get("rounds")]
+    lines += [f"- {n:,} posts: LightGBM rounds, members' mean best iteration "
+              + ", ".join(f"{k} {v:g}" for k, v in r["members"].items() if not k.startswith("ridge"))
+              + f"; tuning trials' mean last round {r['tuning_trial_rounds']}" for n, r in rounds]
     return "\n".join(lines)
 
 
@@ -405,6 +421,7 @@ def shipped_main(args: argparse.Namespace) -> int:
                   + (f"  plan {row['plan_s']:.0f} s" if row["plan_s"] is not None else ""), flush=True)
         total = {k: round(sum(r[k] or 0.0 for r in report["results"] if r["n"] == n and r["stage"] != "total"), 1)
                  for k in ("cpu_s", "wall_s")}
+        report["sizes"][-1]["rounds"] = lightgbm_rounds(root / "work" / name)
         report["results"].append({"stage": "total", "n": n, **total, "peak_mib": max(
             max(r["peak_mib"], r["peak_tree_mib"] or 0) for r in report["results"]
             if r["n"] == n and r["stage"] != "total")})
