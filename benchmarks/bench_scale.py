@@ -415,6 +415,8 @@ def shipped_main(args: argparse.Namespace) -> int:
             row = {"stage": stage, "n": n, "plan_s": plan["seconds"].get(stage),
                    **run_stage_process(root / "args" / f"{name}.json", stage, root / "logs" / f"{name}.log")}
             report["results"].append(row)
+            if args.out:
+                write_json(args.out, report)  # after every stage: a run stopped later keeps what it measured
             print(f"  {stage:16s} cpu {row['cpu_s']:8.1f} s  wall {row['wall_s']:8.1f} s  peak "
                   f"{max(row['peak_mib'], row['peak_tree_mib'] or 0):6.0f} MiB  "
                   f"load {row['load_before']:.1f}-{row['load_avg_1min']:.1f}"
@@ -426,7 +428,7 @@ def shipped_main(args: argparse.Namespace) -> int:
             max(r["peak_mib"], r["peak_tree_mib"] or 0) for r in report["results"]
             if r["n"] == n and r["stage"] != "total")})
         if args.out:
-            write_json(args.out, report)  # after every size: a run stopped later keeps what it measured
+            write_json(args.out, report)
     plan_only_data(root / "data" / "full", FULL_TRAIN, FULL_TEST)
     report["full_size_plan"] = plan_estimates(shipped_command(root, "full"))
     print(report["full_size_plan"]["text"])
