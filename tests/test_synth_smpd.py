@@ -26,7 +26,10 @@ def test_extrapolation_of_a_linear_and_a_quadratic_stage():
             for n in (1000, 2000, 4000)]
     rows += [{"stage": "square", "n": n, "cpu_s": (n / 1000) ** 2, "wall_s": 1.0, "peak_mib": 50.0}
              for n in (1000, 2000, 4000)]
+    rows += [{"stage": "flat", "n": n, "cpu_s": c, "wall_s": c, "peak_mib": 300.0}
+             for n, c in ((1000, 7.4), (2000, 6.9), (4000, 7.0))]
     out = extrapolate(rows, 400_000)
+    assert out["flat"]["cpu_s_linear"] == 7.0  # a falling line of start-up noise: the last measured, not below
     assert out["linear"]["cpu_s_linear"] == 4002.0 and out["linear"]["peak_mib_linear"] == 40100.0
     assert out["linear"]["wall_s_exponent"] == 1.0 and out["linear"]["wall_s_power"] == 8000.0
     assert out["square"]["cpu_s_exponent"] == 2.0 and out["square"]["cpu_s_power"] == 160_000.0
