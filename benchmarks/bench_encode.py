@@ -13,6 +13,7 @@ cost of real ones), bf16 autocast, real JPEGs decoded by `--workers` processes:
 
     python benchmarks/bench_encode.py --device cuda --arch vit-b-32,vit-l-14
     python benchmarks/bench_encode.py --device cpu --arch vit-b-32 --n-images 64   # check of that path on a CPU
+    python benchmarks/bench_encode.py --model-cpu-seconds --arch vit-b-32   # CPU s an image: Lite0 beside CLIP
 
 Prints one JSON line: images/s (steady state, after the first batch, and over
 the whole pass: DataLoader start, first batch and the final join included), the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -190,6 +192,28 @@ def run_clip_shapes(args, folder: Path) -> dict:
     return result
 
 
+def model_cpu_seconds(args) -> dict:
+    """CPU seconds an image of the model alone (this process's user + sys, every thread: less sensitive to a
+    shared machine's load than images/s) for EfficientNet-Lite0 and each CLIP shape of --arch, on
+    the same decoded crops: the price of CLIP on a CPU against the offline stand-in."""
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (args.batch_size, 3, 224, 224), dtype=np.uint8))
+    encoders = {"efficientnet-lite0": load_efficientnet_lite0()}
+    encoders.update({arch: clip_vision_encoder(arch, torch.device("cpu")) for arch in args.arch.split(",")})
+    out = {"mode": "model-cpu-seconds", "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+           "per_image_cpu_s": {}}
+    for name, encoder in encoders.items():
+        encoder.embed(crops[:2])  # first call: allocations and kernels chosen
+        best = math.inf
+        for _ in range(args.repeats):
+            started = time.process_time()
+            encoder.embed(crops)
+            best = min(best, time.process_time() - started)
+        out["per_image_cpu_s"][name] = round(best / len(crops), 4)
+    first = out["per_image_cpu_s"]["efficientnet-lite0"]
+    out["ratio_to_efficientnet"] = {k: round(v / first, 1) for k, v in out["per_image_cpu_s"].items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu (stage vs plain loop) or cuda (CLIP shapes)")
@@ -206,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(nvjpeg: CUDA and torchvision; the embeddings' cosine to the first is reported)")
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="cpu mode: stage precisions to time (bf16 needs AVX512-BF16/AMX to pay off)")
+    parser.add_argument("--model-cpu-seconds", action="store_true",
+                        help="with --arch: CPU seconds an image of each model alone, EfficientNet-Lite0 beside CLIP")
     args = parser.parse_args(argv)
+    if args.model_cpu_seconds:
+        args.batch_size, args.arch = args.batch_size or 32, args.arch or "vit-b-32"
+        print(json.dumps(model_cpu_seconds(args)))
+        return 0
     gpu = args.device.startswith("cuda")
     if gpu and not args.arch:
         args.arch = ",".join(ARCHS)
