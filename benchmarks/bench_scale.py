@@ -80,6 +80,7 @@ def bench_config(rounds: int) -> dict:
                           **({"pca_dim": pca_dim} if pca_dim else {})}
     config["prototype"] = {"enabled": False}
     config["tuning"] = {"enabled": False}
+    config["users"] = {**config.get("users", {}), "text_dims": 0}  # no user features (the smpd config has texts on)
     config["gbdt"] = {**config.get("gbdt", {}), "num_boost_round": rounds, "feature_sets": {"meta_emb": ["meta", "emb"]}}
     return config
 
