@@ -13,6 +13,7 @@ cost of real ones), bf16 autocast, real JPEGs decoded by `--workers` processes:
 
     python benchmarks/bench_encode.py --device cuda --arch vit-b-32,vit-l-14
     python benchmarks/bench_encode.py --device cpu --arch vit-b-32 --n-images 64   # check of that path on a CPU
+    python benchmarks/bench_encode.py --model-cpu-seconds --arch vit-b-32   # CPU s an image: Lite0 beside CLIP
 
 Prints one JSON line: images/s (steady state, after the first batch, and over
 the whole pass: DataLoader start, first batch and the final join included), the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -37,8 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+from PIL import Image  # noqa: E402
 
+from benchmarks.synth_smpd import write_photo  # noqa: E402
 from features.encoders import array_path  # noqa: E402
 from features.encoders_image import ImageEncoder, ImagePreprocess, load_efficientnet_lite0  # noqa: E402
 from features.encoders_run import SplitInputs, image_file_digests, image_pass  # noqa: E402
@@ -56,31 +59,16 @@ ARCHS = {
 }
 
 
-def _write_photo(args: tuple[Path, int, int, int]) -> None:
-    """A photo-like JPEG: smooth shapes, blur and sensor noise (compresses like a real photo)."""
-    path, seed, width, height = args
-    rng = np.random.default_rng(seed)
-    img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(12):
-        x, y = int(rng.integers(-50, width)), int(rng.integers(-50, height))
-        w, h = (int(v) for v in rng.integers(20, width // 2, 2))
-        draw.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
-    img = img.filter(ImageFilter.GaussianBlur(2))
-    noisy = np.asarray(img, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
-    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
-
-
 def make_jpegs(folder: Path, n: int, width: int, height: int, processes: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{i:06d}.jpg" for i in range(n)]
     jobs = [(p, i, width, height) for i, p in enumerate(paths)]
     if processes > 1:
         with multiprocessing.get_context("fork").Pool(processes) as pool:
-            pool.map(_write_photo, jobs, chunksize=32)
+            pool.map(write_photo, jobs, chunksize=32)
     else:
         for job in jobs:
-            _write_photo(job)
+            write_photo(job)
     return paths
 
 
@@ -204,6 +192,28 @@ def run_clip_shapes(args, folder: Path) -> dict:
     return result
 
 
+def model_cpu_seconds(args) -> dict:
+    """CPU seconds an image of the model alone (this process's user + sys, every thread: less sensitive to a
+    shared machine's load than images/s) for EfficientNet-Lite0 and each CLIP shape of --arch, on
+    the same decoded crops: the price of CLIP on a CPU against the offline stand-in."""
+    crops = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (args.batch_size, 3, 224, 224), dtype=np.uint8))
+    encoders = {"efficientnet-lite0": load_efficientnet_lite0()}
+    encoders.update({arch: clip_vision_encoder(arch, torch.device("cpu")) for arch in args.arch.split(",")})
+    out = {"mode": "model-cpu-seconds", "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+           "per_image_cpu_s": {}}
+    for name, encoder in encoders.items():
+        encoder.embed(crops[:2])  # first call: allocations and kernels chosen
+        best = math.inf
+        for _ in range(args.repeats):
+            started = time.process_time()
+            encoder.embed(crops)
+            best = min(best, time.process_time() - started)
+        out["per_image_cpu_s"][name] = round(best / len(crops), 4)
+    first = out["per_image_cpu_s"]["efficientnet-lite0"]
+    out["ratio_to_efficientnet"] = {k: round(v / first, 1) for k, v in out["per_image_cpu_s"].items()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", help="cpu (stage vs plain loop) or cuda (CLIP shapes)")
@@ -220,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
                              "(nvjpeg: CUDA and torchvision; the embeddings' cosine to the first is reported)")
     parser.add_argument("--precisions", default="fp32,bf16",
                         help="cpu mode: stage precisions to time (bf16 needs AVX512-BF16/AMX to pay off)")
+    parser.add_argument("--model-cpu-seconds", action="store_true",
+                        help="with --arch: CPU seconds an image of each model alone, EfficientNet-Lite0 beside CLIP")
     args = parser.parse_args(argv)
+    if args.model_cpu_seconds:
+        args.batch_size, args.arch = args.batch_size or 32, args.arch or "vit-b-32"
+        print(json.dumps(model_cpu_seconds(args)))
+        return 0
     gpu = args.device.startswith("cuda")
     if gpu and not args.arch:
         args.arch = ",".join(ARCHS)

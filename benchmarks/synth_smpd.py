@@ -4,7 +4,9 @@ For the scale benchmark only: it has the real data set's sizes and shapes
 (305,613 train and 180,581 test posts, about 70k users with a heavy-tailed
 activity, 11 / 77 / 668 classes, Zipf-distributed tags and title words, free
 text, gaps), every value a string as in SMPD. Image paths are listed but no
-image is written (the reader counts them missing); 512-d float16 embeddings
+image is written (the reader counts them missing) unless `image_size` asks for
+photo-like JPEGs (for runs that encode images: about 10 ms a 500x375 image to
+write, so off by default); 512-d float16 embeddings
 per modality stand in for the encoder output, in the encoder folder layout of
 `features.encoders` (image, title, tags; no token arrays).
 
@@ -56,8 +58,11 @@ def _to_json_records(frame: pd.DataFrame) -> str:
     return frame.to_json(orient="records", force_ascii=False)
 
 
-def make_synthetic_smpd(data_dir: Path, fraction: float = 1.0, seed: int = 0) -> dict:
-    """Write the official files of both splits into `data_dir`; return the sizes and the test labels."""
+def make_synthetic_smpd(data_dir: Path, fraction: float = 1.0, seed: int = 0,
+                        image_size: tuple[int, int] | None = None) -> dict:
+    """Write the official files of both splits into `data_dir`; return the sizes and the test labels.
+
+    image_size: (width, height) of a photo-like JPEG written at every listed image path; None: no images."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -142,10 +147,31 @@ def make_synthetic_smpd(data_dir: Path, fraction: float = 1.0, seed: int = 0) ->
             frame = pd.DataFrame({**base, **{k: np.asarray(v)[rows] for k, v in fields.items()}})
             write_text(data_dir / f"{name}_{kind}.json", _to_json_records(frame))
         write_text(data_dir / f"{name}_img_filepath.txt", "\n".join(img_path[rows].tolist()) + "\n")
+    if image_size is not None:
+        for post in range(n):  # the image's content seeded by its post, so a size's images never change
+            path = data_dir / img_path[post]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_photo((path, int(pid[post]), *image_size))
     write_text(data_dir / "train_label.txt", "".join(f"{v:.2f}\n" for v in label[:n_train]))
     latent = np.c_[skill[user], rng.normal(0, 1, (N_CONCEPTS, 7))[concept]]  # what the embeddings encode
     return {"n_train": n_train, "n_test": n_test, "n_users": n_users, "test_labels": label[n_train:],
             "latent": latent.astype(np.float32)}
+
+
+def write_photo(args: tuple[Path, int, int, int]) -> None:
+    """A photo-like JPEG: smooth shapes, blur and sensor noise (compresses like a real photo)."""
+    from PIL import Image, ImageDraw, ImageFilter
+    path, seed, width, height = args
+    rng = np.random.default_rng(seed)
+    img = Image.new("RGB", (width, height), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(12):
+        x, y = int(rng.integers(-50, width)), int(rng.integers(-50, height))
+        w, h = (int(v) for v in rng.integers(20, max(21, width // 2), 2))  # small images: shapes may overflow
+        draw.ellipse([x, y, x + w, y + h], fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
+    img = img.filter(ImageFilter.GaussianBlur(2))
+    noisy = np.asarray(img, np.int16) + rng.normal(0, 6, (height, width, 3)).astype(np.int16)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).save(path, "JPEG", quality=90)
 
 
 def write_embeddings(paths: dict[str, dict[str, Path]], latent: np.ndarray, n_train: int, seed: int = 0,
@@ -172,12 +198,14 @@ def write_embeddings(paths: dict[str, dict[str, Path]], latent: np.ndarray, n_tr
 
 def main() -> None:
     import argparse
-    parser = argparse.ArgumentParser(description="write a synthetic full-size SMPD (no images)")
+    parser = argparse.ArgumentParser(description="write a synthetic full-size SMPD (no images unless --images)")
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", metavar="WxH", help="write a photo-like JPEG of this size per post (e.g. 500x375)")
     args = parser.parse_args()
-    info = make_synthetic_smpd(args.out_dir, args.fraction, args.seed)
+    size = tuple(int(v) for v in args.images.lower().split("x")) if args.images else None
+    info = make_synthetic_smpd(args.out_dir, args.fraction, args.seed, image_size=size)
     print(json.dumps({k: v for k, v in info.items() if isinstance(v, int)}))
 
 
