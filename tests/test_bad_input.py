@@ -42,7 +42,7 @@ def run_all(run_all_here, data: Path, tmp: Path, *extra: str):
     }))
     return run_all_here("--data-dir", data, "--work-dir", tmp / "work", "--submissions-dir", tmp / "subs",
                         "--run-name", "run", "--config", config, "--stages",
-                        "read_data,make_folds,build_metadata,train_trees,train_linear,blend,submit", *extra)
+                        "read_data,make_folds,build_metadata,adversarial,train_trees,train_linear,blend,submit", *extra)
 
 
 # --- values: numbers as strings or numbers, padding, encodings, line endings ---------------------

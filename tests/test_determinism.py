@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
         "--set", "demo.image_size=16", "--set", "encoders.enabled=false", "--set", "prototype.enabled=false",
         "--set", "tuning.enabled=true", "--set", "tuning.n_trials=3", "--set", "tuning.timeout_s=0",
-        "--set", "tuning.workers=1", "--set", "gbdt.num_boost_round=40", "--set", "gbdt.seeds=[0, 1]"]
+        "--set", "tuning.workers=1", "--set", "gbdt.num_boost_round=40", "--set", "gbdt.seeds=[0, 1]",
+        "--set", "ensemble.linear_members={ridge_meta: [meta]}"]  # a ridge member too (off in the configs)
 
 
 def demo_args(tmp: Path, name: str, run_name: str = "run", *extra: str) -> list[str]:

@@ -138,7 +138,8 @@ def test_a_per_post_column_that_is_the_label_is_named(tmp_path):
 
 # --- through run_all.py --------------------------------------------------------------------------------
 OFF = [f"--set={item}" for item in ("encoders.enabled=false", "prototype.enabled=false", "tuning.enabled=false",
-                                    "gbdt.seeds=[0]", "validation.n_folds=2", "gbdt.num_boost_round=40")]
+                                    "gbdt.seeds=[0]", "validation.n_folds=2", "gbdt.num_boost_round=40",
+                                    "ensemble.linear_members={ridge_meta: [meta]}")]  # a ridge member too (off in the configs)
 
 
 def pipeline_args(root: Path, data: Path, *extra) -> list:

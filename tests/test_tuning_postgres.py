@@ -168,7 +168,7 @@ RUN = [*TINY_DEMO, *OPTIONAL_OFF, "--set", "tuning.enabled=true", "--set", f"tun
        "--set", "tuning.adapt_to_size=false",  # the tiny demo would cap the budget at a trial per 20 validated posts
        "--set", "gbdt.num_boost_round=80", "--set", "gbdt.early_stopping_rounds=20",
        "--set", "tuning.prune_warmup_rounds=20", "--set", "tuning.report_interval=20",
-       "--stages", "make_demo,read_data,make_folds,build_metadata,tune,train_trees,train_linear,blend,submit"]
+       "--stages", "make_demo,read_data,make_folds,build_metadata,adversarial,tune,train_trees,train_linear,blend,submit"]
 
 
 @pytest.fixture(scope="module")

@@ -158,7 +158,7 @@ def run_pipeline(run_all_here, data: Path, tmp: Path):
     }))
     return run_all_here("--data-dir", data, "--work-dir", tmp / "work", "--submissions-dir", tmp / "subs",
                         "--run-name", "run", "--config", config, "--stages",
-                        "read_data,make_folds,build_metadata,user_features,train_trees,train_linear,blend,submit")
+                        "read_data,make_folds,build_metadata,user_features,adversarial,train_trees,train_linear,blend,submit")
 
 
 def test_every_switch_on_with_no_text_one_class_and_only_new_test_users_gives_a_valid_submission(data, tmp_path, run_all_here):

@@ -14,8 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY_DEMO = ["--set", "demo.n_train=160", "--set", "demo.n_test=60", "--set", "demo.n_users=25",
              "--set", "demo.image_size=16"]
 # configs/demo.yaml turns every stage on; tests turn the slow ones off unless they test them
+# ... and turn the ridge members on (off in the configs, by the panel): the tests of the blend, of
+# determinism and of the bookkeeping need more than one member and a train_linear stage
 OPTIONAL_OFF = ["--set", "encoders.enabled=false", "--set", "prototype.enabled=false",
-                "--set", "tuning.enabled=false", "--set", "gbdt.seeds=[0]"]
+                "--set", "tuning.enabled=false", "--set", "gbdt.seeds=[0]",
+                "--set", "ensemble.linear_members={ridge_meta: [meta], ridge_emb: [meta, emb]}"]
 # the prompt learners run the text backbone at every step (about 10x the cost of the rest): off here
 FULL = ["--set", "encoders.enabled=true", "--set", "encoders.num_workers=0", "--set", "prototype.enabled=true",
         "--set", "prototype.train.epochs=2", "--set", "prototype.model.width=64", "--set", "validation.n_folds=2",
