@@ -126,17 +126,15 @@ def level_recalibration(y: np.ndarray, pred: np.ndarray, time: np.ndarray, later
     }
 
 
-REFIT_CHECK = "/refit_check"  # the key suffix of a member's refit-check predictions (pipeline/blend.py load_members)
-
-
 def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.ndarray, time_train: np.ndarray,
-                method: str, n_chunks: int, recalibrate: bool,
-                report: np.ndarray | None = None) -> tuple[pd.DataFrame, dict]:
+                method: str, n_chunks: int, recalibrate: bool, report: np.ndarray | None = None,
+                refit_checks: dict[str, np.ndarray] | None = None) -> tuple[pd.DataFrame, dict]:
     """The blended predictions of every row, from weights fit on the selection rows, and a summary.
 
     report: per train post, in the report slice (models/validation.report_rows); those rows never
     reach the weights, and the summary's `score` is theirs (the selection rows' cross-fitted score
-    when there is no report slice)."""
+    when there is no report slice). refit_checks: per member, its refit-check predictions
+    (validation.refit_check, models/cv.py); the summary's `refit_check` is their blend's score."""
     train = (keys["split"] == "train").to_numpy()
     test = (keys["split"] == "test").to_numpy()
     fold = keys["fold"].to_numpy()
@@ -150,8 +148,6 @@ def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.nd
     t_all = np.full(len(keys), np.nan)
     y_all[train], t_all[train] = y_train, time_train  # train rows are in posts order
     y, t = y_all[selection], t_all[selection]
-    checks = {m[:-len(REFIT_CHECK)]: p for m, p in preds.items() if m.endswith(REFIT_CHECK)}
-    preds = {m: p for m, p in preds.items() if not m.endswith(REFIT_CHECK)}
     oof = {m: p[selection] for m, p in preds.items()}
 
     blend = fit_blend(method, oof, y)  # selection rows only: test and report rows never reach the weights
@@ -171,9 +167,9 @@ def blend_frame(keys: pd.DataFrame, preds: dict[str, np.ndarray], y_train: np.nd
             "score_selection": selection_score,  # cross-fitted: each chunk with weights fit on the others
             "score_in_sample": score(y, blend.predict(oof)),  # weights fit on these very rows: optimistic
             "chunks": int(len(np.unique(chunk)))}
-    if rep.any() and set(checks) == set(preds):
+    if rep.any() and refit_checks and set(refit_checks) == set(preds):
         # the blend of the members' refit checks: the report slice predicted as the test is (models/cv.py)
-        info["refit_check"] = score(y_all[rep], blend.predict({m: p[rep] for m, p in checks.items()}))
+        info["refit_check"] = score(y_all[rep], blend.predict({m: p[rep] for m, p in refit_checks.items()}))
     if len(folds_seen) == 1:  # a time-ordered holdout: the drift of the label level is measurable
         if rep.any():  # the shift from the selection rows, its effect on the later report slice
             recal = level_recalibration(np.r_[y, y_all[rep]], np.r_[oof_blend, pred[rep]],

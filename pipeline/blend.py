@@ -22,7 +22,7 @@ import pandas as pd
 
 from common.io import read_json, read_parquet, write_json, write_parquet
 from features.blocks import check_post_order
-from models.ensemble import REFIT_CHECK, blend_frame
+from models.ensemble import blend_frame
 from models.validation import report_rows
 from pipeline.catalog import RunContext
 from pipeline.members import members_of
@@ -31,10 +31,11 @@ from pipeline.stage import Stage
 log = logging.getLogger(__name__)
 
 
-def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict]:
-    """Row keys (Pid, split, fold) shared by all members, each member's prediction, and summaries."""
+def load_members(ctx: RunContext, members: list[str]):
+    """Row keys (Pid, split, fold) shared by all members, each member's prediction, summaries, and the
+    refit-check predictions of the members that have them (validation.refit_check)."""
     keys = None
-    preds, summaries = {}, {}
+    preds, summaries, checks = {}, {}, {}
     for m in members:
         frame = read_parquet(ctx.member_preds(m))
         if keys is None:
@@ -44,14 +45,14 @@ def load_members(ctx: RunContext, members: list[str]) -> tuple[pd.DataFrame, dic
                              "in the same order with the same folds: rerun the member stages")
         preds[m] = frame["pred"].to_numpy(dtype=np.float64)
         if "refit_check" in frame.columns:  # validation.refit_check (models/cv.py)
-            preds[f"{m}{REFIT_CHECK}"] = frame["refit_check"].to_numpy(dtype=np.float64)
+            checks[m] = frame["refit_check"].to_numpy(dtype=np.float64)
         summaries[m] = read_json(ctx.member_summary(m))
-    return keys, preds, summaries
+    return keys, preds, summaries, checks
 
 
 def run(ctx: RunContext) -> None:
     members = list(members_of(ctx.config))
-    keys, preds, summaries = load_members(ctx, members)
+    keys, preds, summaries, checks = load_members(ctx, members)
     posts = read_parquet(ctx.posts("train"), columns=["Pid", "label", "Postdate"])
     train_keys = keys[keys["split"] == "train"]
     check_post_order(train_keys["Pid"], posts["Pid"], "the member predictions", "rerun the member stages")
@@ -66,7 +67,7 @@ def run(ctx: RunContext) -> None:
         recalibrate = False
     final, info = blend_frame(keys, preds, posts["label"].to_numpy(dtype=np.float64),
                               posts["Postdate"].to_numpy(dtype=np.float64), e.method, e.score_chunks,
-                              recalibrate, report_rows(folds))
+                              recalibrate, report_rows(folds), refit_checks=checks)
     info["members"] = {m: s["score"] for m, s in summaries.items()}
     info["member_models"] = {m: s.get("model", "lightgbm") for m, s in summaries.items()}
     log.info("blend (%s): validation SRC %.4f MAE %.4f on the %s (%d posts); selection posts SRC %.4f "
